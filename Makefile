@@ -1,0 +1,34 @@
+# The two commands of the README: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch and torchvision are pinned to the releases on this workplace's disk (a CPU-capable build).
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: venv test lint bench demo clean
+
+$(BIN)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet -e '.[dev,viz]' $(TORCH_PINS)
+	touch $@
+
+venv: $(BIN)/.installed
+
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check .
+
+bench: venv
+	$(BIN)/python -m pip install --quiet grad-cam torchcam captum $(TORCH_PINS)
+	$(BIN)/python benchmarks/bench_speed.py
+
+demo: venv
+	@echo "make demo arrives with the command-line issue (#4); see README."
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info src/*.egg-info

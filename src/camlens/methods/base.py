@@ -1,0 +1,204 @@
+"""The call flow every method shares, and the base of the gradient-weighted family.
+
+One call: check the inputs, put the model in eval mode (restored after), resolve the target layer,
+run one forward with a per-call hook on that layer, read the target scores, and, for the gradient
+methods, take ``torch.autograd.grad`` from the scores to the layer's output only. Before the
+target layer the forward runs without autograd recording (as inference would); the hook switches
+recording on at the layer, so the backward pass covers the layers after it and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from camlens.capture import Layout, capture_layer, checked_activation, choose_layer, detect_layout
+from camlens.capture import named_module as resolve_named_module
+from camlens.explanation import Explanation
+from camlens.model_state import check_inputs, input_tensors, preserved_model_state
+from camlens.targets import ResolvedTarget, Target, adapt_output, resolve_target
+
+logger = logging.getLogger("camlens")
+
+
+@dataclass
+class Forward:
+    """What one hooked forward pass produced."""
+
+    output: Any  # the adapted model output (a tensor, or what output_fn returned)
+    activation: torch.Tensor  # the target layer's raw output (a grad-tracking leaf if asked)
+    layout: Layout
+    target: ResolvedTarget
+    scores: torch.Tensor  # (B, K)
+
+    def canonical(self, tensor: torch.Tensor | None = None) -> torch.Tensor:
+        """``tensor`` (default: the activation) in the ``(B, C, *spatial)`` layout; extra leading
+        axes, e.g. ``(B, K, ...)`` gradients, are kept."""
+        tensor = self.activation if tensor is None else tensor
+        leading = tensor.shape[: tensor.ndim - self.activation.ndim + 1]
+        flat = tensor.reshape(-1, *tensor.shape[len(leading) :])
+        canonical = self.layout.to_canonical(flat)
+        return canonical.reshape(*leading, *canonical.shape[1:])
+
+
+class CAMMethod:
+    """Base of all methods: ``method(inputs, target=None) -> Explanation``.
+
+    ``layer``: a dotted name from ``model.named_modules()`` (negative indices allowed, e.g.
+    ``"blocks.-1.norm1"``), a module, or ``None`` for the last layer with a spatial output.
+    ``output_fn``: turns the model output into the tensor the targets read.
+    ``channels_last``: the layer outputs ``(B, h, w, C)`` (Swin). ``token_grid`` and
+    ``prefix_tokens``: how to fold a token sequence ``(B, N, C)`` onto the patch grid (inferred
+    from the input's aspect ratio when not given). ``input_size``: the spatial size ``maps`` are
+    upsampled to (default: the input's trailing axes).
+    """
+
+    name: ClassVar[str] = ""
+    needs_gradients: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str | nn.Module | None = None,
+        *,
+        output_fn: Callable[[Any], Any] | None = None,
+        channels_last: bool = False,
+        token_grid: tuple[int, int] | None = None,
+        prefix_tokens: int | None = None,
+        input_size: Sequence[int] | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.layer = layer
+        self.output_fn = output_fn
+        self.channels_last = channels_last
+        self.token_grid = token_grid
+        self.prefix_tokens = prefix_tokens
+        self.input_size = tuple(input_size) if input_size is not None else None
+        if layer is not None:
+            resolve_named_module(model, layer)  # fail early on a bad name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(layer={self.layer!r})"
+
+    def __call__(
+        self, inputs: torch.Tensor | Sequence[torch.Tensor], target: Target = None
+    ) -> Explanation:
+        tensors = input_tensors(inputs)
+        check_inputs(self.model, tensors)
+        with preserved_model_state(self.model):
+            return self.explain(tensors, target)
+
+    # --- steps shared by the methods -----------------------------------------------------------
+
+    def explain(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
+        """Compute the explanation; the model is already in eval mode."""
+        raise NotImplementedError
+
+    def target_layer(self, inputs: tuple[torch.Tensor, ...]) -> tuple[str, nn.Module, list[str]]:
+        """(name, module, notes) of the layer to explain, choosing one when ``layer`` is None."""
+        if self.layer is not None:
+            name, module = resolve_named_module(self.model, self.layer)
+            return name, module, []
+        name = choose_layer(self.model, lambda: self.model(*inputs), inputs[0].ndim)
+        note = f"layer=None: explained {name!r}, the last layer with a spatial output"
+        logger.info(note)
+        return name, dict(self.model.named_modules())[name], [note]
+
+    def hooked_forward(
+        self,
+        inputs: tuple[torch.Tensor, ...],
+        target: Target,
+        layer_name: str,
+        module: nn.Module,
+        *,
+        track_grad: bool,
+        replace: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> Forward:
+        """One forward with the target layer captured, and the target scores ``(B, K)``."""
+        with torch.no_grad(), capture_layer(module, track_grad=track_grad, replace=replace) as cap:
+            model_output = self.model(*inputs)
+        activation = checked_activation(cap, layer_name)
+        layout = detect_layout(
+            activation.shape,
+            inputs[0].shape,
+            channels_last=self.channels_last,
+            token_grid=self.token_grid,
+            prefix_tokens=self.prefix_tokens,
+            layer_name=layer_name,
+        )
+        with torch.set_grad_enabled(track_grad):
+            output = adapt_output(model_output, self.output_fn)
+            resolved, scores = resolve_target(target, output, inputs[0].shape[0])
+        return Forward(output, activation, layout, resolved, scores)
+
+    def make_explanation(
+        self,
+        forward: Forward,
+        raw: torch.Tensor,
+        inputs: tuple[torch.Tensor, ...],
+        layer_name: str,
+        notes: list[str],
+        attributions: torch.Tensor | None = None,
+    ) -> Explanation:
+        """Package ``raw`` maps ``(B, K, *spatial)`` (ReLU applied here) as an Explanation."""
+        spatial_ndim = raw.ndim - 2
+        input_size = self.input_size or tuple(inputs[0].shape[-spatial_ndim:])
+        resolved = forward.target
+        classes = resolved.classes
+        return Explanation(
+            raw=resolved.squeezed(torch.relu(raw).detach()),
+            scores=resolved.squeezed(forward.scores.detach()),
+            targets=None if classes is None else resolved.squeezed(classes),
+            method=self.name,
+            layer=layer_name,
+            input_size=input_size,
+            attributions=None if attributions is None else resolved.squeezed(attributions),
+            notes=notes,
+        )
+
+
+def score_gradients(scores: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
+    """d scores[:, k] / d activation for each k: shape ``(B, K, *activation.shape[1:])``.
+
+    Inputs of a batch are independent in eval mode, so differentiating the batch sum of
+    ``scores[:, k]`` gives every input's own gradient in one backward pass per target.
+    Scores that do not depend on the activation get zero gradients.
+    """
+    num_targets = scores.shape[1]
+    if not scores.requires_grad:
+        return activation.new_zeros(activation.shape[0], num_targets, *activation.shape[1:])
+    gradients = []
+    for k in range(num_targets):
+        (gradient,) = torch.autograd.grad(
+            scores[:, k].sum(), activation, retain_graph=k < num_targets - 1, allow_unused=True
+        )
+        gradients.append(torch.zeros_like(activation) if gradient is None else gradient)
+    return torch.stack(gradients, dim=1)
+
+
+def spatial_axes(tensor: torch.Tensor, first: int) -> tuple[int, ...]:
+    """The axes from ``first`` to the end: the spatial axes of a canonical tensor."""
+    return tuple(range(first, tensor.ndim))
+
+
+class GradientCAM(CAMMethod):
+    """A method of the gradient-weighted family: a rule that combines the layer's activations
+    ``A`` ``(B, C, *spatial)`` with the score gradients ``G`` ``(B, K, C, *spatial)`` into maps
+    ``(B, K, *spatial)`` before the ReLU. Subclasses override :meth:`combine` only."""
+
+    def combine(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def explain(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
+        layer_name, module, notes = self.target_layer(inputs)
+        forward = self.hooked_forward(inputs, target, layer_name, module, track_grad=True)
+        gradients = score_gradients(forward.scores, forward.activation)
+        raw = self.combine(forward.canonical(), forward.canonical(gradients))
+        return self.make_explanation(forward, raw, inputs, layer_name, notes)

@@ -1,0 +1,79 @@
+"""Class activation mapping (Zhou et al., "Learning Deep Features for Discriminative
+Localization", CVPR 2016).
+
+For a network whose last conv layer ``f`` feeds global average pooling and one linear layer,
+``y^c = sum_k w_k^c GAP(f_k) + b_c``, so ``M^c(i,j) = sum_k w_k^c f_k(i,j)`` is the map whose
+average is the class score (less the bias). No gradient is needed, and the maps of every class
+come from one forward pass and one matrix product.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from camlens.explanation import Explanation
+from camlens.methods.base import CAMMethod, Forward, spatial_axes
+from camlens.methods.gradient import weighted_channel_sum
+from camlens.targets import Target
+
+
+class CAM(CAMMethod):
+    """CAM: ``M^c = sum_k w_k^c f_k`` with ``w`` the weights of the linear layer after global
+    average pooling (found by watching the forward pass: the linear layer whose input is the
+    spatial mean, or sum, of the target layer's output and whose output is the model's)."""
+
+    name = "cam"
+    needs_gradients = False
+
+    def explain(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
+        layer_name, module, notes = self.target_layer(inputs)
+        linear_calls: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]] = []
+
+        def record(linear: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            if args and isinstance(args[0], torch.Tensor):
+                linear_calls.append((linear, args[0], output))
+
+        handles = [m.register_forward_hook(record) for m in self.model.modules() if isinstance(
+            m, nn.Linear
+        )]
+        try:
+            forward = self.hooked_forward(inputs, target, layer_name, module, track_grad=False)
+        finally:
+            for handle in handles:
+                handle.remove()
+        if forward.target.classes is None:
+            raise ValueError(
+                "CAM explains class scores; a callable target needs method='gradcam' (or another "
+                "gradient method)"
+            )
+        activations = forward.canonical()
+        class_weights = gap_linear_weights(activations, forward, linear_calls, layer_name)
+        raw = weighted_channel_sum(class_weights[forward.target.classes], activations)
+        return self.make_explanation(forward, raw, inputs, layer_name, notes)
+
+
+def gap_linear_weights(
+    activations: torch.Tensor,
+    forward: Forward,
+    linear_calls: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]],
+    layer_name: str,
+) -> torch.Tensor:
+    """The ``(num_classes, C)`` weights of the linear layer that reads the pooled activations."""
+    mean_pooled = activations.mean(dim=spatial_axes(activations, 2))
+    output = forward.output
+    for linear, linear_input, linear_output in reversed(linear_calls):
+        if linear_input.shape != mean_pooled.shape or linear_output.shape != output.shape:
+            continue
+        reads_output = torch.allclose(linear_output, output, rtol=1e-4, atol=1e-5)
+        if not reads_output:
+            continue
+        for pooled in (mean_pooled, mean_pooled * activations[0, 0].numel()):
+            scale = pooled.abs().max().clamp(min=1.0)
+            if torch.allclose(linear_input, pooled, rtol=1e-4, atol=1e-5 * scale):
+                return linear.weight
+    raise ValueError(
+        f"CAM needs the target layer to feed global average pooling followed by one linear layer "
+        f"that gives the model's output; layer {layer_name!r} does not in this model. Use "
+        "method='gradcam', which works on any network (and equals CAM where CAM applies)"
+    )

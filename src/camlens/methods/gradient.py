@@ -1,0 +1,98 @@
+"""The gradient-weighted CAM family: each method is its weighting rule.
+
+Notation: ``A^k`` is channel k of the target layer's output, ``g^k = d y^c / d A^k`` the gradient
+of the explained score ``y^c`` (a pre-softmax logit for class targets), ``Z`` the number of
+positions. Every map is passed through ReLU afterwards.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from camlens.methods.base import GradientCAM, spatial_axes
+
+
+def weighted_channel_sum(channel_weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+    """sum_k w_k A^k for weights ``(B, K, C)`` and activations ``(B, C, *spatial)``."""
+    return torch.einsum("bkc,bc...->bk...", channel_weights, activations)
+
+
+class GradCAM(GradientCAM):
+    """Grad-CAM (Selvaraju et al., ICCV 2017 / IJCV 2019).
+
+    ``alpha_k^c = (1/Z) sum_ij d y^c / d A^k_ij`` and ``L^c = ReLU(sum_k alpha_k^c A^k)``.
+    On a global-average-pooling + linear head ``alpha_k^c = w_k^c / Z``: the CAM map up to scale.
+    """
+
+    name = "gradcam"
+
+    def combine(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        channel_weights = gradients.mean(dim=spatial_axes(gradients, 3))
+        return weighted_channel_sum(channel_weights, activations)
+
+
+class HiResCAM(GradientCAM):
+    """HiResCAM (Draelos and Carin, arXiv 2011.08891, 2020).
+
+    ``L^c = ReLU(sum_k g^k * A^k)`` (element-wise): no averaging of the gradient over positions, so
+    on a conv -> flatten -> linear head the map sums to ``y^c - b_c`` and shows only positions the
+    model used. Equals Grad-CAM on a global-average-pooling + linear head.
+    """
+
+    name = "hirescam"
+
+    def combine(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        return (gradients * activations.unsqueeze(1)).sum(dim=2)
+
+
+class XGradCAM(GradientCAM):
+    """XGrad-CAM (Fu et al., BMVC 2020), from the sensitivity and conservation axioms.
+
+    ``alpha_k^c = sum_ij (A^k_ij / sum_ab A^k_ab) * d y^c / d A^k_ij``; a channel whose
+    activations sum to zero gets weight zero. ``L^c = ReLU(sum_k alpha_k^c A^k)``.
+    """
+
+    name = "xgradcam"
+
+    def combine(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        axes = spatial_axes(gradients, 3)
+        activation_sums = activations.sum(dim=spatial_axes(activations, 2)).unsqueeze(1)
+        weighted = (gradients * activations.unsqueeze(1)).sum(dim=axes)
+        safe_sums = torch.where(activation_sums != 0, activation_sums, torch.ones_like(weighted))
+        channel_weights = torch.where(activation_sums != 0, weighted / safe_sums, 0.0)
+        return weighted_channel_sum(channel_weights, activations)
+
+
+class GradCAMPlusPlus(GradientCAM):
+    """Grad-CAM++ (Chattopadhyay et al., WACV 2018).
+
+    With ``Y^c = exp(S^c)`` and piecewise-linear layers the pixel coefficients are
+    ``a_ij^kc = g_ij^2 / (2 g_ij^2 + sum_ab A^k_ab g_ij^3)`` (zero where the denominator is zero),
+    the channel weights ``w_k^c = sum_ij a_ij^kc ReLU(g_ij)``, and ``L^c = ReLU(sum_k w_k^c A^k)``,
+    where ``g = d S^c / d A^k``.
+    """
+
+    name = "gradcam++"
+
+    def combine(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        axes = spatial_axes(gradients, 3)
+        activation_sums = activations.sum(dim=spatial_axes(activations, 2), keepdim=True)
+        squared = gradients.pow(2)
+        denominator = 2 * squared + activation_sums.unsqueeze(1) * gradients.pow(3)
+        safe_denominator = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
+        coefficients = torch.where(denominator != 0, squared / safe_denominator, 0.0)
+        channel_weights = (coefficients * torch.relu(gradients)).sum(dim=axes)
+        return weighted_channel_sum(channel_weights, activations)
+
+
+class LayerCAM(GradientCAM):
+    """LayerCAM (Jiang et al., IEEE TIP 2021).
+
+    ``L^c = ReLU(sum_k ReLU(g^k) * A^k)`` (element-wise): positive gradients weight each position,
+    which keeps fine detail when explaining shallow layers.
+    """
+
+    name = "layercam"
+
+    def combine(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        return (torch.relu(gradients) * activations.unsqueeze(1)).sum(dim=2)

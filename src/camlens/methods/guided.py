@@ -1,0 +1,124 @@
+"""Guided backpropagation and Guided Grad-CAM: maps at the input's own resolution.
+
+Guided backpropagation (Springenberg et al., "Striving for Simplicity", ICLR 2015 workshop):
+the gradient of the score with respect to the input, where every ReLU passes back only positive
+gradients at positions where its input was positive: ``R_in = 1[x > 0] * ReLU(R_out)``. The map
+is the largest magnitude over the input's channels (Simonyan et al. 2014's convention);
+``attributions`` keeps the signed gradient image.
+
+Guided Grad-CAM (Selvaraju et al. 2017): guided backpropagation times the upsampled Grad-CAM map.
+
+Guided ReLUs are put in place for one forward by a ``TorchFunctionMode`` that swaps every ReLU call
+(``nn.ReLU``, ``F.relu``, ``torch.relu``, in place or not) for the guided one; the model itself is
+not touched. Other activations (GELU, SiLU, ...) pass gradients unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from camlens.capture import Layout
+from camlens.explanation import Explanation, normalize, upsample
+from camlens.methods.base import CAMMethod, Forward
+from camlens.methods.gradient import GradCAM
+from camlens.targets import Target, adapt_output, resolve_target
+
+
+class GuidedReLUFunction(torch.autograd.Function):
+    """ReLU forward; backward passes ``1[x > 0] * ReLU(grad)``."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        result = tensor.clamp(min=0)
+        ctx.save_for_backward(result)
+        return result
+
+    @staticmethod
+    def backward(ctx, gradient: torch.Tensor) -> torch.Tensor:
+        (result,) = ctx.saved_tensors
+        return gradient.clamp(min=0) * (result > 0)
+
+
+RELU_FUNCTIONS = frozenset(
+    {torch.relu, torch.relu_, F.relu, F.relu_, torch.Tensor.relu, torch.Tensor.relu_}
+)
+
+
+class GuidedReLUMode(TorchFunctionMode):
+    """While active, every ReLU call computes :class:`GuidedReLUFunction` (out of place)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in RELU_FUNCTIONS:
+            return GuidedReLUFunction.apply(args[0])
+        return func(*args, **(kwargs or {}))
+
+
+class GuidedBackprop(CAMMethod):
+    """Guided backpropagation: input-resolution maps, no target layer (``layer`` is ignored)."""
+
+    name = "guided-backprop"
+
+    def __init__(self, model, layer=None, **options) -> None:
+        super().__init__(model, None, **options)
+
+    def explain(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
+        forward, gradients = self.input_gradients(inputs, target)
+        saliency = gradients.abs().amax(dim=2) if inputs[0].ndim >= 3 else gradients.abs()
+        return self.make_explanation(
+            forward, saliency, inputs, "input", [], attributions=gradients.detach()
+        )
+
+    def input_gradients(
+        self, inputs: tuple[torch.Tensor, ...], target: Target
+    ) -> tuple[Forward, torch.Tensor]:
+        """The forward record and guided gradients ``(B, K, *input.shape[1:])``."""
+        image = inputs[0].detach().requires_grad_(True)
+        with torch.enable_grad(), GuidedReLUMode():
+            output = adapt_output(self.model(image, *inputs[1:]), self.output_fn)
+            resolved, scores = resolve_target(target, output, image.shape[0])
+        gradients = []
+        for k in range(scores.shape[1]):
+            if not scores.requires_grad:
+                gradients.append(torch.zeros_like(image))
+                continue
+            (gradient,) = torch.autograd.grad(
+                scores[:, k].sum(), image, retain_graph=k < scores.shape[1] - 1, allow_unused=True
+            )
+            gradients.append(torch.zeros_like(image) if gradient is None else gradient)
+        forward = Forward(output, image.detach(), Layout("channels_first"), resolved, scores)
+        return forward, torch.stack(gradients, dim=1)
+
+
+class GuidedGradCAM(CAMMethod):
+    """Guided Grad-CAM: guided backpropagation times the upsampled, normalised Grad-CAM map of the
+    same targets (Selvaraju et al. 2017), at the input's resolution."""
+
+    name = "guided-gradcam"
+
+    def explain(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
+        gradcam = GradCAM(
+            self.model,
+            self.layer,
+            output_fn=self.output_fn,
+            channels_last=self.channels_last,
+            token_grid=self.token_grid,
+            prefix_tokens=self.prefix_tokens,
+        ).explain(inputs, target)
+        same_targets = target if gradcam.targets is None else gradcam.targets
+        guided = GuidedBackprop(self.model, output_fn=self.output_fn)
+        forward, gradients = guided.input_gradients(inputs, same_targets)
+        spatial_ndim = len(gradcam.input_size)
+        has_channels = inputs[0].ndim >= 3
+        saliency = gradients.abs().amax(dim=2) if has_channels else gradients.abs()
+        gradcam_raw = gradcam.raw if gradcam.raw.ndim - spatial_ndim == 2 else gradcam.raw[:, None]
+        coarse = normalize(upsample(gradcam_raw, tuple(saliency.shape[2:])), spatial_ndim)
+        return self.make_explanation(
+            forward,
+            saliency * coarse,
+            inputs,
+            gradcam.layer,
+            gradcam.notes,
+            attributions=(gradients * (coarse.unsqueeze(2) if has_channels else coarse)).detach(),
+        )

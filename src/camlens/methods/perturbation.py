@@ -1,0 +1,208 @@
+"""Gradient-free methods that weigh channels by what the model does without them.
+
+Both read the scores of many perturbed copies of one input at a time; a callable target must
+therefore score each row of the output on its own.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from camlens.capture import Layout, capture_layer, checked_activation, detect_layout
+from camlens.explanation import Explanation, normalize, upsample
+from camlens.methods.base import CAMMethod, Forward
+from camlens.methods.gradient import weighted_channel_sum
+from camlens.targets import ResolvedTarget, Target, adapt_output, class_logits, resolve_target
+
+
+def check_batch_size(batch_size: int | None, allow_none: bool) -> None:
+    if batch_size is None and allow_none:
+        return
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+
+
+def chunks(count: int, size: int | None) -> list[torch.Tensor]:
+    """Index ranges ``[0, count)`` in pieces of at most ``size`` (one piece when None)."""
+    size = count if size is None else size
+    return [torch.arange(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+class ScoreCAM(CAMMethod):
+    """Score-CAM (Wang et al., CVPR Workshops 2020).
+
+    Each channel, upsampled and min-max normalised, masks the input:
+    ``H^k = s(Up(A^k))``; its weight is the increase of confidence it alone brings,
+    ``C(A^k) = f(X * H^k) - f(X_b)`` with the all-zero baseline ``X_b``; the map is
+    ``L = ReLU(sum_k C(A^k) A^k)``. ``f`` is the softmax probability of the class (the paper's
+    Section 3.2; its Algorithm 1 instead takes a softmax over channels of logit differences), or
+    the callable target's score. At most ``batch_size`` masked copies are in memory at once.
+    """
+
+    name = "scorecam"
+    needs_gradients = False
+
+    def __init__(self, model, layer=None, *, batch_size: int = 32, **options) -> None:
+        super().__init__(model, layer, **options)
+        check_batch_size(batch_size, allow_none=False)
+        self.batch_size = batch_size
+
+    def explain(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
+        if len(inputs) != 1:
+            raise TypeError("scorecam masks a single input tensor; the model takes several")
+        layer_name, module, notes = self.target_layer(inputs)
+        forward = self.hooked_forward(inputs, target, layer_name, module, track_grad=False)
+        activations = forward.canonical()
+        image = inputs[0]
+        spatial_ndim = activations.ndim - 2
+        input_size = tuple(image.shape[-spatial_ndim:])
+        mask_shape = (1,) * (image.ndim - 1 - spatial_ndim) + input_size
+        num_channels = activations.shape[1]
+        channel_weights = activations.new_zeros(
+            activations.shape[0], forward.scores.shape[1], num_channels
+        )
+        with torch.no_grad():
+            baseline = self.confidence(forward.target, torch.zeros_like(image), slice(None))
+            for row in range(image.shape[0]):
+                for channels in chunks(num_channels, self.batch_size):
+                    masks = normalize(upsample(activations[row, channels], input_size), spatial_ndim)
+                    masked = image[row : row + 1] * masks.reshape(-1, *mask_shape)
+                    scores = self.confidence(forward.target, masked, slice(row, row + 1))
+                    channel_weights[row, :, channels] = (scores - baseline[row]).T
+        raw = weighted_channel_sum(channel_weights, activations)
+        return self.make_explanation(forward, raw, inputs, layer_name, notes)
+
+    def confidence(self, target: ResolvedTarget, batch: torch.Tensor, rows: slice) -> torch.Tensor:
+        """Softmax probability of the target classes (rows' classes), or the callable's score."""
+        output = adapt_output(self.model(batch), self.output_fn)
+        if target.classes is None:
+            return target.scores(output)
+        probabilities = class_logits(output).softmax(dim=1)
+        classes = target.classes[rows].expand(probabilities.shape[0], -1)
+        return probabilities.gather(1, classes)
+
+
+class AblationCAM(CAMMethod):
+    """Ablation-CAM (Desai and Ramaswamy, WACV 2020).
+
+    Channel k's weight is the relative fall of the score when the channel is zeroed,
+    ``w_k = (y^c - y^c_k) / |y^c|``, and ``L = ReLU(sum_k w_k A^k)``. (The paper divides by
+    ``y^c``; dividing by its magnitude keeps a negative score from flipping the map.)
+
+    The network before the target layer runs once per input: the hook at the layer hands the rest
+    of the network a batch of ablated copies of the layer's output (tensors from before the layer
+    broadcast over it). Where a model cannot take that (its output does not follow the copies),
+    the input itself is copied instead. ``batch_size`` caps the copies per forward (default: all
+    channels at once; each further chunk runs the whole network again).
+    """
+
+    name = "ablationcam"
+    needs_gradients = False
+
+    def __init__(self, model, layer=None, *, batch_size: int | None = None, **options) -> None:
+        super().__init__(model, layer, **options)
+        check_batch_size(batch_size, allow_none=True)
+        self.batch_size = batch_size
+
+    def explain(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
+        layer_name, module, notes = self.target_layer(inputs)
+        forwards, raw_rows = [], []
+        for row in range(inputs[0].shape[0]):
+            single = tuple(tensor[row : row + 1] for tensor in inputs)
+            forward, raw = self.explain_one(single, row_target(target, row), layer_name, module)
+            forwards.append(forward)
+            raw_rows.append(raw)
+        last = forwards[-1].target
+        classes = None if last.classes is None else torch.cat([f.target.classes for f in forwards])
+        summary = Forward(
+            None,
+            inputs[0],
+            forwards[-1].layout,
+            ResolvedTarget(classes, last.score_fn, last.one_per_input),
+            torch.cat([f.scores for f in forwards]),
+        )
+        return self.make_explanation(summary, torch.cat(raw_rows), inputs, layer_name, notes)
+
+    def explain_one(
+        self, single: tuple[torch.Tensor, ...], target: Target, layer_name: str, module: nn.Module
+    ) -> tuple[Forward, torch.Tensor]:
+        """The forward record and the raw maps ``(1, K, *spatial)`` of one input."""
+        forward: Forward | None = None
+        position, num_channels = 0, None
+        while num_channels is None or position < num_channels:
+            output, activation, ablation = self.ablated_forward(single, module, layer_name, position)
+            num_channels, channels = ablation["num_channels"], ablation["channels"]
+            if forward is None:
+                first = output[:1] if isinstance(output, torch.Tensor) else output
+                resolved, scores = resolve_target(target, first, 1)
+                forward = Forward(first, activation, ablation["layout"], resolved, scores)
+                weights = activation.new_zeros(1, scores.shape[1], num_channels)
+            ablated_scores = forward.target.scores(output[1:], slice(0, 1))  # (n, K)
+            original = forward.scores  # (1, K)
+            scale = torch.where(original != 0, original.abs(), torch.ones_like(original))
+            weights[0, :, channels] = ((original - ablated_scores) / scale).T
+            position += len(channels)
+        return forward, weighted_channel_sum(weights, forward.canonical())
+
+    def ablated_forward(
+        self, single: tuple[torch.Tensor, ...], module: nn.Module, layer_name: str, position: int
+    ) -> tuple[object, torch.Tensor, dict]:
+        """Run the model once with the layer's output replaced by the original followed by copies
+        with one channel each zeroed, for channels ``position`` onward (at most batch_size)."""
+        ablation: dict = {}
+
+        def ablate(activation: torch.Tensor) -> torch.Tensor:
+            layout = ablation.get("layout") or self.layout_of(activation, single[0], layer_name)
+            axis = 1 if layout.kind == "channels_first" else activation.ndim - 1
+            num_channels = activation.shape[axis]
+            stop = num_channels if self.batch_size is None else position + self.batch_size
+            channels = torch.arange(position, min(stop, num_channels), device=activation.device)
+            ablation.update(layout=layout, num_channels=num_channels, channels=channels)
+            copies = activation[:1].expand(len(channels) + 1, *activation.shape[1:]).clone()
+            index = [slice(None)] * activation.ndim
+            index[0] = torch.arange(1, len(channels) + 1, device=activation.device)
+            index[axis] = channels
+            copies[tuple(index)] = 0
+            return copies
+
+        with torch.no_grad():
+            try:
+                with capture_layer(module, track_grad=False, replace=ablate) as capture:
+                    output = adapt_output(self.model(*single), self.output_fn)
+                rows_follow = batch_rows(output) == len(ablation["channels"]) + 1
+            except RuntimeError:
+                if "channels" not in ablation:
+                    raise  # failed before the target layer: the model's own error
+                rows_follow = False
+            if not rows_follow:  # the copies did not broadcast: copy the input instead
+                copies = len(ablation["channels"]) + 1
+                replicated = tuple(t.expand(copies, *t.shape[1:]) for t in single)
+                with capture_layer(module, track_grad=False, replace=ablate) as capture:
+                    output = adapt_output(self.model(*replicated), self.output_fn)
+        activation = checked_activation(capture, layer_name)[:1]
+        return output, activation, ablation
+
+    def layout_of(self, activation: torch.Tensor, image: torch.Tensor, layer_name: str) -> Layout:
+        return detect_layout(
+            activation.shape,
+            image.shape,
+            channels_last=self.channels_last,
+            token_grid=self.token_grid,
+            prefix_tokens=self.prefix_tokens,
+            layer_name=layer_name,
+        )
+
+
+def batch_rows(output: object) -> int | None:
+    return output.shape[0] if isinstance(output, torch.Tensor) and output.ndim > 0 else None
+
+
+def row_target(target: Target, row: int) -> Target:
+    """The part of ``target`` that belongs to input ``row`` of the batch."""
+    if isinstance(target, torch.Tensor) and target.ndim > 0:
+        return target[row : row + 1] if target.ndim == 2 else target[row].reshape(1)
+    if isinstance(target, (list, tuple)):
+        item = target[row]
+        return [item] if isinstance(item, (list, tuple)) else [item]
+    return target

@@ -1,0 +1,91 @@
+"""Leave the user's model exactly as it was found.
+
+Every explanation runs inside :func:`preserved_model_state`: the model is put in eval mode (so
+BatchNorm running statistics and dropout do not change), and on the way out, also when something
+raises, each module's train/eval flag, each parameter's ``requires_grad`` flag and ``.grad``, and
+the autograd mode are put back. Hooks are the caller's job and are removed in their own
+``finally`` blocks (see :mod:`camlens.capture`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+@contextmanager
+def preserved_model_state(model: nn.Module) -> Iterator[None]:
+    """Run the body with ``model`` in eval mode and restore modes, flags and gradients after."""
+    training_flags = {module: module.training for module in model.modules()}
+    parameters = list(model.parameters())
+    requires_grad_flags = [parameter.requires_grad for parameter in parameters]
+    gradients = [parameter.grad for parameter in parameters]
+    grad_mode = torch.is_grad_enabled()
+    model.eval()
+    try:
+        yield
+    finally:
+        torch.set_grad_enabled(grad_mode)
+        for module, training in training_flags.items():
+            module.training = training
+        for parameter, requires_grad, gradient in zip(
+            parameters, requires_grad_flags, gradients, strict=True
+        ):
+            if parameter.requires_grad != requires_grad:
+                parameter.requires_grad_(requires_grad)
+            if parameter.grad is not gradient:
+                parameter.grad = gradient
+
+
+def model_device(model: nn.Module) -> torch.device | None:
+    """The device of the model's first parameter or buffer, or None for a stateless model."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return None
+
+
+def input_tensors(inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """The model's positional inputs as a tuple; the first one is the explained input."""
+    if isinstance(inputs, torch.Tensor):
+        return (inputs,)
+    if isinstance(inputs, (tuple, list)) and inputs and all(
+        isinstance(item, torch.Tensor) for item in inputs
+    ):
+        return tuple(inputs)
+    raise TypeError(
+        f"inputs must be a tensor or a non-empty tuple/list of tensors, got {type(inputs).__name__}"
+    )
+
+
+def check_inputs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+    """Raise a clear error for inputs the engine cannot explain."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "camlens needs autograd, but the call is inside torch.inference_mode(); "
+            "call it outside that block (an outer torch.no_grad() is fine)"
+        )
+    primary = inputs[0]
+    if primary.ndim < 2:
+        raise ValueError(
+            f"inputs must have a batch axis first, e.g. (B, C, H, W); got shape {tuple(primary.shape)}"
+        )
+    if primary.shape[0] == 0:
+        raise ValueError("inputs hold an empty batch (shape[0] == 0); pass at least one input")
+    device = model_device(model)
+    for position, tensor in enumerate(inputs):
+        if tensor.is_inference():
+            raise ValueError(
+                f"input {position} is an inference-mode tensor (made under torch.inference_mode()), "
+                "which autograd cannot use; make it outside inference_mode or pass tensor.clone() "
+                "created under torch.no_grad()"
+            )
+        if device is not None and tensor.device != device:
+            raise ValueError(
+                f"input {position} is on device {tensor.device} but the model is on {device}; "
+                f"move one of them, e.g. inputs.to('{device}')"
+            )

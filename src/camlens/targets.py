@@ -1,0 +1,174 @@
+"""What is explained: the model output's adapter and the target scores.
+
+A target turns the model output into the scores that are explained, shape ``(B,)`` for one
+target per input or ``(B, K)`` for K targets per input:
+
+- ``None``: the top-1 predicted class of each input;
+- an ``int``: that class for every input;
+- a sequence of ints or a 1-D tensor: one class per input; a 2-D ``(B, K)`` tensor or nested
+  sequence: K classes per input;
+- :class:`TopK`: the k highest-scoring classes of each input; ``"all"``: every class;
+- a callable ``score_fn(output) -> (B,) or (B, K)`` for anything else (a region of a segmentation,
+  an embedding similarity, a caption's log-probability).
+
+Class scores are the model's raw outputs (pre-softmax logits), as in Grad-CAM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import torch
+
+ScoreFn = Callable[[Any], torch.Tensor]
+Target = Union[None, int, Sequence, torch.Tensor, "TopK", str, ScoreFn]
+
+
+@dataclass(frozen=True)
+class TopK:
+    """Explain the ``k`` highest-scoring classes of each input (maps of shape (B, k, H, W))."""
+
+    k: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"TopK needs a positive int k, got {self.k!r}")
+
+
+def adapt_output(output: Any, output_fn: Callable[[Any], Any] | None = None) -> Any:
+    """The model output as a tensor: itself, a tuple/list's first element, a dict's or a
+    transformers-style output's ``logits``; ``output_fn`` overrides all of these."""
+    if output_fn is not None:
+        return output_fn(output)
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output:
+        return adapt_output(output[0])
+    if isinstance(output, Mapping):
+        if "logits" in output:
+            return output["logits"]
+        raise TypeError(
+            f"the model returned a dict with keys {sorted(output)}, none of them 'logits'; pass "
+            "output_fn=lambda out: out['<key>'] to say which one to explain"
+        )
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    raise TypeError(
+        f"cannot read scores from a model output of type {type(output).__name__}; pass "
+        "output_fn= to turn it into a tensor"
+    )
+
+
+@dataclass
+class ResolvedTarget:
+    """The explained classes (``None`` for a callable) and how to read their scores."""
+
+    classes: torch.Tensor | None  # (B, K) long
+    score_fn: ScoreFn | None
+    one_per_input: bool
+
+    def scores(self, output: Any, rows: torch.Tensor | slice | None = None) -> torch.Tensor:
+        """Scores ``(N, K)`` of ``output``; ``rows`` picks which inputs' classes to read (the
+        perturbation methods score many copies of one input)."""
+        if self.score_fn is not None:
+            scores = self.score_fn(output)
+            return scores.unsqueeze(1) if scores.ndim == 1 else scores
+        classes = self.classes if rows is None else self.classes[rows]
+        logits = class_logits(output)
+        if classes.shape[0] != logits.shape[0]:
+            classes = classes.expand(logits.shape[0], -1)
+        return logits.gather(1, classes)
+
+    def squeezed(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Drop the K axis (axis 1) when there is one target per input."""
+        return tensor.squeeze(1) if self.one_per_input else tensor
+
+
+def class_logits(output: Any) -> torch.Tensor:
+    if not isinstance(output, torch.Tensor) or output.ndim != 2:
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ValueError(
+            f"a class-index target needs a model output of shape (B, num_classes), got {shape}; "
+            "pass a callable target score_fn(output) -> (B,) for other outputs"
+        )
+    return output
+
+
+def resolve_target(
+    target: Target, output: Any, batch_size: int
+) -> tuple[ResolvedTarget, torch.Tensor]:
+    """The user's ``target`` resolved for this batch's ``output``, and its scores ``(B, K)``."""
+    if callable(target) and not isinstance(target, (torch.Tensor, TopK)):
+        scores = target(output)
+        if not isinstance(scores, torch.Tensor) or scores.ndim not in (1, 2) or (
+            scores.shape[0] != batch_size
+        ):
+            got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+            raise ValueError(
+                f"a callable target must return a tensor of shape ({batch_size},) or "
+                f"({batch_size}, K) for this batch, got {got}"
+            )
+        resolved = ResolvedTarget(None, target, one_per_input=scores.ndim == 1)
+        return resolved, scores.unsqueeze(1) if scores.ndim == 1 else scores
+    logits = class_logits(output)
+    num_classes = logits.shape[1]
+    device = logits.device
+    if target is None:
+        classes, one = logits.argmax(dim=1, keepdim=True), True
+    elif isinstance(target, TopK):
+        if target.k > num_classes:
+            raise ValueError(f"TopK({target.k}) asks for more than the {num_classes} classes")
+        classes, one = logits.topk(target.k, dim=1).indices, False
+    elif isinstance(target, str):
+        if target != "all":
+            raise ValueError(
+                f"unknown target {target!r}; a string target must be 'all' (class names are "
+                "resolved by the command line)"
+            )
+        classes = torch.arange(num_classes, device=device).expand(batch_size, -1)
+        one = False
+    elif isinstance(target, bool):
+        raise TypeError(f"target must be a class index, not a bool ({target!r})")
+    elif isinstance(target, int):
+        classes, one = torch.full((batch_size, 1), target, device=device), True
+    elif isinstance(target, (torch.Tensor, Sequence)):
+        classes, one = tensor_target(target, batch_size, device)
+    else:
+        raise TypeError(
+            f"target must be None, an int, a sequence or tensor of ints, TopK(k), 'all' or a "
+            f"callable; got {type(target).__name__}"
+        )
+    out_of_range = (classes < 0) | (classes >= num_classes)
+    if out_of_range.any():
+        bad = classes[out_of_range][0].item()
+        raise IndexError(
+            f"target class {bad} is out of range for a model with {num_classes} outputs "
+            f"(valid: 0 to {num_classes - 1})"
+        )
+    resolved = ResolvedTarget(classes.long(), None, one_per_input=one)
+    return resolved, resolved.scores(logits)
+
+
+def tensor_target(
+    target: torch.Tensor | Sequence, batch_size: int, device: torch.device
+) -> tuple[torch.Tensor, bool]:
+    """(B, K) classes from a 1-D (one per input) or 2-D (K per input) target."""
+    try:
+        classes = torch.as_tensor(target, device=device)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"target {target!r} is not a sequence of class indices: {error}") from None
+    if classes.is_floating_point() or classes.is_complex() or classes.dtype == torch.bool:
+        raise TypeError(f"target classes must be integers, got dtype {classes.dtype}")
+    if classes.ndim == 0:
+        return classes.reshape(1, 1).expand(batch_size, 1), True
+    if classes.ndim > 2 or classes.shape[0] != batch_size:
+        raise ValueError(
+            f"target of shape {tuple(classes.shape)} does not fit a batch of {batch_size}: give "
+            f"one class per input ({batch_size},) or K per input ({batch_size}, K)"
+        )
+    if classes.ndim == 1:
+        return classes.unsqueeze(1), True
+    return classes, False
