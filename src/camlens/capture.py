@@ -28,7 +28,7 @@ MAX_PREFIX_TOKENS = 16
 
 
 def named_module(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
-    """Resolve ``layer`` (a dotted name, negative indices allowed, or a module) to (name, module)."""
+    """(name, module) for ``layer``: a dotted name (negative indices allowed) or a module."""
     if isinstance(layer, nn.Module):
         for name, module in model.named_modules():
             if module is layer:

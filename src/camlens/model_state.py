@@ -72,7 +72,8 @@ def check_inputs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
     primary = inputs[0]
     if primary.ndim < 2:
         raise ValueError(
-            f"inputs must have a batch axis first, e.g. (B, C, H, W); got shape {tuple(primary.shape)}"
+            "inputs must have a batch axis first, e.g. (B, C, H, W); "
+            f"got shape {tuple(primary.shape)}"
         )
     if primary.shape[0] == 0:
         raise ValueError("inputs hold an empty batch (shape[0] == 0); pass at least one input")
@@ -80,7 +81,8 @@ def check_inputs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
     for position, tensor in enumerate(inputs):
         if tensor.is_inference():
             raise ValueError(
-                f"input {position} is an inference-mode tensor (made under torch.inference_mode()), "
+                f"input {position} is an inference-mode tensor (made under "
+                "torch.inference_mode()), "
                 "which autograd cannot use; make it outside inference_mode or pass tensor.clone() "
                 "created under torch.no_grad()"
             )

@@ -66,7 +66,8 @@ class ScoreCAM(CAMMethod):
             baseline = self.confidence(forward.target, torch.zeros_like(image), slice(None))
             for row in range(image.shape[0]):
                 for channels in chunks(num_channels, self.batch_size):
-                    masks = normalize(upsample(activations[row, channels], input_size), spatial_ndim)
+                    resized = upsample(activations[row, channels], input_size)
+                    masks = normalize(resized, spatial_ndim)
                     masked = image[row : row + 1] * masks.reshape(-1, *mask_shape)
                     scores = self.confidence(forward.target, masked, slice(row, row + 1))
                     channel_weights[row, :, channels] = (scores - baseline[row]).T
@@ -131,7 +132,9 @@ class AblationCAM(CAMMethod):
         forward: Forward | None = None
         position, num_channels = 0, None
         while num_channels is None or position < num_channels:
-            output, activation, ablation = self.ablated_forward(single, module, layer_name, position)
+            output, activation, ablation = self.ablated_forward(
+                single, module, layer_name, position
+            )
             num_channels, channels = ablation["num_channels"], ablation["channels"]
             if forward is None:
                 first = output[:1] if isinstance(output, torch.Tensor) else output
