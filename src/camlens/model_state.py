@@ -65,7 +65,7 @@ def input_tensors(inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.
 def check_inputs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
     """Raise a clear error for inputs the engine cannot explain."""
     if torch.is_inference_mode_enabled():
-        raise RuntimeError(
+        raise ValueError(
             "camlens needs autograd, but the call is inside torch.inference_mode(); "
             "call it outside that block (an outer torch.no_grad() is fine)"
         )

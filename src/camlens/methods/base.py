@@ -176,8 +176,10 @@ def score_gradients(scores: torch.Tensor, activation: torch.Tensor) -> torch.Ten
         return activation.new_zeros(activation.shape[0], num_targets, *activation.shape[1:])
     gradients = []
     for k in range(num_targets):
+        with torch.enable_grad():  # the sum must be recorded under an outer no_grad() too
+            total = scores[:, k].sum()
         (gradient,) = torch.autograd.grad(
-            scores[:, k].sum(), activation, retain_graph=k < num_targets - 1, allow_unused=True
+            total, activation, retain_graph=k < num_targets - 1, allow_unused=True
         )
         gradients.append(torch.zeros_like(activation) if gradient is None else gradient)
     return torch.stack(gradients, dim=1)

@@ -21,7 +21,7 @@ from torch.overrides import TorchFunctionMode
 
 from camlens.capture import Layout
 from camlens.explanation import Explanation, normalize, upsample
-from camlens.methods.base import CAMMethod, Forward
+from camlens.methods.base import CAMMethod, Forward, score_gradients
 from camlens.methods.gradient import GradCAM
 from camlens.targets import Target, adapt_output, resolve_target
 
@@ -78,17 +78,8 @@ class GuidedBackprop(CAMMethod):
         with torch.enable_grad(), GuidedReLUMode():
             output = adapt_output(self.model(image, *inputs[1:]), self.output_fn)
             resolved, scores = resolve_target(target, output, image.shape[0])
-        gradients = []
-        for k in range(scores.shape[1]):
-            if not scores.requires_grad:
-                gradients.append(torch.zeros_like(image))
-                continue
-            (gradient,) = torch.autograd.grad(
-                scores[:, k].sum(), image, retain_graph=k < scores.shape[1] - 1, allow_unused=True
-            )
-            gradients.append(torch.zeros_like(image) if gradient is None else gradient)
         forward = Forward(output, image.detach(), Layout("channels_first"), resolved, scores)
-        return forward, torch.stack(gradients, dim=1)
+        return forward, score_gradients(scores, image)
 
 
 class GuidedGradCAM(CAMMethod):
