@@ -40,13 +40,16 @@ def relu(value: float) -> float:
 def hand_map(channel_weights, activations_b) -> torch.Tensor:
     out = torch.zeros(H, W)
     for i, j in positions():
-        out[i, j] = relu(sum(float(channel_weights[k]) * float(activations_b[k, i, j]) for k in range(C)))
+        terms = [float(channel_weights[k]) * float(activations_b[k, i, j]) for k in range(C)]
+        out[i, j] = relu(sum(terms))
     return out
 
 
 def explain(method, weight, activations, target=1, **options):
     model = LinearHead(weight).eval()
-    return camlens.explain(model, activations, method=method, layer="layer", target=target, **options)
+    return camlens.explain(
+        model, activations, method=method, layer="layer", target=target, **options
+    )
 
 
 def test_gradcam_alpha_is_the_spatial_mean_of_the_gradient(weight, activations):
@@ -96,7 +99,8 @@ def test_layercam_keeps_positive_gradients_per_position(weight, activations):
         expected = torch.zeros(H, W)
         for i, j in positions():
             expected[i, j] = relu(
-                sum(relu(float(weight[1, k, i, j])) * float(activations[b, k, i, j]) for k in range(C))
+                sum(relu(float(weight[1, k, i, j])) * float(activations[b, k, i, j])
+                    for k in range(C))
             )
         torch.testing.assert_close(exp.raw[b], expected)
 
@@ -223,7 +227,8 @@ def test_guided_backprop_passes_only_positive_gradients():
 def test_guided_backprop_handles_functional_and_inplace_relus():
     class Functional(nn.Module):
         def forward(self, x):
-            return torch.relu_(torch.nn.functional.relu(x) * -1.0 + 1.0).sum(dim=(1, 2, 3)).unsqueeze(1)
+            hidden = torch.relu_(torch.nn.functional.relu(x) * -1.0 + 1.0)
+            return hidden.sum(dim=(1, 2, 3)).unsqueeze(1)
 
     x = torch.tensor([[[[0.5, 2.0, -1.0]]]])
     exp = camlens.explain(Functional(), x, method="guided-backprop", target=0)
