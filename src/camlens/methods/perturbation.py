@@ -6,6 +6,8 @@ therefore score each row of the output on its own.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
 
@@ -13,6 +15,7 @@ from camlens.capture import Layout, capture_layer, checked_activation, detect_la
 from camlens.explanation import Explanation, normalize, upsample
 from camlens.methods.base import CAMMethod, Forward
 from camlens.methods.gradient import weighted_channel_sum
+from camlens.replay import PrefixRecord, record_prefix, replay_prefix
 from camlens.targets import ResolvedTarget, Target, adapt_output, class_logits, resolve_target
 
 
@@ -95,7 +98,8 @@ class AblationCAM(CAMMethod):
     of the network a batch of ablated copies of the layer's output (tensors from before the layer
     broadcast over it). Where a model cannot take that (its output does not follow the copies),
     the input itself is copied instead. ``batch_size`` caps the copies per forward (default: all
-    channels at once; each further chunk runs the whole network again).
+    channels at once); later chunks replay the recorded outputs of the layers before the target
+    (:mod:`camlens.replay`), checking that the unablated copy still gives the original score.
     """
 
     name = "ablationcam"
@@ -130,19 +134,32 @@ class AblationCAM(CAMMethod):
     ) -> tuple[Forward, torch.Tensor]:
         """The forward record and the raw maps ``(1, K, *spatial)`` of one input."""
         forward: Forward | None = None
+        prefix = PrefixRecord()
         position, num_channels = 0, None
         while num_channels is None or position < num_channels:
-            output, activation, ablation = self.ablated_forward(
-                single, module, layer_name, position
-            )
+            if forward is None and self.batch_size is not None:
+                context = record_prefix(self.model, module)
+            else:
+                context = replay_prefix(prefix) if prefix.usable else nullcontext()
+            with context as recorded:
+                output, activation, ablation = self.ablated_forward(
+                    single, module, layer_name, position
+                )
+            if isinstance(recorded, PrefixRecord) and not ablation["replicated"]:
+                prefix = recorded
             num_channels, channels = ablation["num_channels"], ablation["channels"]
             if forward is None:
                 first = output[:1] if isinstance(output, torch.Tensor) else output
                 resolved, scores = resolve_target(target, first, 1)
                 forward = Forward(first, activation, ablation["layout"], resolved, scores)
                 weights = activation.new_zeros(1, scores.shape[1], num_channels)
-            ablated_scores = forward.target.scores(output[1:], slice(0, 1))  # (n, K)
             original = forward.scores  # (1, K)
+            if position > 0 and prefix.usable:
+                replayed = forward.target.scores(output[:1], slice(0, 1))
+                if not torch.allclose(replayed, original, rtol=1e-4, atol=1e-5):
+                    prefix.usable = False  # the replay changed the result: run it in full
+                    continue
+            ablated_scores = forward.target.scores(output[1:], slice(0, 1))  # (n, K)
             scale = torch.where(original != 0, original.abs(), torch.ones_like(original))
             weights[0, :, channels] = ((original - ablated_scores) / scale).T
             position += len(channels)
@@ -174,6 +191,7 @@ class AblationCAM(CAMMethod):
                 with capture_layer(module, track_grad=False, replace=ablate) as capture:
                     output = adapt_output(self.model(*single), self.output_fn)
                 rows_follow = batch_rows(output) == len(ablation["channels"]) + 1
+                ablation["replicated"] = False
             except RuntimeError:
                 if "channels" not in ablation:
                     raise  # failed before the target layer: the model's own error
@@ -181,6 +199,7 @@ class AblationCAM(CAMMethod):
             if not rows_follow:  # the copies did not broadcast: copy the input instead
                 copies = len(ablation["channels"]) + 1
                 replicated = tuple(t.expand(copies, *t.shape[1:]) for t in single)
+                ablation["replicated"] = True
                 with capture_layer(module, track_grad=False, replace=ablate) as capture:
                     output = adapt_output(self.model(*replicated), self.output_fn)
         activation = checked_activation(capture, layer_name)[:1]
