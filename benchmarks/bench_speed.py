@@ -28,7 +28,9 @@ table to a file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import io
 import json
 import os
 import platform
@@ -96,9 +98,7 @@ def timed_ms(work: Work) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-def interleaved(
-    work: Work, baseline: Work, repeats: int, warmup: int = 2
-) -> tuple[float, float]:
+def interleaved(work: Work, baseline: Work, repeats: int, warmup: int = 2) -> tuple[float, float]:
     """Median milliseconds of ``work`` and of ``baseline``, timed alternately after ``warmup``
     calls of each."""
     for _ in range(warmup):
@@ -140,6 +140,11 @@ def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
 # --- peers (each returns the work of one call; importing may raise ImportError) --------------
 
 
+def quiet() -> contextlib.AbstractContextManager:
+    """Keep grad-cam's tqdm progress bars (written to stderr) out of the report."""
+    return contextlib.redirect_stderr(io.StringIO())
+
+
 def peer_gradcam_pytorch_grad_cam(model: nn.Module, inputs: torch.Tensor) -> Work:
     from pytorch_grad_cam import GradCAM
 
@@ -172,7 +177,7 @@ def peer_gradcam_captum(model: nn.Module, inputs: torch.Tensor) -> Work:
     size = tuple(inputs.shape[-2:])
 
     def run() -> torch.Tensor:
-        with torch.inference_mode():  # captum needs the classes up front
+        with torch.no_grad():  # captum needs the classes up front
             classes = model(inputs).argmax(dim=1)
         attribution = LayerGradCam(model, model.layer4).attribute(
             inputs, target=classes, relu_attributions=True
@@ -187,19 +192,17 @@ def peer_ablationcam_pytorch_grad_cam(model: nn.Module, inputs: torch.Tensor) ->
     from pytorch_grad_cam import AblationCAM
 
     def run() -> Any:
-        with AblationCAM(model, target_layers=[model.layer4]) as cam:
+        with quiet(), AblationCAM(model, target_layers=[model.layer4]) as cam:
             return cam(inputs, targets=None)
 
     return run
 
 
-def peer_scorecam_pytorch_grad_cam(
-    model: nn.Module, inputs: torch.Tensor, batch_size: int
-) -> Work:
+def peer_scorecam_pytorch_grad_cam(model: nn.Module, inputs: torch.Tensor, batch_size: int) -> Work:
     from pytorch_grad_cam import ScoreCAM
 
     def run() -> Any:
-        with ScoreCAM(model, target_layers=[model.layer4]) as cam:
+        with quiet(), ScoreCAM(model, target_layers=[model.layer4]) as cam:
             cam.batch_size = batch_size
             return cam(inputs, targets=None)
 
@@ -269,8 +272,8 @@ class Bench:
         library = peer_label(module)
         try:
             work = make_work()
-        except ImportError as error:
-            self.add(Row(case, library, note=f"not installed ({error.name or module})"))
+        except ImportError:
+            self.add(Row(case, library, note="not installed"))
             return
         try:
             self.measure(case, library, work, baseline_name, baseline, note=note)
@@ -318,18 +321,26 @@ class Bench:
         def cam_all_maps() -> torch.Tensor:
             return camlens.explain(model, inputs, method="cam", layer="layer4", target="all").maps
 
-        classes = 1000
-        maps = batch * classes
+        maps = batch * model.fc.out_features
         gigabytes = maps * size * size * 4 / 1e9
         case = f"3. cam resnet50 layer4 b{batch} {size}x{size} target='all'"
         self.measure(
-            f"{case}, raw", "camlens", cam_all_raw, "forward", forward, target=1.05,
+            f"{case}, raw",
+            "camlens",
+            cam_all_raw,
+            "forward",
+            forward,
+            target=1.05,
             note=f"{maps} maps at the layer's resolution",
         )
         self.measure(
-            f"{case}, maps", "camlens", cam_all_maps, "forward", forward,
+            f"{case}, maps",
+            "camlens",
+            cam_all_maps,
+            "forward",
+            forward,
             note=f"{maps} maps upsampled to {size}x{size} and normalised ({gigabytes:.2f} GB "
-            "float32): the cost is the upsampling, not the CAM",
+            "of float32 for the result alone)",
         )
 
     def ablationcam(self) -> None:
@@ -343,14 +354,22 @@ class Bench:
             return camlens.explain(model, inputs, method="ablationcam", layer="layer4").maps
 
         self.measure(
-            case, "camlens", camlens_ablation, "forward", forward, target=10.0,
+            case,
+            "camlens",
+            camlens_ablation,
+            "forward",
+            forward,
+            target=10.0,
             note="batch_size=None: the 512 ablated copies of layer4's output go through the head "
             "in one forward",
         )
         self.measure_peer(
-            case, "pytorch_grad_cam",
+            case,
+            "pytorch_grad_cam",
             lambda: peer_ablationcam_pytorch_grad_cam(model, inputs),
-            "forward", forward, model,
+            "forward",
+            forward,
+            model,
             note="default batch_size=32: the network up to layer4 runs for each chunk of 32 copies",
         )
 
@@ -360,13 +379,16 @@ class Bench:
         for batch_size in SCORECAM_BATCH_SIZES:
             reference = run_worker({"kind": "forward", "batch_size": batch_size, "size": size})
             result = run_worker(
-                {"kind": "camlens", "batch_size": batch_size, "size": size,
-                 "repeats": self.repeats}
+                {"kind": "camlens", "batch_size": batch_size, "size": size, "repeats": self.repeats}
             )
             self.add(
                 Row(
-                    f"{case}, batch_size={batch_size}", "camlens", result["time_ms"], "forward",
-                    result["forward_ms"], peak_mib=result["peak_mib"],
+                    f"{case}, batch_size={batch_size}",
+                    "camlens",
+                    result["time_ms"],
+                    "forward",
+                    result["forward_ms"],
+                    peak_mib=result["peak_mib"],
                     note=f"an inference forward of {batch_size} images peaks at "
                     f"{reference['peak_mib']:.1f} MiB",
                 )
@@ -377,14 +399,21 @@ class Bench:
         except ImportError:
             self.add(Row(peer_case, peer_label("pytorch_grad_cam"), note="not installed"))
             return
-        result = run_worker(
-            {"kind": "pytorch_grad_cam", "batch_size": PEER_SCORECAM_BATCH_SIZE, "size": size,
-             "repeats": self.repeats}
-        )
+        config = {"kind": "pytorch_grad_cam", "batch_size": PEER_SCORECAM_BATCH_SIZE, "size": size}
+        try:
+            result = run_worker({**config, "repeats": self.repeats})
+        except RuntimeError as error:  # a peer's API change must not lose the rest of the run
+            print(error, file=sys.stderr)
+            self.add(Row(peer_case, peer_label("pytorch_grad_cam"), note="failed: see stderr"))
+            return
         self.add(
             Row(
-                peer_case, peer_label("pytorch_grad_cam"), result["time_ms"], "forward",
-                result["forward_ms"], peak_mib=result["peak_mib"],
+                peer_case,
+                peer_label("pytorch_grad_cam"),
+                result["time_ms"],
+                "forward",
+                result["forward_ms"],
+                peak_mib=result["peak_mib"],
                 note="masks all 512 copies of the input before batching them",
             )
         )
@@ -399,9 +428,33 @@ def max_rss_mib() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
+# Linux hands a process started with exec the peak RSS of the process it replaced, so a worker
+# started straight from this (large) process would report this process's peak as its own. A
+# small Python process in between forks the worker, which then starts from that one's few MiB.
+LAUNCHER = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
+
+
+def check_own_peak(peak_mib: float) -> None:
+    """On Linux, fail if ru_maxrss is above this process image's own high-water mark (VmHWM):
+    then it was inherited from the launching process and the measurement would be meaningless."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return
+    for line in status.read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            own_mib = int(line.split()[1]) / 1024
+            if peak_mib > own_mib + 16:
+                raise RuntimeError(
+                    f"ru_maxrss ({peak_mib:.0f} MiB) exceeds this process's own peak "
+                    f"({own_mib:.0f} MiB): it was inherited from the launcher"
+                )
+            return
+
+
 def run_worker(config: dict[str, Any]) -> dict[str, float]:
     """Run one Score-CAM memory configuration in a fresh interpreter and return its report."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(config)]
+    worker_command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(config)]
+    command = [sys.executable, "-c", LAUNCHER, *worker_command]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"worker {config} failed:\n{done.stderr[-4000:]}")
@@ -426,6 +479,7 @@ def worker(config: dict[str, Any]) -> dict[str, float]:
         raise ValueError(f"unknown worker kind {kind!r}")
     gc.collect()
     before = max_rss_mib()
+    check_own_peak(before)
     work()  # the two warm-up calls; the peak is read before the baseline forward ever runs
     work()
     report = {"peak_mib": max_rss_mib() - before}
@@ -466,9 +520,7 @@ def version_of(distribution: str) -> str:
 def header(sizes: Sizes, repeats: int, quick: bool) -> list[str]:
     processor = platform.processor() or platform.machine()
     peers = ", ".join(f"{name} {version_of(name)}" for name in PEERS.values())
-    mode = f"quick ({sizes.image}x{sizes.image}, batch {sizes.batch})" if quick else (
-        f"full ({sizes.image}x{sizes.image}, batch {sizes.batch})"
-    )
+    mode = f"{'quick' if quick else 'full'} ({sizes.image}x{sizes.image}, batch {sizes.batch})"
     return [
         "# camlens speed benchmark",
         "",
@@ -501,13 +553,25 @@ def table(rows: list[Row]) -> list[str]:
             meets = "yes" if row.ratio <= row.target else "no"
         target = "" if row.target is None else f"<= {row.target:g}"
         cells = [
-            row.case, row.library, number(row.time_ms, 1), row.baseline,
-            number(row.baseline_ms, 1), number(row.ratio, 2), target, meets,
-            number(row.peak_mib, 1), row.note.replace("|", "/"),
+            row.case,
+            row.library,
+            number(row.time_ms, 1),
+            row.baseline,
+            number(row.baseline_ms, 1),
+            number(row.ratio, 3 if row.ratio is not None and row.ratio < 10 else 1),
+            target,
+            meets,
+            number(row.peak_mib, 1),
+            row.note.replace("|", "/"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
+
+QUICK_NOTE = (
+    "Quick mode checks that the script runs: at these sizes fixed per-call costs dominate, so its "
+    "ratios say nothing about the targets, which are for the full sizes."
+)
 
 FOOTNOTES = [
     "",
@@ -521,11 +585,14 @@ FOOTNOTES = [
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--repeats", type=int, default=None,
+        "--repeats",
+        type=int,
+        default=None,
         help="timed calls per measurement, median reported (default 5; 2 with --quick)",
     )
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help=f"smoke run: {QUICK.image}x{QUICK.image} inputs, batch {QUICK.batch}",
     )
     parser.add_argument("--output", type=Path, help="also write the markdown report to this file")
@@ -539,7 +606,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    os.environ.setdefault("TQDM_DISABLE", "1")  # grad-cam's progress bars (subprocesses inherit)
     args = parse_args(argv)
     if args.worker is not None:
         print(json.dumps(worker(json.loads(args.worker))))
@@ -550,7 +616,8 @@ def main(argv: list[str] | None = None) -> None:
     bench.gradcam()
     bench.ablationcam()
     bench.scorecam()
-    report = "\n".join([*header(sizes, args.repeats, args.quick), *table(bench.rows), *FOOTNOTES])
+    notes = [*FOOTNOTES, "", QUICK_NOTE] if args.quick else FOOTNOTES
+    report = "\n".join([*header(sizes, args.repeats, args.quick), *table(bench.rows), *notes])
     print(report)
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
