@@ -49,7 +49,14 @@ class CAM(CAMMethod):
             )
         activations = forward.canonical()
         class_weights = gap_linear_weights(activations, forward, linear_calls, layer_name)
-        raw = weighted_channel_sum(class_weights[forward.target.classes], activations)
+        classes = forward.target.classes
+        every_class = torch.arange(class_weights.shape[0], device=classes.device)
+        if classes.shape[1] == len(every_class) and torch.equal(classes, every_class.expand_as(
+            classes
+        )):  # all classes: one product with the weight matrix, no per-input weight copies
+            raw = torch.einsum("kc,bc...->bk...", class_weights, activations)
+        else:
+            raw = weighted_channel_sum(class_weights[classes], activations)
         return self.make_explanation(forward, raw, inputs, layer_name, notes)
 
 
