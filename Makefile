@@ -25,7 +25,7 @@ lint: venv
 
 bench: venv
 	$(BIN)/python -m pip install --quiet grad-cam torchcam captum $(TORCH_PINS)
-	$(BIN)/python benchmarks/bench_speed.py
+	$(BIN)/python benchmarks/bench_speed.py --output benchmarks/RESULTS.md
 
 demo: venv
 	@echo "make demo arrives with the command-line issue (#4); see README."
