@@ -1,0 +1,57 @@
+"""Evaluate explanations: localization, pointing, faithfulness and sanity checks.
+
+All metrics are batched torch and run on the tensors' device (CPU or CUDA):
+
+- :mod:`~camlens.metrics.localization`: the CAM / Grad-CAM box protocol (largest connected
+  component above a fraction of the maximum, IoU >= 0.5 with the right class);
+- :mod:`~camlens.metrics.pointing`: the pointing game (Zhang et al.) and the energy-based
+  pointing game (Score-CAM);
+- :mod:`~camlens.metrics.faithfulness`: RISE deletion/insertion and Grad-CAM++ average
+  drop/increase in confidence;
+- :mod:`~camlens.metrics.sanity`: cascading and independent model-parameter randomization
+  (Adebayo et al.).
+"""
+
+from camlens.metrics.faithfulness import (
+    PerturbationCurves,
+    average_drop_increase,
+    deletion_insertion,
+    gaussian_blur,
+)
+from camlens.metrics.localization import (
+    box_iou,
+    box_masks,
+    center_box,
+    connected_components,
+    full_image_box,
+    largest_component_boxes,
+    localization_error,
+    localization_hits,
+)
+from camlens.metrics.pointing import energy_pointing_game, pointing_accuracy, pointing_game
+from camlens.metrics.sanity import (
+    cascading_randomization,
+    independent_randomization,
+    spearman,
+)
+
+__all__ = [
+    "PerturbationCurves",
+    "average_drop_increase",
+    "box_iou",
+    "box_masks",
+    "cascading_randomization",
+    "center_box",
+    "connected_components",
+    "deletion_insertion",
+    "energy_pointing_game",
+    "full_image_box",
+    "gaussian_blur",
+    "independent_randomization",
+    "largest_component_boxes",
+    "localization_error",
+    "localization_hits",
+    "pointing_accuracy",
+    "pointing_game",
+    "spearman",
+]
