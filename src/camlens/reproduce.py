@@ -1,0 +1,174 @@
+"""Reproduce the CAM and Grad-CAM papers' evaluation on the offline cluttered-digits benchmark.
+
+``camlens reproduce localization`` builds the tables of ``docs/results.md``:
+
+- classification error of digits-gap (CAM architecture) and digits-fc (fully connected head);
+- for every method on both models (``cam`` only where it applies): top-1 localization error at
+  the CAM paper's 20% and Grad-CAM's 15% thresholds (largest connected component, right class
+  and IoU >= 0.5), pointing accuracy and energy-based pointing game for the true class, and, on
+  the first ``faithfulness_size`` images, RISE deletion / insertion AUC and Grad-CAM++ average
+  drop / increase in confidence for the predicted class;
+- baselines: a centred box of the training set's average size, the full image, a random map;
+- a sanity check: cascading randomization of digits-gap (Spearman rank correlation between the
+  maps of the trained and the randomised model).
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+import camlens
+from camlens import metrics
+from camlens.data import ClutteredDigits, materialize
+from camlens.zoo import load
+
+TABLE_METHODS = ("cam", "gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigencam",
+                 "scorecam", "ablationcam", "guided-backprop", "guided-gradcam")
+MODELS = ("digits-gap", "digits-fc")
+#: 15 px on a 224-px image (Zhang et al.) is about 4 px on our 64-px canvases.
+POINTING_TOLERANCE = 4
+FAITHFULNESS_STEPS = 32
+
+
+def batched_maps(model, images, method: str, targets: torch.Tensor, batch: int = 200):
+    """Normalised maps at input resolution for ``targets``, ``batch`` images at a time."""
+    maps = []
+    for start in range(0, len(images), batch):
+        exp = camlens.explain(model, images[start : start + batch], method=method,
+                              layer=model.target_layer, target=targets[start : start + batch])
+        maps.append(exp.maps)
+    return torch.cat(maps)
+
+
+def evaluate_maps(model, images, labels, boxes, predicted, maps_predicted, maps_true,
+                  faithfulness_size: int) -> dict[str, float]:
+    """Every metric of one method (or baseline map) on one model."""
+    row = {}
+    for threshold in (0.20, 0.15):
+        found = metrics.largest_component_boxes(maps_predicted, threshold)
+        row[f"loc@{threshold:.2f}"] = 100 * metrics.localization_error(found, boxes, predicted,
+                                                                       labels)
+    row["pointing"] = 100 * metrics.pointing_game(maps_true, boxes,
+                                                  POINTING_TOLERANCE).float().mean().item()
+    row["energy"] = 100 * metrics.energy_pointing_game(maps_true, boxes).mean().item()
+    few = slice(0, faithfulness_size)
+    for mode in ("deletion", "insertion"):
+        curves = metrics.deletion_insertion(model, images[few], maps_predicted[few],
+                                            targets=predicted[few], steps=FAITHFULNESS_STEPS,
+                                            mode=mode, batch_size=256)
+        row[mode] = curves.auc.mean().item()
+    confidence = metrics.average_drop_increase(model, images[few], maps_predicted[few],
+                                               targets=predicted[few], batch_size=256)
+    row["drop"] = confidence["average_drop"]
+    row["increase"] = confidence["increase_in_confidence"]
+    return row
+
+
+def box_baseline(labels, boxes, predicted, box: torch.Tensor) -> dict[str, float]:
+    boxes_guess = box.expand(len(labels), 4)
+    row = {}
+    for threshold in (0.20, 0.15):
+        row[f"loc@{threshold:.2f}"] = 100 * metrics.localization_error(boxes_guess, boxes,
+                                                                       predicted, labels)
+    return row
+
+
+COLUMNS = (("loc@0.20", "top-1 loc. error % (20%)", "{:.1f}"),
+           ("loc@0.15", "top-1 loc. error % (15%)", "{:.1f}"),
+           ("pointing", "pointing acc. %", "{:.1f}"),
+           ("energy", "energy pointing %", "{:.1f}"),
+           ("deletion", "deletion AUC (lower better)", "{:.3f}"),
+           ("insertion", "insertion AUC (higher better)", "{:.3f}"),
+           ("drop", "avg drop % (lower better)", "{:.1f}"),
+           ("increase", "increase in conf. %", "{:.1f}"))
+
+
+def markdown_row(label: str, row: dict[str, float]) -> str:
+    cells = [fmt.format(row[key]) if key in row else "-" for key, _, fmt in COLUMNS]
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
+def localization_table(test_size: int = 1000, faithfulness_size: int = 250,
+                       progress: bool = False,
+                       log: Callable[[str], None] | None = None) -> str:
+    """The markdown report (see the module docstring)."""
+    say = log or (lambda message: None)
+    torch.manual_seed(0)
+    test = materialize(ClutteredDigits(test_size, "test", seed=0), progress=progress)
+    images, labels, boxes = test["image"], test["label"], test["box"]
+    train_boxes = materialize(ClutteredDigits(2000, "train", seed=0), keys=("box",))["box"]
+    mean_size = ((train_boxes[:, 3] - train_boxes[:, 1]).mean().item(),
+                 (train_boxes[:, 2] - train_boxes[:, 0]).mean().item())
+    size = tuple(images.shape[-2:])
+    faithfulness_size = min(faithfulness_size, test_size)
+
+    lines = [
+        "Cluttered digits, test split "
+        f"({test_size} images, 64x64; deletion/insertion and average drop on the first "
+        f"{faithfulness_size}, {FAITHFULNESS_STEPS} steps). Maps for the predicted class for "
+        "localization and faithfulness, for the true class for pointing "
+        f"(tolerance {POINTING_TOLERANCE} px). Machine: {platform.machine()}, "
+        f"torch {torch.__version__}.",
+        "",
+        "| model | classification error % | parameters | trained |",
+        "|---|---:|---:|---|",
+    ]
+    models = {name: load(name) for name in MODELS}
+    predictions = {}
+    for name, model in models.items():
+        with torch.no_grad():
+            predicted = model(images).argmax(dim=1)
+        predictions[name] = predicted
+        error = 100 * (predicted != labels).float().mean().item()
+        parameters = sum(p.numel() for p in model.parameters())
+        lines.append(f"| {name} | {error:.1f} | {parameters:,} | "
+                     f"`{model.metadata.get('command', '?')}` |")
+    lines += ["", "| method | " + " | ".join(title for _, title, _ in COLUMNS) + " |",
+              "|---|" + "---:|" * len(COLUMNS)]
+    for name, model in models.items():
+        predicted = predictions[name]
+        for method in TABLE_METHODS:
+            label = f"{name} {method}"
+            try:
+                maps_predicted = batched_maps(model, images, method, predicted)
+            except ValueError as error:
+                lines.append(f"| {label} | refused: {str(error).split(';')[0]} |")
+                continue
+            maps_true = batched_maps(model, images, method, labels)
+            say(f"{label} ...")
+            row = evaluate_maps(model, images, labels, boxes, predicted, maps_predicted,
+                                maps_true, faithfulness_size)
+            lines.append(markdown_row(label, row))
+        generator = torch.Generator().manual_seed(0)
+        noise = torch.rand(len(images), 1, 16, 16, generator=generator)
+        random_maps = F.interpolate(noise, size=size, mode="bilinear", align_corners=False)[:, 0]
+        lines.append(markdown_row(f"{name} baseline: random map", evaluate_maps(
+            model, images, labels, boxes, predicted, random_maps, random_maps, faithfulness_size)))
+        lines.append(markdown_row(f"{name} baseline: centred box of average size", box_baseline(
+            labels, boxes, predicted, metrics.center_box(size, mean_size))))
+        lines.append(markdown_row(f"{name} baseline: full image", box_baseline(
+            labels, boxes, predicted, metrics.full_image_box(size))))
+    lines += ["", *sanity_lines(models["digits-gap"], images[:50])]
+    return "\n".join(lines) + "\n"
+
+
+def sanity_lines(model, images: torch.Tensor) -> list[str]:
+    """Cascading randomization of digits-gap: Spearman correlation after each step."""
+    lines = ["Sanity check (Adebayo et al. 2018), digits-gap, 50 test images: Spearman rank "
+             "correlation between the maps of the trained model and of the model with its layers "
+             "re-initialised from the output down (cumulative). A map that stays similar when the "
+             "weights are random does not explain the model.", ""]
+    results = {method: metrics.cascading_randomization(model, images, method=method,
+                                                       layer=model.target_layer)
+               for method in ("gradcam", "guided-backprop", "guided-gradcam")}
+    steps = [layer for layer, _ in results["gradcam"]]
+    lines.append("| randomised down to | " + " | ".join(results) + " |")
+    lines.append("|---|" + "---:|" * len(results))
+    for layer in steps:
+        values = [f"{dict(results[m]).get(layer, float('nan')):.2f}" for m in results]
+        lines.append(f"| {layer} | " + " | ".join(values) + " |")
+    return lines

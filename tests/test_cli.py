@@ -1,0 +1,41 @@
+"""The command line: help everywhere, clear errors with exit status 2 for unknown names."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+import camlens
+from camlens.cli import main
+
+
+def test_help_lists_the_commands():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for command in ("methods", "train", "reproduce"):
+        assert command in result.output
+
+
+def test_methods_lists_every_method_with_a_line():
+    result = CliRunner().invoke(main, ["methods"])
+    assert result.exit_code == 0
+    lines = result.output.strip().splitlines()
+    assert [line.split()[0] for line in lines] == camlens.available_methods()
+    assert all(len(line.split()) > 2 for line in lines)
+
+
+def test_train_unknown_model_exits_2_with_the_closest_name():
+    result = CliRunner().invoke(main, ["train", "digits-gapp"])
+    assert result.exit_code == 2
+    assert "digits-gap" in result.output and "Traceback" not in result.output
+
+
+def test_reproduce_small(tmp_path):
+    out = tmp_path / "results.md"
+    result = CliRunner().invoke(main, ["reproduce", "localization", "--test-size", "12",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    for row in ("digits-gap cam", "digits-gap gradcam", "digits-fc gradcam", "random map",
+                "centred box", "full image", "guided-backprop"):
+        assert row in text
+    assert "digits-fc cam | refused" in text
