@@ -49,7 +49,7 @@ def test_items_are_deterministic_and_seeds_differ():
 def test_cluttered_digit_box_holds_the_digit_and_clutter_stays_outside():
     data = materialize(ClutteredDigits(40, "test"))
     assert data["image"].shape == (40, 1, 64, 64)
-    assert 0 <= data["image"].min() and data["image"].max() <= 1
+    assert data["image"].min() >= 0 and data["image"].max() <= 1
     assert set(data["label"].tolist()) <= set(range(10))
     for image, box in zip(data["image"][:, 0], data["box"], strict=True):
         assert inside(box, (64, 64))
