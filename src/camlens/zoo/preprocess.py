@@ -25,7 +25,10 @@ def digit_canvas(image, size: tuple[int, int] = CANVAS) -> torch.Tensor:
             image = np.asarray(opened.convert("F"))
     elif not isinstance(image, (np.ndarray, torch.Tensor)):  # a PIL image
         image = np.asarray(image.convert("F"))
-    tensor = torch.as_tensor(np.array(image, dtype=np.float32))
+    if isinstance(image, torch.Tensor):
+        tensor = image.detach().float().cpu()
+    else:
+        tensor = torch.as_tensor(np.array(image, dtype=np.float32))
     if tensor.ndim == 3:  # H, W, C or C, H, W
         channel_axis = 0 if tensor.shape[0] in (1, 3, 4) else -1
         tensor = tensor.mean(dim=channel_axis)
