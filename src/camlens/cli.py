@@ -1,7 +1,14 @@
-"""The ``camlens`` command line (click)."""
+"""The ``camlens`` command line (click).
+
+User errors (a bad name, a bad file) print one line and no traceback, unless ``--verbose``;
+unknown names of models, layers, methods and classes exit with status 2 and the closest names; a
+batch that could not read some files explains the others and exits with status 1.
+"""
 
 from __future__ import annotations
 
+import difflib
+import json
 import sys
 from pathlib import Path
 
@@ -10,10 +17,29 @@ import click
 from camlens.methods import METHODS
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Group(click.Group):
+    """Turns an unexpected exception into one line (exit status 1) unless --verbose."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except Exception as error:  # noqa: BLE001 - the last line of defence of a CLI
+            if ctx.params.get("verbose") or (ctx.obj or {}).get("verbose"):
+                raise
+            click.echo(f"error: {error} (run with --verbose for the traceback)", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of errors.")
 @click.version_option(package_name="camlens")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
     """camlens: why did this model predict that? Class activation maps for PyTorch models."""
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
 
 
 @main.command()
@@ -64,12 +90,231 @@ def reproduce(what: str, test_size: int, out: Path | None) -> None:
     """Reproduce the CAM and Grad-CAM papers' tables on the offline digit benchmark."""
     from camlens.reproduce import localization_table
 
-    table = localization_table(test_size=test_size, progress=sys.stderr.isatty())
+    table = localization_table(test_size=test_size, progress=sys.stderr.isatty(),
+                               log=lambda message: click.echo(message, err=True))
     click.echo(table)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(table)
         click.echo(f"wrote {out}")
+
+
+def load_or_exit(spec: str, weights: Path | None, arch: str | None, trust: bool):
+    """The LoadedModel for ``spec``; a bad spec is a usage error (exit status 2)."""
+    from camlens.models import ModelLoadError, load_model
+
+    try:
+        return load_model(spec, weights=weights, arch=arch, trust_checkpoint=trust)
+    except (ModelLoadError, FileNotFoundError) as error:
+        raise click.UsageError(str(error)) from None
+
+
+def parse_target(text: str, class_names):
+    """top1 -> None, topK -> TopK(K), an index, or a class name (closest names if unknown)."""
+    from camlens.targets import TopK
+
+    lowered = text.lower()
+    if lowered == "top1":
+        return None
+    if lowered.startswith("top") and lowered[3:].isdigit() and int(lowered[3:]) >= 1:
+        return TopK(int(lowered[3:]))
+    if text.isdigit():
+        index = int(text)
+        if class_names is not None and index >= len(class_names):
+            raise click.BadParameter(
+                f"class index {index} is out of range: the model has {len(class_names)} classes",
+                param_hint="--target")
+        return index
+    if class_names is not None:
+        lookup = {name.lower(): position for position, name in enumerate(class_names)}
+        if lowered in lookup:
+            return lookup[lowered]
+        close = difflib.get_close_matches(text, list(class_names), n=3, cutoff=0.5)
+        hint = f"closest class names: {', '.join(close)}" if close else "see the model's classes"
+        raise click.BadParameter(f"unknown class {text!r}; {hint}", param_hint="--target")
+    raise click.BadParameter(
+        f"{text!r} is not top1, topK or a class index, and this model has no class names",
+        param_hint="--target")
+
+
+def class_label(index: int, class_names) -> str:
+    return class_names[index] if class_names is not None and index < len(class_names) else str(
+        index)
+
+
+def output_path(out: Path, stem: str, suffix: str, inputs: set[Path], taken: set[Path]) -> Path:
+    """A fresh file name in ``out``: never an input file, never one written in this run."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{stem}_{suffix}")
+    candidate, counter = out / f"{safe}.png", 2
+    while candidate.resolve() in inputs or candidate in taken:
+        candidate, counter = out / f"{safe}-{counter}.png", counter + 1
+    taken.add(candidate)
+    return candidate
+
+
+def display_image(loaded, tensor):
+    """The model's input as a picture (normalisation undone), so maps line up with it."""
+    from camlens.viz import denormalize, to_pil
+
+    image = tensor[0]
+    if loaded.mean is not None and loaded.std is not None:
+        image = denormalize(image, loaded.mean, loaded.std)
+    return to_pil(image.clamp(0, 1))
+
+
+MODEL_OPTIONS = [
+    click.option("--model", "-m", "model_spec", required=True,
+                 help="A zoo name (digits-gap), torchvision:NAME, timm:NAME, or a model file."),
+    click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
+                 help="Local weights (.safetensors, or .pth read with weights_only=True)."),
+    click.option("--arch", help="The architecture of a weights file: a zoo name, "
+                 "torchvision:NAME or timm:NAME."),
+    click.option("--trust-checkpoint", is_flag=True,
+                 help="Allow a pickled checkpoint to run code when loaded (only for trusted "
+                 "files)."),
+]
+
+
+def model_options(command):
+    for option in reversed(MODEL_OPTIONS):
+        command = option(command)
+    return command
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@model_options
+@click.option("--layer", "-l", help="Target layer (default: the model's own, else automatic).")
+@click.option("--method", "method_names", multiple=True, default=("gradcam",), show_default=True,
+              help="Method; repeat for several (a grid is written too).")
+@click.option("--target", "-t", default="top1", show_default=True,
+              help="top1, topK (e.g. top3), a class index or a class name.")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (created).")
+@click.option("--colormap", default="jet", show_default=True)
+@click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--max-pixels", default=40_000_000, show_default=True, type=click.IntRange(min=1),
+              help="Refuse larger images (decompression bombs).")
+@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of errors.")
+def explain(paths, model_spec, weights, arch, trust_checkpoint, layer, method_names, target, out,
+            colormap, alpha, max_pixels, verbose) -> None:
+    """Explain the model's prediction for each image (folders are walked): one PNG per image and
+    method, a grid when several, and explanations.json."""
+    from tqdm import tqdm
+
+    from camlens.capture import named_module
+    from camlens.image_files import ImageFileError, find_images, read_image
+    from camlens.methods import get_method
+    from camlens.viz import explanation_grid, get_colormap, overlay, save_figure
+
+    methods = []
+    for name in method_names:
+        try:
+            methods.append(get_method(name))
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--method") from None
+    loaded = load_or_exit(model_spec, weights, arch, trust_checkpoint)
+    layer = layer or loaded.default_layer
+    if layer is not None:
+        try:
+            layer = named_module(loaded.model, layer)[0]
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--layer") from None
+    chosen_target = parse_target(target, loaded.class_names)
+    try:
+        get_colormap(colormap)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--colormap") from None
+
+    files = find_images(list(paths))
+    inputs = {path.resolve() for path in files if path.exists()}
+    out.mkdir(parents=True, exist_ok=True)
+    records, failures, taken = [], [], set()
+    for path in tqdm(files, desc="explaining", unit="image", disable=not sys.stderr.isatty()):
+        try:
+            image = read_image(path, max_pixels)
+            tensor = loaded.preprocess(image)
+        except ImageFileError as error:
+            failures.append(str(error))
+            click.echo(f"error: {error}", err=True)
+            continue
+        picture = display_image(loaded, tensor)
+        try:
+            explanations = [method(loaded.model, layer)(tensor, target=chosen_target)
+                            for method in methods]
+        except (ValueError, TypeError, IndexError, RuntimeError) as error:
+            failures.append(f"{path}: {error}")
+            click.echo(f"error: {path}: {error}", err=True)
+            continue
+        for method, exp in zip(methods, explanations, strict=True):
+            maps = exp.maps[0] if exp.maps.ndim == 4 else exp.maps[0][None]
+            targets = exp.targets[0].reshape(-1).tolist() if exp.targets is not None else [None]
+            scores = exp.scores[0].reshape(-1).tolist()
+            for map_, class_index, score in zip(maps, targets, scores, strict=True):
+                name = class_label(class_index, loaded.class_names) if class_index is not None \
+                    else "custom"
+                suffix = method.name if len(targets) == 1 else f"{method.name}_{name}"
+                destination = output_path(out, path.stem, suffix, inputs, taken)
+                overlay(picture, map_, colormap=colormap, alpha=alpha).save(destination)
+                records.append({"file": str(path), "model": loaded.name, "layer": exp.layer,
+                                "method": method.name, "target": class_index,
+                                "target_name": name, "score": round(float(score), 6),
+                                "output": str(destination)})
+        if len(explanations) > 1 or explanations[0].maps.ndim == 4:
+            figure = explanation_grid(explanations if len(explanations) > 1 else explanations[0],
+                                      picture, class_names=loaded.class_names,
+                                      colormap=colormap, alpha=alpha)
+            grid_path = output_path(out, path.stem, "grid", inputs, taken)
+            save_figure(figure, grid_path)
+            records.append({"file": str(path), "grid": str(grid_path)})
+    (out / "explanations.json").write_text(json.dumps(records, indent=2))
+    explained = len(files) - len(failures)
+    click.echo(f"explained {explained} of {len(files)} images with "
+               f"{', '.join(m.name for m in methods)}; wrote {out / 'explanations.json'}")
+    if failures:
+        click.echo(f"{len(failures)} file(s) failed:", err=True)
+        for failure in failures:
+            click.echo(f"  {failure}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("model_spec")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--arch")
+@click.option("--trust-checkpoint", is_flag=True)
+@click.option("--all", "show_all", is_flag=True, help="Also list layers without a spatial output.")
+def layers(model_spec, weights, arch, trust_checkpoint, show_all) -> None:
+    """List the candidate target layers of MODEL_SPEC with their output shapes."""
+    import torch
+    from PIL import Image
+
+    from camlens.capture import first_tensor, has_spatial_axis
+
+    loaded = load_or_exit(model_spec, weights, arch, trust_checkpoint)
+    example = loaded.preprocess(Image.new("RGB", (256, 256)))
+    shapes, handles = {}, []
+    try:
+        for name, module in loaded.model.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(
+                    lambda m, a, o, name=name: shapes.__setitem__(name, first_tensor(o))))
+        with torch.no_grad():
+            loaded.model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    default = loaded.default_layer
+    candidates = [n for n, t in shapes.items()
+                  if t is not None and has_spatial_axis(t.shape, example.ndim)]
+    automatic = candidates[-1] if candidates else None
+    click.echo(f"{'layer':<40} {'type':<22} output shape (input {tuple(example.shape)})")
+    modules = dict(loaded.model.named_modules())
+    for name, tensor in shapes.items():
+        if tensor is None or (not show_all and name not in candidates):
+            continue
+        mark = " <- default" if name == (default or automatic) else ""
+        click.echo(f"{name:<40} {type(modules[name]).__name__:<22} {tuple(tensor.shape)}{mark}")
 
 
 if __name__ == "__main__":  # pragma: no cover

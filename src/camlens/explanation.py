@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 INTERPOLATION_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -36,7 +40,7 @@ def normalize(maps: torch.Tensor, spatial_ndim: int) -> torch.Tensor:
     return torch.where(span > 0, (maps - low) / safe_span, torch.zeros_like(maps))
 
 
-@dataclass
+@dataclass(eq=False)
 class Explanation:
     """Maps that say where the explained scores came from.
 
@@ -85,3 +89,20 @@ class Explanation:
             notes=list(self.notes),
             _maps=move(self._maps),
         )
+
+    def overlay(self, inputs: Any, colormap: str = "jet", alpha: float = 0.5) -> list:
+        """``maps`` laid over ``inputs`` as RGB PIL images: one per input, or a list of K per
+        input when there are K targets per input. ``inputs``: a ``(B, C, H, W)`` tensor with
+        values in [0, 1] or 0..255 (see ``camlens.viz.denormalize``) or a list of images.
+        Needs the ``viz`` extra."""
+        from camlens.viz.overlay import explanation_overlays
+
+        return explanation_overlays(self, inputs, colormap=colormap, alpha=alpha)
+
+    def show(self, inputs: Any, index: int = 0, class_names: Any = None) -> Figure:
+        """A figure of input ``index`` and its maps, one panel per target titled with the class
+        (``class_names[target]`` when given) and score; a notebook displays it by itself.
+        Needs the ``viz`` extra."""
+        from camlens.viz.grid import explanation_grid
+
+        return explanation_grid(self, inputs, index=index, class_names=class_names)

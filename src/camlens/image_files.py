@@ -1,0 +1,68 @@
+"""Find and read the user's image files safely: folders walked, size-limited, modes converted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+                            ".ppm", ".pgm"})
+#: Refuse images above this many pixels (decompression bombs); 40 megapixels by default.
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+class ImageFileError(ValueError):
+    """One input file cannot be used; the message names the file and why."""
+
+
+def find_images(paths: list[Path]) -> list[Path]:
+    """Files named directly (whatever their suffix) and image files found in folders, sorted."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*")
+                                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            found.append(path)  # missing or odd files are reported when read
+    return found
+
+
+def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """The picture in ``path`` as a PIL image in mode ``RGB`` (8-bit), or :class:`ImageFileError`.
+
+    Grayscale, palette, RGBA (composited over black) and 16-bit images are converted; an image
+    over ``max_pixels`` is refused before it is decoded."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.exists():
+        raise ImageFileError(f"{path}: no such file")
+    if not path.is_file():
+        raise ImageFileError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise ImageFileError(f"{path}: empty file")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageFileError(
+                    f"{path}: {width}x{height} = {width * height:,} pixels is over the limit of "
+                    f"{max_pixels:,} (raise it with --max-pixels if you trust the file)"
+                )
+            image.load()
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                scaled = np.asarray(image, dtype=np.float64) / 65535.0 * 255.0
+                return Image.fromarray(scaled.clip(0, 255).astype(np.uint8)).convert("RGB")
+            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and
+                                                       "transparency" in image.info):
+                rgba = image.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+                return Image.alpha_composite(background, rgba).convert("RGB")
+            return image.convert("RGB")
+    except ImageFileError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageFileError(f"{path}: not an image Pillow can read") from None
+    except Image.DecompressionBombError as error:
+        raise ImageFileError(f"{path}: refused as a decompression bomb ({error})") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ImageFileError(f"{path}: cannot read the image ({error})") from None

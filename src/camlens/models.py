@@ -1,0 +1,226 @@
+"""Load a model the command line names: a zoo name, ``torchvision:NAME``, ``timm:NAME`` or a file.
+
+- a shipped zoo name (``digits-gap``): its weights, class names and preprocessing;
+- ``torchvision:NAME``: torchvision's own weights mechanism (``get_model(NAME, weights="DEFAULT")``)
+  and the weights' transforms and class names; where the weights cannot be downloaded, the error
+  says so and how to pass a local file (``--weights``);
+- ``timm:NAME``: ``timm.create_model`` and timm's data config for the preprocessing;
+- a local file: ``.safetensors`` (with ``--arch`` naming the architecture), TorchScript, or a
+  pickled ``.pt``/``.pth`` read with ``torch.load(weights_only=True)``, which refuses arbitrary
+  Python objects unless the user says ``--trust-checkpoint``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ModelLoadError(ValueError):
+    """The model named on the command line cannot be loaded; the message says why and what to do."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to explain, with what the command line needs to feed and label it."""
+
+    model: nn.Module
+    name: str
+    preprocess: Callable  # PIL image -> (1, C, H, W) tensor
+    class_names: tuple[str, ...] | None = None
+    default_layer: str | None = None
+    mean: tuple[float, ...] | None = None  # of the input normalisation, to show the input
+    std: tuple[float, ...] | None = None
+
+
+def read_state_dict(path: Path, trust_checkpoint: bool = False) -> dict[str, torch.Tensor]:
+    """A state dict from safetensors, or from a pickle with ``weights_only=True``."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    loaded = safe_torch_load(path, trust_checkpoint)
+    if isinstance(loaded, nn.Module):
+        return loaded.state_dict()
+    if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"],
+                                                                          dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in
+                                               loaded.values()):
+        raise ModelLoadError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    return loaded
+
+
+def safe_torch_load(path: Path, trust_checkpoint: bool):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises several kinds for a refused pickle
+        if not trust_checkpoint:
+            raise ModelLoadError(
+                f"{path} holds pickled Python objects that torch.load(weights_only=True) refuses "
+                f"({type(error).__name__}); loading it would run code from the file. Save a "
+                "state dict as safetensors instead, or pass --trust-checkpoint if you trust its "
+                "source"
+            ) from None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def fit_state_dict(build: Callable[..., nn.Module], state: dict[str, torch.Tensor]) -> nn.Module:
+    """Build the architecture and load ``state``; a classifier of another size is rebuilt with
+    that many classes (a fine-tuned model)."""
+    model = build()
+    own = model.state_dict()
+    mismatched = [key for key, value in state.items()
+                  if key in own and own[key].shape != value.shape]
+    if mismatched:
+        classifier = [key for key in mismatched if state[key].ndim == 2]
+        if not classifier:
+            raise ModelLoadError(f"the weights do not fit the architecture at {mismatched[:3]}")
+        model = build(num_classes=state[classifier[-1]].shape[0])
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"the weights do not fit the architecture: missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}"
+        )
+    return model
+
+
+def load_torchvision(name: str, weights_file: Path | None, trust: bool) -> LoadedModel:
+    import torchvision
+
+    known = torchvision.models.list_models()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3)
+        raise ModelLoadError(f"unknown torchvision model {name!r}; closest: {', '.join(close)}")
+    weights_enum = torchvision.models.get_model_weights(name).DEFAULT
+    if weights_file is not None:
+        state = read_state_dict(weights_file, trust)
+        model = fit_state_dict(lambda **kw: torchvision.models.get_model(name, **kw), state)
+    else:
+        try:
+            model = torchvision.models.get_model(name, weights=weights_enum)
+        except Exception as error:  # noqa: BLE001 - URLError, OSError, RuntimeError...
+            raise ModelLoadError(
+                f"could not get the pretrained weights of torchvision:{name} "
+                f"({type(error).__name__}: {str(error)[:120]}); this machine may be offline. "
+                f"Download {weights_enum.url} elsewhere and pass it with --weights FILE "
+                "(.pth or .safetensors)"
+            ) from None
+    transform = weights_enum.transforms()
+    categories = weights_enum.meta.get("categories")
+    classes = tuple(categories) if categories and model_classes(model) == len(categories) else None
+    return LoadedModel(model.eval(), f"torchvision:{name}", lambda image: transform(image)[None],
+                       classes, None, tuple(transform.mean), tuple(transform.std))
+
+
+def load_timm(name: str, weights_file: Path | None, trust: bool) -> LoadedModel:
+    import timm
+
+    if not timm.list_models(name) and not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        raise ModelLoadError(f"unknown timm model {name!r}; closest: {', '.join(close)}")
+    if weights_file is not None:
+        state = read_state_dict(weights_file, trust)
+        model = fit_state_dict(lambda **kw: timm.create_model(name, pretrained=False, **kw), state)
+    else:
+        try:
+            model = timm.create_model(name, pretrained=True)
+        except Exception as error:  # noqa: BLE001 - hub errors vary
+            raise ModelLoadError(
+                f"could not get the pretrained weights of timm:{name} ({type(error).__name__}); "
+                "this machine may be offline. Download them elsewhere and pass --weights FILE "
+                "(.safetensors or .pth)"
+            ) from None
+    config = timm.data.resolve_data_config({}, model=model)
+    transform = timm.data.create_transform(**config)
+    classes = None
+    if model_classes(model) == 1000:
+        try:
+            classes = tuple(timm.data.ImageNetInfo().label_descriptions())
+        except Exception:  # noqa: BLE001 - older timm has no ImageNetInfo
+            classes = None
+    return LoadedModel(model.eval(), f"timm:{name}", lambda image: transform(image)[None],
+                       classes, None, tuple(config["mean"]), tuple(config["std"]))
+
+
+def model_classes(model: nn.Module) -> int | None:
+    """The number of outputs of the model's last linear layer."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else None
+
+
+def generic_preprocess(size: int) -> Callable:
+    """Resize to ``size`` x ``size`` and normalise with ImageNet statistics."""
+    import numpy as np
+
+    def preprocess(image) -> torch.Tensor:
+        resized = image.convert("RGB").resize((size, size))
+        tensor = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        return ((tensor - mean[:, None, None]) / std[:, None, None])[None]
+
+    return preprocess
+
+
+def load_model(spec: str, *, weights: str | Path | None = None, arch: str | None = None,
+               trust_checkpoint: bool = False, input_size: int = 224) -> LoadedModel:
+    """Resolve a model spec (see the module docstring)."""
+    from camlens.zoo.registry import REGISTRY
+
+    weights_file = Path(weights) if weights is not None else None
+    if weights_file is not None and not weights_file.is_file():
+        raise ModelLoadError(f"weights file {weights_file} does not exist")
+    if spec in REGISTRY:
+        from camlens.zoo import load
+
+        model = load(spec, weights=weights_file)
+        return LoadedModel(model, spec, model.preprocess, model.class_names, model.target_layer)
+    if spec.startswith("torchvision:"):
+        return load_torchvision(spec.split(":", 1)[1], weights_file, trust_checkpoint)
+    if spec.startswith("timm:"):
+        return load_timm(spec.split(":", 1)[1], weights_file, trust_checkpoint)
+    path = Path(spec)
+    if path.is_file():
+        return load_file_model(path, arch, trust_checkpoint, input_size)
+    names = [*REGISTRY, "torchvision:NAME", "timm:NAME", "a .safetensors/.pt file"]
+    close = difflib.get_close_matches(spec, list(REGISTRY), n=3)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise ModelLoadError(f"unknown model {spec!r}; {hint}accepted: {', '.join(names)}")
+
+
+def load_file_model(path: Path, arch: str | None, trust: bool, input_size: int) -> LoadedModel:
+    """A model from a local file: safetensors or a state dict with ``--arch``, TorchScript, or a
+    pickled module with ``--trust-checkpoint``."""
+    if arch is not None:
+        if path.suffix not in (".safetensors", ".pt", ".pth", ".bin"):
+            raise ModelLoadError(f"{path}: weights must be .safetensors, .pt, .pth or .bin")
+        return load_model(arch, weights=path, trust_checkpoint=trust)
+    if path.suffix == ".safetensors":
+        raise ModelLoadError(
+            f"{path} holds weights only; say which architecture they belong to with --arch "
+            "(a zoo name, torchvision:NAME or timm:NAME)"
+        )
+    try:
+        scripted = torch.jit.load(str(path), map_location="cpu")
+    except Exception:  # noqa: BLE001 - not a TorchScript archive
+        scripted = None
+    if scripted is not None:
+        return LoadedModel(scripted.eval(), str(path), generic_preprocess(input_size),
+                           mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    loaded = safe_torch_load(path, trust)
+    if isinstance(loaded, nn.Module):
+        return LoadedModel(loaded.eval(), str(path), generic_preprocess(input_size),
+                           mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    raise ModelLoadError(
+        f"{path} holds a state dict, not a model; say which architecture it belongs to with "
+        "--arch (a zoo name, torchvision:NAME or timm:NAME)"
+    )

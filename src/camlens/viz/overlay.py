@@ -1,0 +1,253 @@
+"""Maps as colours: heat-map overlays on images, colour bars and boxes for localization."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.colors import Colormap
+from PIL import Image, ImageDraw, ImageFont
+
+from camlens.viz.images import ImageLike, count_images, select_image, to_pil
+
+if TYPE_CHECKING:
+    from camlens.explanation import Explanation
+
+MapLike = torch.Tensor | np.ndarray
+Color = str | tuple[int, int, int]
+
+# Map values this far outside [0, 1] are interpolation rounding, not another scale.
+MAP_TOLERANCE = 1e-4
+# Offered when a colormap name is unknown.
+COMMON_COLORMAPS = ("jet", "turbo", "viridis", "inferno", "magma", "plasma", "gray", "coolwarm")
+# Box colours used in turn when none are given: green, red, cyan, yellow, magenta.
+BOX_COLORS: tuple[Color, ...] = (
+    (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 255, 0), (255, 0, 255),
+)
+
+
+def get_colormap(colormap: str | Colormap) -> Colormap:
+    """The matplotlib colormap called ``colormap`` (a Colormap object passes through)."""
+    if isinstance(colormap, Colormap):
+        return colormap
+    if isinstance(colormap, str) and colormap in matplotlib.colormaps:
+        return matplotlib.colormaps[colormap]
+    names = list(matplotlib.colormaps)
+    close = difflib.get_close_matches(str(colormap), names, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise ValueError(
+        f"unknown colormap {colormap!r}; {hint}any matplotlib colormap works, for example "
+        f"{', '.join(COMMON_COLORMAPS)}"
+    )
+
+
+def resize_map(map: MapLike, size: tuple[int, int] | None = None) -> np.ndarray:
+    """``map`` as a float32 ``(H, W)`` array in [0, 1], resized bilinearly to ``size`` =
+    ``(height, width)`` when given (``align_corners=False``, as ``Explanation.maps``;
+    antialiased when shrinking).
+
+    ``map`` is a tensor or array ``(h, w)``, leading axes of length 1 allowed, values in [0, 1]
+    (``Explanation.maps``; ``Explanation.raw`` needs normalising first)."""
+    values = _map_tensor(map)
+    if size is not None and tuple(values.shape) != tuple(size):
+        height, width = size
+        shrinking = height < values.shape[0] or width < values.shape[1]
+        values = F.interpolate(
+            values[None, None], size=(height, width), mode="bilinear", align_corners=False,
+            antialias=shrinking,
+        )[0, 0]
+    return values.clamp(0.0, 1.0).numpy()
+
+
+def colorize(map: MapLike, colormap: str | Colormap = "jet") -> Image.Image:
+    """``map`` (values in [0, 1]) coloured by ``colormap``, as an RGB image of the map's size."""
+    cmap = get_colormap(colormap)
+    return Image.fromarray(_colors(resize_map(map), cmap))
+
+
+def overlay(
+    image: ImageLike,
+    map: MapLike,
+    colormap: str | Colormap = "jet",
+    alpha: float = 0.5,
+) -> Image.Image:
+    """``image`` with ``map`` laid over it in colour: ``(1 - alpha) * image + alpha *
+    colormap(map)``, the map resized bilinearly to the image's size.
+
+    ``image``: anything :func:`camlens.viz.to_pil` takes; ``map``: a tensor or array ``(h, w)``
+    in [0, 1]; ``alpha``: 0 gives the image unchanged, 1 the coloured map alone."""
+    alpha = _check_alpha(alpha)
+    cmap = get_colormap(colormap)
+    picture = to_pil(image)
+    heat = _colors(resize_map(map, (picture.height, picture.width)), cmap)
+    blended = (1.0 - alpha) * np.asarray(picture, dtype=np.float64) + alpha * heat
+    return Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
+
+
+def colorbar(
+    colormap: str | Colormap = "jet",
+    height: int = 256,
+    width: int = 24,
+    labels: bool = True,
+) -> Image.Image:
+    """A vertical colour bar: 1 at the top row, 0 at the bottom row, ``width`` pixels wide from
+    the left edge; with ``labels``, a white margin on the right holds the 0 and 1 ticks."""
+    for name, value, least in (("height", height, 2), ("width", width, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"colorbar {name} must be an int >= {least}, got {value!r}")
+    cmap = get_colormap(colormap)
+    values = np.linspace(1.0, 0.0, height)[:, None].repeat(width, axis=1)
+    bar = Image.fromarray(_colors(values, cmap))
+    if not labels:
+        return bar
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(bar)
+    top_box = measure.textbbox((0, 0), "1", font=font)
+    bottom_box = measure.textbbox((0, 0), "0", font=font)
+    tick = 4
+    text_left = width + tick + 2
+    canvas = Image.new("RGB", (text_left + max(top_box[2], bottom_box[2]) + 2, height), "white")
+    canvas.paste(bar, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    draw.line([(width, 0), (width + tick - 1, 0)], fill="black")
+    draw.line([(width, height - 1), (width + tick - 1, height - 1)], fill="black")
+    # Offsets from the text boxes put the glyphs flush with the top and bottom rows.
+    draw.text((text_left, -top_box[1]), "1", fill="black", font=font)
+    draw.text((text_left, height - bottom_box[3]), "0", fill="black", font=font)
+    return canvas
+
+
+def draw_boxes(
+    image: ImageLike,
+    boxes: torch.Tensor | np.ndarray | Sequence[Sequence[float]],
+    colors: Color | Sequence[Color] | None = None,
+    width: int = 2,
+) -> Image.Image:
+    """A copy of ``image`` with each box ``(x0, y0, x1, y1)`` outlined (``x1``, ``y1``
+    exclusive; the outline is ``width`` pixels thick, drawn inside the box).
+
+    ``boxes``: ``(N, 4)`` or one box ``(4,)``; ``colors``: one colour (a name or an RGB tuple)
+    for all, a sequence used in turn, or None for green, red, cyan, yellow, magenta."""
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"width must be a positive int, got {width!r}")
+    box_array = _box_array(boxes)
+    palette = _palette(colors)
+    picture = to_pil(image)
+    draw = ImageDraw.Draw(picture)
+    for number, (x0, y0, x1, y1) in enumerate(box_array.tolist()):
+        # PIL rectangles include their end corner, the boxes here exclude it.
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=palette[number % len(palette)],
+                       width=width)
+    return picture
+
+
+def explanation_overlays(
+    explanation: Explanation,
+    inputs: ImageLike | Sequence[ImageLike],
+    colormap: str | Colormap = "jet",
+    alpha: float = 0.5,
+) -> list:
+    """One overlay per input of ``explanation.maps`` on ``inputs``; a list of K overlays per
+    input when the explanation has K targets per input (see ``Explanation.overlay``)."""
+    _check_alpha(alpha)
+    get_colormap(colormap)
+    maps = image_maps(explanation)
+    count = count_images(inputs)
+    if count != maps.shape[0]:
+        raise ValueError(
+            f"the explanation has {maps.shape[0]} input(s) but {count} image(s) were given"
+        )
+    per_target = maps.ndim == 4
+    result: list = []
+    for index in range(count):
+        image = to_pil(select_image(inputs, index))
+        if per_target:
+            result.append([overlay(image, m, colormap, alpha) for m in maps[index]])
+        else:
+            result.append(overlay(image, maps[index], colormap, alpha))
+    return result
+
+
+def image_maps(explanation: Explanation) -> torch.Tensor:
+    """``explanation.maps`` on the CPU, checked to be image maps ``(B, [K,] H, W)``."""
+    if len(explanation.input_size) != 2:
+        raise ValueError(
+            f"image overlays need maps with 2 spatial axes; this {explanation.method} "
+            f"explanation has input size {tuple(explanation.input_size)}"
+        )
+    return explanation.maps.detach().cpu()
+
+
+def _map_tensor(map: MapLike) -> torch.Tensor:
+    if isinstance(map, np.ndarray):
+        values = torch.from_numpy(np.asarray(map, dtype=np.float32))
+    elif isinstance(map, torch.Tensor):
+        values = map.detach().cpu().float()
+    else:
+        raise TypeError(f"a map must be a torch tensor or a numpy array, got {type(map).__name__}")
+    shape = tuple(values.shape)
+    if values.ndim < 2 or any(length != 1 for length in shape[:-2]):
+        raise ValueError(f"a map must be (h, w) (leading axes of length 1 allowed), got {shape}")
+    values = values.reshape(shape[-2:])
+    if values.numel() == 0:
+        raise ValueError(f"the map is empty, shape {shape}")
+    if not torch.isfinite(values).all():
+        raise ValueError("the map has NaN or infinite values")
+    low, high = values.min().item(), values.max().item()
+    if low < -MAP_TOLERANCE or high > 1.0 + MAP_TOLERANCE:
+        raise ValueError(
+            f"map values span [{low:.3g}, {high:.3g}]; maps must be in [0, 1] "
+            "(use Explanation.maps, or min-max normalise first)"
+        )
+    return values
+
+
+def _colors(values: np.ndarray, cmap: Colormap) -> np.ndarray:
+    """``(H, W)`` values in [0, 1] as ``(H, W, 3)`` uint8 colours."""
+    return np.ascontiguousarray(cmap(values, bytes=True)[..., :3])
+
+
+def _check_alpha(alpha: float) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    return float(alpha)
+
+
+def _box_array(boxes: torch.Tensor | np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    if isinstance(boxes, torch.Tensor):
+        boxes = boxes.detach().cpu().numpy()
+    try:
+        array = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"boxes must be (N, 4) numbers (x0, y0, x1, y1), got {boxes!r}") from error
+    if array.ndim == 1 and array.shape[0] == 4:
+        array = array[None]
+    if array.size == 0:
+        return np.zeros((0, 4), dtype=np.int64)
+    if array.ndim != 2 or array.shape[1] != 4:
+        raise ValueError(f"boxes must be (N, 4) as (x0, y0, x1, y1), got shape {array.shape}")
+    array = np.rint(array).astype(np.int64)
+    for box in array.tolist():
+        if box[2] <= box[0] or box[3] <= box[1]:
+            raise ValueError(f"box {tuple(box)} is empty: x1 > x0 and y1 > y0 are needed "
+                             "(x1, y1 exclusive)")
+    return array
+
+
+def _palette(colors: Color | Sequence[Color] | None) -> list[Color]:
+    if colors is None:
+        return list(BOX_COLORS)
+    if isinstance(colors, str) or (
+        isinstance(colors, tuple) and len(colors) in (3, 4)
+        and all(isinstance(c, int) for c in colors)
+    ):
+        return [colors]
+    palette = list(colors)
+    if not palette:
+        raise ValueError("colors is empty; give a colour, a sequence of colours or None")
+    return [tuple(c) if isinstance(c, list) else c for c in palette]
