@@ -292,6 +292,10 @@ def layers(model_spec, weights, arch, trust_checkpoint, show_all) -> None:
     from camlens.capture import first_tensor, has_spatial_axis
 
     loaded = load_or_exit(model_spec, weights, arch, trust_checkpoint)
+    if isinstance(loaded.model, torch.jit.ScriptModule):
+        raise click.UsageError(
+            "this model is TorchScript, whose modules take no forward hooks, so camlens cannot "
+            "see its layers; save the eager model's state dict as safetensors and pass --arch")
     example = loaded.preprocess(Image.new("RGB", (256, 256)))
     shapes, handles = {}, []
     try:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,7 +211,9 @@ def load_file_model(path: Path, arch: str | None, trust: bool, input_size: int) 
             "(a zoo name, torchvision:NAME or timm:NAME)"
         )
     try:
-        scripted = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+            scripted = torch.jit.load(str(path), map_location="cpu")
     except Exception:  # noqa: BLE001 - not a TorchScript archive
         scripted = None
     if scripted is not None:

@@ -74,6 +74,11 @@ class CAMMethod:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(model, torch.jit.ScriptModule):
+            raise TypeError(
+                "model is TorchScript, whose modules take no forward hooks; explain the eager "
+                "model instead (its state dict as safetensors, with --arch on the command line)"
+            )
         self.model = model
         self.layer = layer
         self.output_fn = output_fn
