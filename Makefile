@@ -28,7 +28,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_speed.py --output benchmarks/RESULTS.md
 
 demo: venv
-	@echo "make demo arrives with the command-line issue (#4); see README."
+	$(BIN)/camlens demo --out demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info src/*.egg-info

@@ -99,6 +99,17 @@ def reproduce(what: str, test_size: int, out: Path | None) -> None:
         click.echo(f"wrote {out}")
 
 
+@main.command()
+@click.option("--out", "-o", default="camlens-demo", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Folder for the page.")
+def demo(out: Path) -> None:
+    """The built-in demo: CAM and Grad-CAM on the shipped digit models, as an HTML page."""
+    from camlens.demo import build_demo
+
+    page = build_demo(out)
+    click.echo(f"wrote {page.resolve()}")
+
+
 def load_or_exit(spec: str, weights: Path | None, arch: str | None, trust: bool):
     """The LoadedModel for ``spec``; a bad spec is a usage error (exit status 2)."""
     from camlens.models import ModelLoadError, load_model
