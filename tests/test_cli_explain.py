@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -182,3 +183,52 @@ def test_layers_lists_candidates_with_shapes():
     assert "<- default" in result.output
     assert "classifier" not in result.output
     assert "classifier" in run("layers", "digits-gap", "--all").output
+
+
+def test_timm_model_with_local_weights_and_offline_message(digit_folder, tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    save_file(timm.create_model("resnet18", pretrained=False, num_classes=3).state_dict(),
+              str(tmp_path / "timm_r18.safetensors"))
+    result = run("explain", digit_folder / "digit0.png", "--model", "timm:resnet18", "--weights",
+                 tmp_path / "timm_r18.safetensors", "--target", "top2", "--out", tmp_path / "t")
+    assert result.exit_code == 0, result.output
+    records = json.loads((tmp_path / "t" / "explanations.json").read_text())
+    assert {r["layer"] for r in records if "layer" in r} == {"layer4"}
+    offline = run("explain", digit_folder / "digit0.png", "--model", "timm:resnet18",
+                  "--out", tmp_path / "u")
+    assert offline.exit_code == 2 and "--weights" in offline.output
+
+
+def test_layer_without_spatial_axis_exits_2_before_any_work(digit_folder, tmp_path):
+    result = run("explain", digit_folder, "--model", "digits-gap", "--layer", "classifier",
+                 "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "features" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_verbose_shows_the_traceback(digit_folder, tmp_path, monkeypatch):
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something unexpected")
+
+    monkeypatch.setattr("camlens.image_files.find_images", broken)
+    quiet = run("explain", digit_folder, "--model", "digits-gap", "--out", tmp_path / "a")
+    assert quiet.exit_code == 1 and "something unexpected" in quiet.output
+    assert "Traceback" not in quiet.output and "--verbose" in quiet.output
+    loud = CliRunner().invoke(main, ["--verbose", "explain", str(digit_folder), "--model",
+                                     "digits-gap", "--out", str(tmp_path / "b")])
+    assert isinstance(loud.exception, RuntimeError)
+
+
+def test_demo_writes_a_page_with_its_pictures(tmp_path):
+    result = run("demo", "--out", tmp_path / "demo")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "demo" / "index.html").read_text()
+    assert "CAM and Grad-CAM" in page and "One map per class" in page
+    images = re.findall(r'src="([^"]+)"', page)
+    assert len(images) >= 20 and all((tmp_path / "demo" / name).is_file() for name in images)
+    difference = float(re.search(r"at most <b>([0-9.e+-]+)</b>", page).group(1))
+    assert difference < 1e-5

@@ -120,6 +120,35 @@ def load_or_exit(spec: str, weights: Path | None, arch: str | None, trust: bool)
         raise click.UsageError(str(error)) from None
 
 
+def layer_shapes(loaded):
+    """(example input, {layer: output tensor}, candidate layers) from one forward of a blank
+    picture: what `camlens layers` lists and what --layer is checked against."""
+    import torch
+    from PIL import Image
+
+    from camlens.capture import first_tensor, has_spatial_axis
+
+    if isinstance(loaded.model, torch.jit.ScriptModule):
+        raise click.UsageError(
+            "this model is TorchScript, whose modules take no forward hooks, so camlens cannot "
+            "see its layers; save the eager model's state dict as safetensors and pass --arch")
+    example = loaded.preprocess(Image.new("RGB", (256, 256)))
+    shapes, handles = {}, []
+    try:
+        for name, module in loaded.model.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(
+                    lambda m, a, o, name=name: shapes.__setitem__(name, first_tensor(o))))
+        with torch.no_grad():
+            loaded.model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    candidates = [n for n, t in shapes.items()
+                  if t is not None and has_spatial_axis(t.shape, example.ndim)]
+    return example, shapes, candidates
+
+
 def parse_target(text: str, class_names):
     """top1 -> None, topK -> TopK(K), an index, or a class name (closest names if unknown)."""
     from camlens.targets import TopK
@@ -231,6 +260,14 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer, method_na
             layer = named_module(loaded.model, layer)[0]
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="--layer") from None
+        _, shapes, candidates = layer_shapes(loaded)
+        if layer not in candidates:
+            shape = tuple(shapes[layer].shape) if shapes.get(layer) is not None else "no tensor"
+            close = difflib.get_close_matches(layer, candidates, n=3, cutoff=0.3) or candidates[-3:]
+            raise click.BadParameter(
+                f"layer {layer!r} outputs {shape}, with no spatial or token axis to put a map on; "
+                f"layers that have one: {', '.join(close)} (see `camlens layers`)",
+                param_hint="--layer")
     chosen_target = parse_target(target, loaded.class_names)
     try:
         get_colormap(colormap)
@@ -297,31 +334,9 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer, method_na
 @click.option("--all", "show_all", is_flag=True, help="Also list layers without a spatial output.")
 def layers(model_spec, weights, arch, trust_checkpoint, show_all) -> None:
     """List the candidate target layers of MODEL_SPEC with their output shapes."""
-    import torch
-    from PIL import Image
-
-    from camlens.capture import first_tensor, has_spatial_axis
-
     loaded = load_or_exit(model_spec, weights, arch, trust_checkpoint)
-    if isinstance(loaded.model, torch.jit.ScriptModule):
-        raise click.UsageError(
-            "this model is TorchScript, whose modules take no forward hooks, so camlens cannot "
-            "see its layers; save the eager model's state dict as safetensors and pass --arch")
-    example = loaded.preprocess(Image.new("RGB", (256, 256)))
-    shapes, handles = {}, []
-    try:
-        for name, module in loaded.model.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(
-                    lambda m, a, o, name=name: shapes.__setitem__(name, first_tensor(o))))
-        with torch.no_grad():
-            loaded.model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
+    example, shapes, candidates = layer_shapes(loaded)
     default = loaded.default_layer
-    candidates = [n for n, t in shapes.items()
-                  if t is not None and has_spatial_axis(t.shape, example.ndim)]
     automatic = candidates[-1] if candidates else None
     click.echo(f"{'layer':<40} {'type':<22} output shape (input {tuple(example.shape)})")
     modules = dict(loaded.model.named_modules())

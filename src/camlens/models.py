@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import difflib
+import os
+import socket
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,6 +135,11 @@ def load_timm(name: str, weights_file: Path | None, trust: bool) -> LoadedModel:
         state = read_state_dict(weights_file, trust)
         model = fit_state_dict(lambda **kw: timm.create_model(name, pretrained=False, **kw), state)
     else:
+        if not host_reachable("huggingface.co"):  # look in the local cache only, no retries
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            import huggingface_hub.constants
+
+            huggingface_hub.constants.HF_HUB_OFFLINE = True
         try:
             model = timm.create_model(name, pretrained=True)
         except Exception as error:  # noqa: BLE001 - hub errors vary
@@ -151,6 +158,15 @@ def load_timm(name: str, weights_file: Path | None, trust: bool) -> LoadedModel:
             classes = None
     return LoadedModel(model.eval(), f"timm:{name}", lambda image: transform(image)[None],
                        classes, None, tuple(config["mean"]), tuple(config["std"]))
+
+
+def host_reachable(host: str, timeout: float = 2.0) -> bool:
+    """Whether ``host`` resolves and accepts a connection on port 443 within ``timeout``."""
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def model_classes(model: nn.Module) -> int | None:
