@@ -131,3 +131,24 @@ def test_normalised_maps_have_peak_one_or_are_zero(values, height, width):
     assert torch.isfinite(maps).all()
     assert maps.max() in (0.0, 1.0)
     assert maps.min() == 0.0
+
+
+def test_batched_backward_equals_one_pass_per_target(gap_net, images, monkeypatch):
+    import camlens.methods.base as base
+
+    classes = torch.tensor([[4, 0, 2], [1, 3, 0]])
+    batched = camlens.explain(gap_net, images, method="hirescam", layer="features",
+                              target=classes)
+    calls = []
+    original = base.batched_score_gradients
+
+    def refuse(scores, activation):
+        calls.append(scores.shape)
+        return None
+
+    monkeypatch.setattr(base, "batched_score_gradients", refuse)
+    looped = camlens.explain(gap_net, images, method="hirescam", layer="features",
+                             target=classes)
+    assert calls == [torch.Size([2, 3])]
+    torch.testing.assert_close(batched.raw, looped.raw)
+    assert original is not refuse

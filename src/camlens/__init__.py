@@ -6,6 +6,7 @@
 """
 
 from camlens.api import explain
+from camlens.audit import audit
 from camlens.explanation import Explanation
 from camlens.methods import (
     CAM,
@@ -42,6 +43,7 @@ __all__ = [
     "ScoreCAM",
     "TopK",
     "XGradCAM",
+    "audit",
     "available_methods",
     "explain",
     "get_method",

@@ -63,14 +63,14 @@ def train(name: str, seed: int, epochs: int | None, train_size: int | None,
     from dataclasses import replace
 
     from camlens.zoo.registry import entry
-    from camlens.zoo.training import TrainingRecipe
+    from camlens.zoo.training import RECIPES, TrainingRecipe
     from camlens.zoo.training import train as train_model
 
     try:
         entry(name)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-    recipe = TrainingRecipe()
+    recipe = RECIPES.get(name, TrainingRecipe())
     if epochs is not None:
         recipe = replace(recipe, epochs=epochs)
     if train_size is not None:

@@ -10,6 +10,7 @@ recording on at the layer, so the backward pass covers the layers after it and n
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -173,12 +174,18 @@ def score_gradients(scores: torch.Tensor, activation: torch.Tensor) -> torch.Ten
     """d scores[:, k] / d activation for each k: shape ``(B, K, *activation.shape[1:])``.
 
     Inputs of a batch are independent in eval mode, so differentiating the batch sum of
-    ``scores[:, k]`` gives every input's own gradient in one backward pass per target.
+    ``scores[:, k]`` gives every input's own gradient. The K targets go through one batched
+    backward pass (``is_grads_batched``, vmap over one-hot output gradients) where every
+    operation on the path supports it, else one backward pass per target.
     Scores that do not depend on the activation get zero gradients.
     """
     num_targets = scores.shape[1]
     if not scores.requires_grad:
         return activation.new_zeros(activation.shape[0], num_targets, *activation.shape[1:])
+    if num_targets > 1:
+        batched = batched_score_gradients(scores, activation)
+        if batched is not None:
+            return batched
     gradients = []
     for k in range(num_targets):
         with torch.enable_grad():  # the sum must be recorded under an outer no_grad() too
@@ -188,6 +195,26 @@ def score_gradients(scores: torch.Tensor, activation: torch.Tensor) -> torch.Ten
         )
         gradients.append(torch.zeros_like(activation) if gradient is None else gradient)
     return torch.stack(gradients, dim=1)
+
+
+def batched_score_gradients(scores: torch.Tensor, activation: torch.Tensor
+                            ) -> torch.Tensor | None:
+    """All K gradients in one vmapped backward pass, or None where the graph does not allow it
+    (the graph is kept, so the caller can fall back to one pass per target)."""
+    num_targets = scores.shape[1]
+    one_hot = torch.eye(num_targets, dtype=scores.dtype, device=scores.device)
+    grad_outputs = one_hot[:, None, :].expand(num_targets, *scores.shape)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # vmap's notes on ops without a batching rule
+            (gradient,) = torch.autograd.grad(scores, activation, grad_outputs=grad_outputs,
+                                              retain_graph=True, is_grads_batched=True,
+                                              allow_unused=True)
+    except (RuntimeError, NotImplementedError):
+        return None
+    if gradient is None:
+        return activation.new_zeros(activation.shape[0], num_targets, *activation.shape[1:])
+    return gradient.transpose(0, 1)
 
 
 def spatial_axes(tensor: torch.Tensor, first: int) -> tuple[int, ...]:

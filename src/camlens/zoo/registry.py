@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from torch import nn
 
 from camlens.data.digits import CLASS_NAMES
 from camlens.zoo.architectures import DigitsFC, DigitsGAP
+from camlens.zoo.captioner import VOCABULARY, DigitsCaptioner
 from camlens.zoo.preprocess import digit_canvas
 
 
@@ -44,6 +46,9 @@ REGISTRY: dict[str, ZooEntry] = {
                  "conv trunk -> flatten -> fully connected layers (CAM refuses; Grad-CAM works)"),
         ZooEntry("digits-biased", DigitsGAP, CLASS_NAMES, "features", digit_canvas, "biased",
                  "digits-gap trained on biased digits, where a border mark goes with the label"),
+        ZooEntry("digits-captioner", DigitsCaptioner, VOCABULARY, "encoder",
+                 partial(digit_canvas, size=(64, 128)), "scenes",
+                 "conv encoder + attention GRU decoder: writes a scene's digits left to right"),
     )
 }
 

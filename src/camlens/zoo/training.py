@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from camlens.data.digits import BiasedDigits, ClutteredDigits, materialize
+from camlens.data.digits import BiasedDigits, ClutteredDigits, DigitScenes, materialize
 from camlens.zoo.registry import entry, weights_path
 
 TEST_SEED = 0
@@ -31,6 +31,10 @@ class TrainingRecipe:
     weight_decay: float = 1e-4
 
 
+#: Recipes that differ from the default, by model name.
+RECIPES = {"digits-captioner": TrainingRecipe(epochs=10, train_size=16000, test_size=1000)}
+
+
 def datasets(kind: str, train_size: int, test_size: int, seed: int):
     """(train, test) data sets of a model's ``dataset`` kind."""
     if kind == "cluttered":
@@ -39,13 +43,59 @@ def datasets(kind: str, train_size: int, test_size: int, seed: int):
     if kind == "biased":
         return (BiasedDigits(train_size, "train", seed),
                 BiasedDigits(test_size, "test", TEST_SEED, mark="random"))
-    raise ValueError(f"unknown training data set {kind!r}; known: cluttered, biased")
+    if kind == "scenes":
+        return (DigitScenes(train_size, "train", seed), DigitScenes(test_size, "test", TEST_SEED))
+    raise ValueError(f"unknown training data set {kind!r}; known: cluttered, biased, scenes")
 
 
-def stacked(dataset, progress: bool, label: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images, labels) of a whole data set, generated once."""
-    batch = materialize(dataset, keys=("image", "label"), progress=progress, description=label)
-    return batch["image"], batch["label"]
+class ClassificationTask:
+    """Images -> one class; cross-entropy; top-1 accuracy."""
+
+    def tensors(self, dataset, progress: bool, label: str) -> dict[str, torch.Tensor]:
+        return materialize(dataset, keys=("image", "label"), progress=progress,
+                           description=label)
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(model(batch["image"]), batch["label"])
+
+    def scores(self, model: nn.Module, data: dict[str, torch.Tensor]) -> dict[str, float]:
+        return {"accuracy": accuracy(model, data["image"], data["label"])}
+
+
+class CaptionTask:
+    """Scenes -> digits left to right then <end>; teacher-forced cross-entropy; exact-caption
+    accuracy of greedy decoding."""
+
+    def tensors(self, dataset, progress: bool, label: str) -> dict[str, torch.Tensor]:
+        from camlens.zoo.captioner import teacher_forcing_tokens
+
+        data = materialize(dataset, keys=("image", "caption", "count"), progress=progress,
+                           description=label)
+        data["inputs"], data["targets"] = teacher_forcing_tokens(data["caption"], data["count"])
+        return data
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = model(batch["image"], batch["inputs"])
+        return F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(), ignore_index=-1)
+
+    def scores(self, model: nn.Module, data: dict[str, torch.Tensor]) -> dict[str, float]:
+        return {"accuracy": caption_accuracy(model, data["image"], data["caption"],
+                                             data["count"])}
+
+
+def caption_accuracy(model: nn.Module, images: torch.Tensor, captions: torch.Tensor,
+                     counts: torch.Tensor, beam_size: int = 1) -> float:
+    """The share of scenes whose generated caption is exactly right."""
+    was_training = model.training
+    model.eval()
+    generated = model.generate(images, beam_size=beam_size)
+    model.train(was_training)
+    right = sum(words == captions[row, : int(counts[row])].tolist()
+                for row, words in enumerate(generated))
+    return right / len(generated)
+
+
+TASKS = {"cluttered": ClassificationTask, "biased": ClassificationTask, "scenes": CaptionTask}
 
 
 @torch.no_grad()
@@ -71,17 +121,19 @@ def train(name: str, *, seed: int = 0, recipe: TrainingRecipe | None = None,
     from tqdm import tqdm
 
     spec = entry(name)
-    recipe = recipe or TrainingRecipe()
+    recipe = recipe or RECIPES.get(name, TrainingRecipe())
     started = time.perf_counter()
     torch.manual_seed(seed)
     train_set, test_set = datasets(spec.dataset, recipe.train_size, recipe.test_size, seed)
-    train_images, train_labels = stacked(train_set, progress, "generating train data")
-    test_images, test_labels = stacked(test_set, progress, "generating test data")
+    task = TASKS[spec.dataset]()
+    train_data = task.tensors(train_set, progress, "generating train data")
+    test_data = task.tensors(test_set, progress, "generating test data")
+    count = len(train_set)
 
     model = spec.build()
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate,
                                   weight_decay=recipe.weight_decay)
-    steps_per_epoch = -(-len(train_labels) // recipe.batch_size)
+    steps_per_epoch = -(-count // recipe.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=recipe.learning_rate, total_steps=recipe.epochs * steps_per_epoch
     )
@@ -90,10 +142,10 @@ def train(name: str, *, seed: int = 0, recipe: TrainingRecipe | None = None,
     bar = tqdm(total=recipe.epochs * steps_per_epoch, desc=f"training {name}",
                disable=not progress)
     for _ in range(recipe.epochs):
-        order = torch.randperm(len(train_labels), generator=shuffler)
-        for start in range(0, len(order), recipe.batch_size):
-            batch = order[start : start + recipe.batch_size]
-            loss = F.cross_entropy(model(train_images[batch]), train_labels[batch])
+        order = torch.randperm(count, generator=shuffler)
+        for start in range(0, count, recipe.batch_size):
+            rows = order[start : start + recipe.batch_size]
+            loss = task.loss(model, {key: value[rows] for key, value in train_data.items()})
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -108,8 +160,8 @@ def train(name: str, *, seed: int = 0, recipe: TrainingRecipe | None = None,
         "epochs": recipe.epochs,
         "train_size": recipe.train_size,
         "test_size": recipe.test_size,
-        "test_accuracy": round(accuracy(model, test_images, test_labels), 4),
-        "train_accuracy": round(accuracy(model, train_images, train_labels), 4),
+        "test_accuracy": round(task.scores(model, test_data)["accuracy"], 4),
+        "train_accuracy": round(task.scores(model, train_data)["accuracy"], 4),
         "train_seconds": round(time.perf_counter() - started, 1),
         "command": f"camlens train {name} --seed {seed}",
         "torch": torch.__version__,

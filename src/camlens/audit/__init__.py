@@ -1,0 +1,24 @@
+"""Bias audits: where do a model's maps put their mass over a whole data set?
+
+    from camlens.audit import audit, counterfactual
+    result = audit(model, test_data, {"object": "box", "cue": "mark_box"}, method="gradcam")
+    result.summary()["regions"]["cue"]    # mean share, mean area share, lift
+    result.top("cue", 5)                  # the inputs whose maps lean most on the cue
+    checks = counterfactual(model, {"normal": test_data, "cue flipped": flipped})
+
+``camlens.audit.report.write_report`` turns a result into a self-contained HTML page (needs the
+``viz`` extra); ``camlens audit`` does all of it from the command line.
+"""
+
+from camlens.audit.core import audit, counterfactual, region_shares
+from camlens.audit.result import AuditExample, AuditResult, CounterfactualResult, VariantResult
+
+__all__ = [
+    "AuditExample",
+    "AuditResult",
+    "CounterfactualResult",
+    "VariantResult",
+    "audit",
+    "counterfactual",
+    "region_shares",
+]

@@ -1,0 +1,254 @@
+"""``camlens.audit``: where do a model's maps put their mass, input by input, over a data set?
+
+For each input: explain the predicted (or the true) class with a CAM method, and measure the share
+of the map's mass inside each named region (the energy-based pointing game of Score-CAM, Wang et
+al. 2020), next to the region's share of the area (what a uniform map would score). Summed over a
+data set this says whether the model looks at the object or leans on a suspected cue, as the
+Grad-CAM paper's bias study did (Selvaraju et al., ICCV 2017, Section 6.3: a biased doctor/nurse
+classifier looked at faces and hair). :func:`counterfactual` adds the behavioural check: the
+accuracy when the cue is moved or removed.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from camlens.audit.items import NO_LABEL, Batch, ItemReader, stream
+from camlens.audit.regions import RegionSpec, check_region_specs
+from camlens.audit.result import (
+    AuditExample,
+    AuditResult,
+    CounterfactualResult,
+    VariantResult,
+    concatenate,
+)
+from camlens.explanation import normalize, upsample
+from camlens.methods import get_method
+from camlens.metrics.pointing import energy_pointing_game
+from camlens.model_state import model_device, preserved_model_state
+from camlens.targets import adapt_output, class_logits
+
+TARGETS = ("predicted", "label")
+
+
+def audit(
+    model: nn.Module,
+    dataset: Any,
+    regions: Mapping[str, RegionSpec],
+    method: str = "gradcam",
+    *,
+    layer: str | nn.Module | None = None,
+    target: str | None = None,
+    batch_size: int = 64,
+    input_key: str | int = "image",
+    label_key: str | int | None = "label",
+    class_names: tuple[str, ...] | None = None,
+    keep: int = 8,
+    counterfactuals: Mapping[str, Any] | None = None,
+    cue_key: str | int | None = None,
+    progress: bool = False,
+    num_workers: int = 0,
+    **options: Any,
+) -> AuditResult:
+    """Audit where ``model``'s ``method`` maps put their mass on ``dataset``, region by region.
+
+    - ``dataset``: a torch Dataset or any iterable of items: dicts (input under ``input_key``,
+      label under ``label_key``), ``(input, label, ...)`` tuples, or input tensors; inputs are
+      images ``(C, H, W)`` as the model takes them. It streams through in batches of
+      ``batch_size`` (a DataLoader, ``num_workers`` worker processes), with a tqdm bar when
+      ``progress``.
+    - ``regions``: name -> where each item's region is: an item key holding a box ``(4,)``
+      ``(x0, y0, x1, y1)`` in input pixels, boxes ``(N, 4)`` or a bool mask ``(H, W)``; or a
+      callable ``item -> box, mask or None``. Example: ``{"object": "box", "cue": "mark_box"}``.
+    - ``target``: ``None`` or ``"predicted"`` explains the predicted class; ``"label"`` the true
+      one. ``layer`` and ``options`` (``output_fn``, ...) go to the method as in
+      :func:`camlens.explain`; the model is left exactly as it was found.
+    - ``keep``: how many inputs with the highest share to keep per region, with their pictures
+      and maps, for the report. ``class_names``: default the model's ``.class_names``, if any.
+    - ``counterfactuals``: name -> a variant of the data (the cue moved, removed, ...): runs
+      :func:`counterfactual` on them and stores it in ``result.counterfactual``; ``cue_key``:
+      the item key of the class the cue points at (-1: no cue), for its cue-following rate.
+
+    The share of region ``r`` is ``sum_{(i,j) in r} L_ij / sum_ij L_ij`` with ``L`` the map
+    before min-max normalisation (after ReLU, upsampled to the input); a uniform map scores the
+    region's area share. See :class:`~camlens.audit.result.AuditResult`.
+    """
+    target = "predicted" if target is None else target
+    if target not in TARGETS:
+        raise ValueError(f"target must be None, 'predicted' or 'label', got {target!r}")
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+        raise ValueError(f"keep must be an int >= 0, got {keep!r}")
+    specs = check_region_specs(regions)
+    names = tuple(specs)
+    explainer = get_method(method)(model, layer, **options)
+    reader = ItemReader(input_key, label_key, specs)
+    device = model_device(model)
+    output_fn = options.get("output_fn")
+
+    columns: dict[str, list[torch.Tensor]] = {key: [] for key in (
+        "labels", "predictions", "scores", "shares", "areas", "empty")}
+    kept: dict[str, list] = {name: [] for name in names}  # min-heaps of (share, tiebreak, example)
+    layer_name, offset = "", 0
+    for batch in stream(dataset, reader, batch_size, num_workers, progress, "auditing"):
+        inputs = batch.inputs if device is None else batch.inputs.to(device)
+        if target == "label":
+            if (batch.labels == NO_LABEL).any():
+                raise ValueError("target='label' needs a label in every item (label_key="
+                                 f"{label_key!r})")
+            predictions = predict(model, inputs, output_fn)
+            explanation = explainer(inputs, target=batch.labels.to(inputs.device))
+        else:
+            explanation = explainer(inputs, target=None)
+            predictions = explanation.targets
+        if len(explanation.input_size) != 2 or explanation.raw.ndim != 3:
+            raise ValueError(
+                f"audit needs one image map per input (B, H, W); {explanation.method} at layer "
+                f"{explanation.layer!r} gave raw maps of shape {tuple(explanation.raw.shape)}"
+            )
+        layer_name = explanation.layer
+        mass = upsample(explanation.raw, explanation.input_size).cpu()
+        masks = batch.masks
+        if tuple(masks.shape[-2:]) != tuple(mass.shape[-2:]):
+            raise ValueError(f"the maps are {tuple(mass.shape[-2:])} but the regions "
+                             f"{tuple(masks.shape[-2:])}; give regions in input pixels")
+        shares, areas, empty = region_shares(mass, masks, batch.present)
+        columns["labels"].append(batch.labels)
+        columns["predictions"].append(predictions.cpu().long())
+        columns["scores"].append(explanation.scores.detach().cpu().float())
+        columns["shares"].append(shares)
+        columns["areas"].append(areas)
+        columns["empty"].append(empty)
+        if keep:
+            keep_highest(kept, names, keep, batch, mass, shares, offset)
+        offset += len(batch)
+
+    count = len(names)
+    result = AuditResult(
+        regions=names,
+        method=explainer.name,
+        layer=layer_name,
+        target=target,
+        indices=torch.arange(offset),
+        labels=concatenate(columns["labels"], (0,), torch.long),
+        predictions=concatenate(columns["predictions"], (0,), torch.long),
+        scores=concatenate(columns["scores"], (0,), torch.float32),
+        shares=concatenate(columns["shares"], (0, count), torch.float32),
+        areas=concatenate(columns["areas"], (0, count), torch.float32),
+        empty=concatenate(columns["empty"], (0,), torch.bool),
+        class_names=class_names or getattr(model, "class_names", None),
+        examples={name: [example for _, _, example in sorted(heap, key=lambda e: (-e[0], -e[1]))]
+                  for name, heap in kept.items()},
+    )
+    if offset == 0:
+        result.notes.append("the data set was empty")
+    if int(result.empty.sum()):
+        result.notes.append(f"{int(result.empty.sum())} all-zero map(s): no mass to place, left "
+                            "out of the share means")
+    if counterfactuals is not None:
+        result.counterfactual = counterfactual(
+            model, counterfactuals, batch_size=batch_size, input_key=input_key,
+            label_key=label_key, cue_key=cue_key, output_fn=output_fn, progress=progress,
+            num_workers=num_workers)
+    return result
+
+
+def region_shares(mass: torch.Tensor, masks: torch.Tensor, present: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(shares (B, R), area shares (B, R), empty (B,)) of non-negative maps ``mass (B, H, W)`` in
+    the region masks ``(B, R, H, W)``; NaN where a region is absent or a map all zero."""
+    empty = mass.flatten(1).sum(dim=1) <= 0
+    shares = energy_pointing_game(mass[:, None].expand(masks.shape), masks)
+    areas = masks.flatten(2).float().mean(dim=2)
+    nan = torch.tensor(float("nan"))
+    shares = torch.where(present & ~empty[:, None], shares.float(), nan)
+    areas = torch.where(present, areas, nan)
+    return shares, areas, empty
+
+
+def keep_highest(kept: dict[str, list], names: tuple[str, ...], keep: int, batch: Batch,
+                 mass: torch.Tensor, shares: torch.Tensor, offset: int) -> None:
+    """Update each region's heap of the ``keep`` inputs with the highest share."""
+    for column, name in enumerate(names):
+        heap = kept[name]
+        for row in torch.nonzero(~torch.isnan(shares[:, column])).flatten().tolist():
+            share = float(shares[row, column])
+            # tiebreak: among equal shares the earlier input wins (it ranks higher)
+            entry = (share, -(offset + row))
+            if len(heap) == keep and entry <= heap[0][:2]:
+                continue
+            example = AuditExample(
+                index=offset + row,
+                image=batch.inputs[row].detach().cpu(),
+                map=normalize(mass[row], 2),
+                masks=batch.masks[row],
+                present=batch.present[row],
+            )
+            item = (share, -(offset + row), example)
+            if len(heap) < keep:
+                heapq.heappush(heap, item)
+            else:
+                heapq.heapreplace(heap, item)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, inputs: torch.Tensor, output_fn=None) -> torch.Tensor:
+    """The model's top-1 classes ``(B,)``, run in eval mode (the model's state restored)."""
+    with preserved_model_state(model):
+        logits = class_logits(adapt_output(model(inputs), output_fn))
+    return logits.argmax(dim=1)
+
+
+def counterfactual(
+    model: nn.Module,
+    variants: Mapping[str, Any],
+    *,
+    batch_size: int = 256,
+    input_key: str | int = "image",
+    label_key: str | int | None = "label",
+    cue_key: str | int | None = None,
+    output_fn=None,
+    progress: bool = False,
+    num_workers: int = 0,
+) -> CounterfactualResult:
+    """The model's accuracy on each variant of the data: ``variants`` maps a name to a data set
+    (items as in :func:`audit`), e.g. ``{"normal": test, "cue flipped": flipped, "cue removed":
+    no_cue}``; the first is the reference the others are compared with. A model that relies on
+    the cue loses accuracy when it is moved or removed.
+
+    ``cue_key``: the item key of the class the cue points at (-1 or less: no cue); then each
+    variant also reports its cue-following rate, the share of predictions equal to that class.
+    The model runs in eval mode without gradients and is left as it was found.
+    """
+    if not isinstance(variants, Mapping) or not variants:
+        raise TypeError("variants must be a non-empty mapping of name -> data set, for example "
+                        "{'cue flipped': flipped_data}")
+    reader = ItemReader(input_key, label_key, None, cue_key)
+    device = model_device(model)
+    results = []
+    for name, dataset in variants.items():
+        labels, predictions, cues = [], [], []
+        for batch in stream(dataset, reader, batch_size, num_workers, progress, str(name)):
+            inputs = batch.inputs if device is None else batch.inputs.to(device)
+            labels.append(batch.labels)
+            predictions.append(predict(model, inputs, output_fn).cpu())
+            if batch.cues is not None:
+                cues.append(batch.cues)
+        label = concatenate(labels, (0,), torch.long)
+        predicted = concatenate(predictions, (0,), torch.long)
+        labelled = label != NO_LABEL
+        accuracy = float((predicted[labelled] == label[labelled]).float().mean()) \
+            if labelled.any() else None
+        following, cue_count = None, 0
+        if cue_key is not None:
+            cue = concatenate(cues, (0,), torch.long)
+            with_cue = cue >= 0
+            cue_count = int(with_cue.sum())
+            if cue_count:
+                following = float((predicted[with_cue] == cue[with_cue]).float().mean())
+        results.append(VariantResult(str(name), len(label), accuracy, following, cue_count))
+    return CounterfactualResult(tuple(results))

@@ -1,0 +1,144 @@
+"""Grad-CAM for image captioning: a map for the whole caption and one per generated word.
+
+Selvaraju et al. (Grad-CAM, ICCV 2017, Sec. 7.2) explain a caption by differentiating its
+log-probability, ``y = log p(caption | image) = sum_t log p(w_t | image, w_<t)``, with respect to
+the encoder's last convolutional features; one word's map differentiates that word's term alone.
+:class:`CaptionTarget` is that score, computed under teacher forcing from the model's output, so
+every camlens method explains captions: with ``per_token=True`` one call returns maps
+``(B, T, H, W)``, one per position, from one forward pass.
+
+Any captioning model works through ``logprobs``: a callable that turns the model's output into
+per-step log-probabilities ``(B, T, V)`` of the next token (the default takes ``log_softmax``
+of logits ``(B, T, V)``)::
+
+    target = CaptionTarget(caption_tokens, per_token=True,
+                           logprobs=lambda out: out.logits.log_softmax(-1))
+    exp = camlens.explain(model, (images, decoder_inputs), layer="encoder.layer4", target=target)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import camlens
+from camlens import metrics
+from camlens.explanation import Explanation
+from camlens.targets import adapt_output
+
+
+@dataclass
+class CaptionTarget:
+    """Scores of the token sequence ``tokens`` ``(B, T)`` (padding ``< 0``) under teacher
+    forcing: ``(B,)`` log-probabilities of whole captions, or ``(B, T)`` per token
+    (``per_token=True``; padded positions score 0, so their maps are zero)."""
+
+    tokens: torch.Tensor
+    per_token: bool = False
+    logprobs: Callable[[Any], torch.Tensor] | None = None
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        if self.logprobs is not None:
+            logprobs = self.logprobs(output)
+        else:
+            logprobs = F.log_softmax(adapt_output(output), dim=-1)
+        tokens = self.tokens.to(logprobs.device)
+        if logprobs.ndim != 3 or logprobs.shape[:2] != tokens.shape:
+            raise ValueError(
+                f"caption log-probabilities must be (B, T, V) with (B, T) = {tuple(tokens.shape)} "
+                f"(the tokens' shape); got {tuple(logprobs.shape)}"
+            )
+        valid = tokens >= 0
+        picked = logprobs.gather(2, tokens.clamp(min=0).unsqueeze(2)).squeeze(2)
+        per_token = torch.where(valid, picked, torch.zeros_like(picked))
+        return per_token if self.per_token else per_token.sum(dim=1)
+
+
+def explain_caption(model, images: torch.Tensor, decoder_inputs: torch.Tensor,
+                    caption: torch.Tensor, method: str = "gradcam", layer: str = "encoder",
+                    per_token: bool = True, **options) -> Explanation:
+    """Maps of a caption: ``(B, T, H, W)`` per token, or ``(B, H, W)`` for the whole caption.
+
+    ``decoder_inputs`` are the teacher-forcing inputs (start token then the caption), ``caption``
+    the tokens scored at each step (padded with -1)."""
+    target = CaptionTarget(caption, per_token=per_token)
+    return camlens.explain(model, (images, decoder_inputs), method=method, layer=layer,
+                           target=target, **options)
+
+
+def caption_tokens(words: list[list[int]], end: int, start: int, length: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(decoder inputs, scored tokens) ``(B, length)`` for generated digit sequences: inputs are
+    <start> and the words; scored tokens the words then <end>, padded with -1."""
+    batch = len(words)
+    inputs = torch.full((batch, length), end, dtype=torch.long)
+    scored = torch.full((batch, length), -1, dtype=torch.long)
+    inputs[:, 0] = start
+    for row, sequence in enumerate(words):
+        sequence = sequence[: length - 1]
+        inputs[row, 1 : len(sequence) + 1] = torch.tensor(sequence, dtype=torch.long)
+        scored[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+        scored[row, len(sequence)] = end
+    return inputs, scored
+
+
+def inside_outside_ratio(maps: torch.Tensor, boxes: torch.Tensor, counts: torch.Tensor
+                         ) -> torch.Tensor:
+    """Mean map value inside the scene's digit boxes over the mean outside them, per map
+    (the DenseCap check of the Grad-CAM paper: 1.0 for a uniform map)."""
+    size = tuple(maps.shape[-2:])
+    inside = torch.zeros(maps.shape, dtype=torch.bool, device=maps.device)
+    for row in range(maps.shape[0]):
+        masks = metrics.box_masks(boxes[row, : int(counts[row])], size)
+        inside[row] = masks.any(dim=0)
+    inside_mean = (maps * inside).sum(dim=(1, 2)) / inside.sum(dim=(1, 2)).clamp(min=1)
+    outside_mean = (maps * ~inside).sum(dim=(1, 2)) / (~inside).sum(dim=(1, 2)).clamp(min=1)
+    return inside_mean / outside_mean.clamp(min=1e-12)
+
+
+def evaluate_captioner(model, scenes: dict[str, torch.Tensor], method: str = "gradcam",
+                       layer: str = "encoder", batch_size: int = 100, beam_size: int = 1
+                       ) -> dict[str, float]:
+    """Caption accuracy and how well the caption maps point at the digits they name.
+
+    ``scenes``: materialised :class:`camlens.data.DigitScenes` (image, caption, count, boxes).
+    - ``exact_caption_accuracy``: generated caption equal to the truth;
+    - ``token_pointing``: over correctly generated digit tokens, the share whose map's peak lies
+      inside the box of the digit that token names;
+    - ``inside_outside``: mean over scenes of the whole (generated) caption's map, mean value
+      inside the digit boxes over outside (1.0 = uniform).
+    """
+    from camlens.zoo.captioner import END, MAX_TOKENS, START
+
+    exact, hits, pointed, ratios = 0, 0, 0, []
+    for begin in range(0, len(scenes["image"]), batch_size):
+        rows = slice(begin, begin + batch_size)
+        images, truth = scenes["image"][rows], scenes["caption"][rows]
+        counts, boxes = scenes["count"][rows], scenes["boxes"][rows]
+        generated = model.generate(images, beam_size=beam_size)
+        inputs, scored = caption_tokens(generated, END, START, MAX_TOKENS)
+        per_token = explain_caption(model, images, inputs, scored, method, layer)
+        whole = explain_caption(model, images, inputs, scored, method, layer, per_token=False)
+        ratios.append(inside_outside_ratio(whole.maps, boxes, counts))
+        for row, words in enumerate(generated):
+            count = int(counts[row])
+            right = truth[row, :count].tolist()
+            exact += words == right
+            for position, word in enumerate(words[:count]):
+                if word != right[position]:
+                    continue
+                pointed += 1
+                hit = metrics.pointing_game(per_token.maps[row, position], boxes[row, position],
+                                            tolerance=0)
+                hits += int(hit)
+    total = len(scenes["image"])
+    return {
+        "exact_caption_accuracy": exact / total,
+        "token_pointing": hits / max(pointed, 1),
+        "tokens_pointed": pointed,
+        "inside_outside": torch.cat(ratios).mean().item(),
+    }
