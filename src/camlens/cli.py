@@ -110,6 +110,61 @@ def demo(out: Path) -> None:
     click.echo(f"wrote {page.resolve()}")
 
 
+@main.command()
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--model", "-m", "model_spec", default="digits-captioner", show_default=True,
+              help="A captioning zoo model.")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--method", "method_name", default="gradcam", show_default=True)
+@click.option("--beam", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Beam width (1: greedy).")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--max-pixels", default=40_000_000, show_default=True, type=click.IntRange(min=1))
+def caption(image, model_spec, weights, method_name, beam, out, max_pixels) -> None:
+    """Caption IMAGE and explain it: one map for the whole caption and one per word."""
+    from camlens.captioning import caption_tokens, explain_caption
+    from camlens.image_files import ImageFileError, read_image
+    from camlens.methods import get_method
+    from camlens.viz import grid, save_figure
+    from camlens.zoo.captioner import END, MAX_TOKENS, START, VOCABULARY
+
+    try:
+        method = get_method(method_name).name
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--method") from None
+    loaded = load_or_exit(model_spec, weights, None, False)
+    if not hasattr(loaded.model, "generate"):
+        raise click.UsageError(f"{model_spec} is not a captioning model; try digits-captioner")
+    try:
+        picture = read_image(image, max_pixels)
+    except ImageFileError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)
+    tensor = loaded.preprocess(picture)
+    words = loaded.model.generate(tensor, beam_size=beam)[0]
+    inputs, scored = caption_tokens([words], END, START, MAX_TOKENS)
+    per_word = explain_caption(loaded.model, tensor, inputs, scored, method,
+                               loaded.default_layer)
+    whole = explain_caption(loaded.model, tensor, inputs, scored, method, loaded.default_layer,
+                            per_token=False)
+    names = [VOCABULARY[token] for token in [*words, END]]
+    text = " ".join(VOCABULARY[token] for token in words)
+    out.mkdir(parents=True, exist_ok=True)
+    strip = out / f"{image.stem}_caption.png"
+    maps = [whole.maps[0], *per_word.maps[0, : len(names)]]
+    titles = [f"caption: {text or '(empty)'}",
+              *(f"{name} ({score:.2f})" for name, score in zip(
+                  names, per_word.scores[0].tolist(), strict=False))]
+    save_figure(grid(display_image(loaded, tensor), maps, titles=titles), strip)
+    record = {"file": str(image), "model": loaded.name, "method": method, "caption": text,
+              "tokens": names, "token_logprobs": [round(v, 4) for v in
+                                                  per_word.scores[0, : len(names)].tolist()],
+              "caption_logprob": round(float(whole.scores[0]), 4), "strip": str(strip)}
+    (out / f"{image.stem}_caption.json").write_text(json.dumps(record, indent=2))
+    click.echo(f"caption: {text}")
+    click.echo(f"wrote {strip}")
+
+
 def load_or_exit(spec: str, weights: Path | None, arch: str | None, trust: bool):
     """The LoadedModel for ``spec``; a bad spec is a usage error (exit status 2)."""
     from camlens.models import ModelLoadError, load_model
