@@ -81,17 +81,20 @@ def train(name: str, seed: int, epochs: int | None, train_size: int | None,
 
 
 @main.command()
-@click.argument("what", type=click.Choice(["localization"]))
+@click.argument("what", type=click.Choice(["localization", "captioning"]))
 @click.option("--test-size", default=1000, show_default=True, type=click.IntRange(min=10),
-              help="Cluttered-digit test images to evaluate.")
+              help="Test images (localization) or scenes (captioning) to evaluate.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the markdown table to this file.")
 def reproduce(what: str, test_size: int, out: Path | None) -> None:
     """Reproduce the CAM and Grad-CAM papers' tables on the offline digit benchmark."""
-    from camlens.reproduce import localization_table
+    from camlens.reproduce import captioning_table, localization_table
 
-    table = localization_table(test_size=test_size, progress=sys.stderr.isatty(),
-                               log=lambda message: click.echo(message, err=True))
+    say = lambda message: click.echo(message, err=True)  # noqa: E731
+    if what == "captioning":
+        table = captioning_table(test_size=test_size, log=say)
+    else:
+        table = localization_table(test_size=test_size, progress=sys.stderr.isatty(), log=say)
     click.echo(table)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

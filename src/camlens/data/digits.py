@@ -197,7 +197,8 @@ class ClutteredDigits(DigitDataset):
 
 
 class DigitScenes(DigitDataset):
-    """2 to 4 digits at distinct places on a wider canvas, left to right.
+    """2 to 4 digits at distinct places on a wider canvas, left to right (each in its own
+    vertical slot of the canvas, at a random place within it).
 
     Items: ``image`` (1, H, W); ``labels`` (4,) and ``boxes`` (4, 4), padded with -1 past
     ``count``; ``caption``: the labels read left to right (by box centre), padded with -1.
@@ -217,11 +218,17 @@ class DigitScenes(DigitDataset):
         generator = self.generator(index)
         canvas = self.blank_canvas(generator)
         placed: list[tuple[Box, int]] = []
-        for _ in range(randint(generator, *self.digits)):
+        height, width = canvas.shape
+        count = randint(generator, *self.digits)
+        slot = width // count  # one slot per digit, so digits never overlap
+        for index in range(count):
             digit, label = self.pick_source(generator)
-            box = self.place_digit(canvas, generator, digit, [b for b, _ in placed])
-            placed.append((box, label))
-        placed.sort(key=lambda item: (item[0][0] + item[0][2]) / 2)
+            size = min(randint(generator, *self.config.digit_size), slot, height)
+            top = randint(generator, 0, height - size)
+            left = index * slot + randint(generator, 0, slot - size)
+            patch = upscale(digit, size)
+            paste(canvas, patch, top, left)
+            placed.append((ink_box(patch, top, left), label))
         self.add_clutter(canvas, generator, [b for b, _ in placed])
         count = len(placed)
         labels = torch.full((4,), -1, dtype=torch.long)
