@@ -1,9 +1,10 @@
 """digits-captioner: read a multi-digit scene and write its digits left to right.
 
-A convolutional encoder makes a spatial feature map (``encoder``: 64 channels at a quarter of the
-input's resolution, 16x32 for a 64x128 scene); a GRU decoder with additive attention over the
-map's positions (Bahdanau et al. 2015, as in Show, Attend and Tell) emits one digit per step and
-then the end token.
+A convolutional encoder makes a spatial feature map (``encoder``: the digits-gap trunk, 128
+channels at a quarter of the input's resolution, 16x32 for a 64x128 scene; training starts from
+digits-gap's weights and keeps them fixed, as captioning models start from a pretrained CNN); a GRU
+decoder with additive attention over the map's positions (Bahdanau et al. 2015, as in Show,
+Attend and Tell) emits one digit per step and then the end token.
 
 ``forward(images, tokens)`` scores a given token sequence under teacher forcing and returns the
 logits ``(B, T, V)`` of the next token at each step (``tokens`` start with :data:`START`), which
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from camlens.zoo.architectures import conv_block
+from camlens.zoo.architectures import digits_trunk
 
 DIGITS = 10
 END = 10
@@ -29,15 +30,15 @@ MAX_TOKENS = 5  # up to four digits, then <end>
 class DigitsCaptioner(nn.Module):
     """Conv encoder (spatial features) -> attention GRU decoder over digit tokens."""
 
-    def __init__(self, channels: int = 64, hidden: int = 128, embedding: int = 32) -> None:
+    def __init__(self, channels: int = 128, hidden: int = 128, embedding: int = 32,
+                 grid: tuple[int, int] = (16, 32)) -> None:
         super().__init__()
-        self.encoder = nn.Sequential(
-            *conv_block(1, 16), nn.MaxPool2d(2), *conv_block(16, 32), nn.MaxPool2d(2),
-            *conv_block(32, 64), *conv_block(64, channels),
-        )
+        self.encoder = digits_trunk()
         self.embed = nn.Embedding(len(VOCABULARY), embedding)
         self.init_state = nn.Linear(channels, hidden)
         self.attend_features = nn.Linear(channels, hidden)
+        # Where each position is, so attention can move left to right step by step.
+        self.position = nn.Parameter(torch.zeros(1, grid[0] * grid[1], hidden))
         self.attend_state = nn.Linear(hidden, hidden)
         self.attend_score = nn.Linear(hidden, 1)
         self.cell = nn.GRUCell(embedding + channels, hidden)
@@ -55,10 +56,19 @@ class DigitsCaptioner(nn.Module):
         state = self.cell(torch.cat([self.embed(token), context], dim=1), state)
         return self.output(torch.cat([state, context], dim=1)), state, weights[..., 0]
 
+    def attention_keys(self, features: torch.Tensor) -> torch.Tensor:
+        keys = self.attend_features(features)
+        if keys.shape[1] == self.position.shape[1]:
+            keys = keys + self.position
+        return keys
+
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, T, V)``: at step t, of the token after ``tokens[:, :t + 1]``."""
-        features = self.encode(images)
-        keys = self.attend_features(features)
+        return self.decode(self.encode(images), tokens)
+
+    def decode(self, features: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits from encoder positions ``(B, P, C)``."""
+        keys = self.attention_keys(features)
         state = torch.tanh(self.init_state(features.mean(dim=1)))
         logits = []
         for position in range(tokens.shape[1]):
@@ -77,7 +87,7 @@ class DigitsCaptioner(nn.Module):
     def greedy(self, images: torch.Tensor, max_tokens: int) -> list[list[int]]:
         """The most likely token at each step, for the whole batch at once."""
         features = self.encode(images)
-        keys = self.attend_features(features)
+        keys = self.attention_keys(features)
         state = torch.tanh(self.init_state(features.mean(dim=1)))
         token = torch.full((images.shape[0],), START, dtype=torch.long, device=images.device)
         steps = []
@@ -93,7 +103,7 @@ class DigitsCaptioner(nn.Module):
 
     def beam_search(self, image: torch.Tensor, beam_size: int, max_tokens: int) -> list[int]:
         features = self.encode(image)
-        keys = self.attend_features(features)
+        keys = self.attention_keys(features)
         state = torch.tanh(self.init_state(features.mean(dim=1)))
         beams = [(0.0, [START], state)]  # (log-probability, tokens, decoder state)
         finished: list[tuple[float, list[int]]] = []

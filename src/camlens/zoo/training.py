@@ -32,7 +32,14 @@ class TrainingRecipe:
 
 
 #: Recipes that differ from the default, by model name.
-RECIPES = {"digits-captioner": TrainingRecipe(epochs=10, train_size=16000, test_size=1000)}
+RECIPES = {"digits-captioner": TrainingRecipe(epochs=12, train_size=16000, test_size=1000,
+                                                learning_rate=1e-2)}
+# Accent recordings: train_size and test_size count recordings, half mixed and half whole.
+RECIPES["accent-attention"] = TrainingRecipe(epochs=12, train_size=2400, test_size=800,
+                                             batch_size=32, learning_rate=3e-3,
+                                             weight_decay=1e-3)
+RECIPES["accent-cnn"] = TrainingRecipe(epochs=12, train_size=2400, test_size=800, batch_size=32,
+                                       learning_rate=3e-3, weight_decay=1e-3)
 
 
 def datasets(kind: str, train_size: int, test_size: int, seed: int):
@@ -45,11 +52,39 @@ def datasets(kind: str, train_size: int, test_size: int, seed: int):
                 BiasedDigits(test_size, "test", TEST_SEED, mark="random"))
     if kind == "scenes":
         return (DigitScenes(train_size, "train", seed), DigitScenes(test_size, "test", TEST_SEED))
-    raise ValueError(f"unknown training data set {kind!r}; known: cluttered, biased, scenes")
+    if kind == "accents":
+        return accent_datasets(train_size, test_size, seed)
+    raise ValueError(f"unknown training data set {kind!r}; known: cluttered, biased, scenes, "
+                     "accents")
+
+
+def accent_datasets(train_size: int, test_size: int, seed: int):
+    """(train, test) accent recordings, each half mixed and half whole (:mod:`camlens.data.
+    speech`); the test recordings use the test split's words, which no training recording has.
+
+    Both kinds are trained on: mixed recordings, where only the accent voice's words carry the
+    label, teach the model to look for accented words among neutral ones and across silence and
+    noise; whole recordings are what a user's recording looks like."""
+    from torch.utils.data import ConcatDataset
+
+    from camlens.data.speech import AccentRecordings
+
+    def both_kinds(size: int, split: str, data_seed: int) -> ConcatDataset:
+        mixed = size // 2
+        return ConcatDataset([AccentRecordings(mixed, split, "mixed", data_seed),
+                              AccentRecordings(size - mixed, split, "whole", data_seed)])
+
+    return both_kinds(train_size, "train", seed), both_kinds(test_size, "test", TEST_SEED)
 
 
 class ClassificationTask:
     """Images -> one class; cross-entropy; top-1 accuracy."""
+
+    def prepare(self, model: nn.Module) -> None:
+        """Nothing to set up: trained from scratch."""
+
+    def cache(self, model: nn.Module, data: dict[str, torch.Tensor]) -> None:
+        """Nothing to precompute."""
 
     def tensors(self, dataset, progress: bool, label: str) -> dict[str, torch.Tensor]:
         return materialize(dataset, keys=("image", "label"), progress=progress,
@@ -74,8 +109,25 @@ class CaptionTask:
         data["inputs"], data["targets"] = teacher_forcing_tokens(data["caption"], data["count"])
         return data
 
+    def prepare(self, model: nn.Module) -> None:
+        """Start the encoder from digits-gap's trunk and keep it fixed."""
+        from camlens.zoo.registry import load
+
+        model.encoder.load_state_dict(load("digits-gap").features.state_dict())
+        model.encoder.requires_grad_(False)
+
+    def cache(self, model: nn.Module, data: dict[str, torch.Tensor]) -> None:
+        """The fixed encoder's positions of every training scene, computed once (float16)."""
+        model.encoder.eval()
+        with torch.no_grad():
+            data["features"] = torch.cat([
+                model.encode(data["image"][start : start + 500]).half()
+                for start in range(0, len(data["image"]), 500)
+            ])
+        del data["image"]
+
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = model(batch["image"], batch["inputs"])
+        logits = model.decode(batch["features"].float(), batch["inputs"])
         return F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(), ignore_index=-1)
 
     def scores(self, model: nn.Module, data: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -95,7 +147,40 @@ def caption_accuracy(model: nn.Module, images: torch.Tensor, captions: torch.Ten
     return right / len(generated)
 
 
-TASKS = {"cluttered": ClassificationTask, "biased": ClassificationTask, "scenes": CaptionTask}
+class AccentTask:
+    """Waveforms of different lengths -> accent; cross-entropy; top-1 accuracy. Waveforms are
+    held as :class:`camlens.audio.batches.RaggedWaveforms` (a batch is padded to its longest
+    recording and the models are told the true ``lengths``)."""
+
+    def prepare(self, model: nn.Module) -> None:
+        """Nothing to set up: trained from scratch."""
+
+    def cache(self, model: nn.Module, data: dict) -> None:
+        """Nothing to precompute (log-mel features are computed in the model, per batch)."""
+
+    def tensors(self, dataset, progress: bool, label: str) -> dict:
+        from tqdm import tqdm
+
+        from camlens.audio.batches import RaggedWaveforms
+
+        items = [dataset[index] for index in tqdm(range(len(dataset)), desc=label,
+                                                   disable=not progress, leave=False)]
+        waveforms = RaggedWaveforms([item["waveform"] for item in items])
+        return {"waveform": waveforms, "lengths": waveforms.lengths,
+                "label": torch.stack([item["label"] for item in items])}
+
+    def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        return F.cross_entropy(model(batch["waveform"], batch["lengths"]), batch["label"])
+
+    def scores(self, model: nn.Module, data: dict) -> dict[str, float]:
+        from camlens.audio.batches import predict
+
+        predicted = predict(model, data["waveform"]).argmax(dim=1)
+        return {"accuracy": float((predicted == data["label"]).float().mean())}
+
+
+TASKS = {"cluttered": ClassificationTask, "biased": ClassificationTask, "scenes": CaptionTask,
+         "accents": AccentTask}
 
 
 @torch.no_grad()
@@ -131,7 +216,10 @@ def train(name: str, *, seed: int = 0, recipe: TrainingRecipe | None = None,
     count = len(train_set)
 
     model = spec.build()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate,
+    task.prepare(model)
+    task.cache(model, train_data)
+    trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=recipe.learning_rate,
                                   weight_decay=recipe.weight_decay)
     steps_per_epoch = -(-count // recipe.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -161,7 +249,8 @@ def train(name: str, *, seed: int = 0, recipe: TrainingRecipe | None = None,
         "train_size": recipe.train_size,
         "test_size": recipe.test_size,
         "test_accuracy": round(task.scores(model, test_data)["accuracy"], 4),
-        "train_accuracy": round(task.scores(model, train_data)["accuracy"], 4),
+        "train_accuracy": round(task.scores(model, train_data)["accuracy"], 4)
+        if "image" in train_data else None,
         "train_seconds": round(time.perf_counter() - started, 1),
         "command": f"camlens train {name} --seed {seed}",
         "torch": torch.__version__,
