@@ -405,5 +405,15 @@ def layers(model_spec, weights, arch, trust_checkpoint, show_all) -> None:
         click.echo(f"{name:<40} {type(modules[name]).__name__:<22} {tuple(tensor.shape)}{mark}")
 
 
+def register_commands() -> None:
+    """Commands that live next to the code they drive."""
+    from camlens.audit.command import audit
+
+    main.add_command(audit)
+
+
+register_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

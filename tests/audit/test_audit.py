@@ -223,6 +223,25 @@ def test_counterfactual_accuracy_and_cue_following():
     assert checks["removed"].cue_following is None and checks["removed"].cue_count == 0
 
 
+def test_shares_by_whether_the_prediction_follows_the_cue():
+    data = items(4)
+    for item, cue in zip(data, [0, 1, 1, -1], strict=True):
+        item["cue"] = cue
+    result = audit(InputMap(), data, {"a": "a"}, layer="features", cue_key="cue")
+    assert result.cues.tolist() == [0, 1, 1, -1]
+    groups = result.by_cue()
+    follows, other = groups["prediction = the cue's class"], groups["prediction = another class"]
+    assert (follows["count"], other["count"]) == (1, 2)  # the input without a cue is in neither
+    assert follows["regions"]["a"]["mean_share"] == pytest.approx(float(result.shares[0, 0]),
+                                                                  abs=1e-6)
+    assert audit(InputMap(), data, {"a": "a"}, layer="features").by_cue() is None
+
+
 def test_camlens_audit_is_the_function():
     assert camlens.audit is audit
     assert "audit" in camlens.__all__
+
+
+def test_progress_bar_counts_the_items(capsys):
+    audit(InputMap(), items(5), {"a": "a"}, layer="features", batch_size=2, progress=True)
+    assert "auditing" in capsys.readouterr().err

@@ -29,17 +29,21 @@ def biased_digits(size: int, seed: int = 0) -> AuditData:
     """Test images of :class:`~camlens.data.BiasedDigits`: the mark at a random border spot
     (independent of the label); variants with the mark at the label's spot, at another class's
     spot, and without it. Regions: the digit's box (``object``) and the mark's (``mark``)."""
+    import inspect
+
     from camlens.data import BiasedDigits
 
     def variant(mark: str) -> Any:
         return BiasedDigits(size, "test", seed, mark=mark)
 
+    train_bias = inspect.signature(BiasedDigits).parameters["bias"].default
     normal = variant("random")
     return AuditData(
         name="biased-digits",
         description=(f"{size} BiasedDigits test images (seed {seed}): a cluttered digit and a "
-                     "bright 4x4 mark at one of ten border spots, here independent of the label; "
-                     "in training the spot went with the label in 95% of the images."),
+                     "bright 4x4 mark at one of ten border spots, here independent of the label "
+                     f"(in the train split, digits-biased's data, the spot is the label's in "
+                     f"{train_bias:.0%} of the images)."),
         dataset=normal,
         regions={"object": "box", "mark": "mark_box"},
         variants={"normal (random mark)": normal, "cue flipped (another class's spot)":

@@ -37,6 +37,13 @@ def summary_lines(result, model_name: str, data) -> list[str]:
     for name, stats in summary["regions"].items():
         lines.append(f"{name:<10} {share_digits(stats['mean_share']):>11} "
                      f"{share_digits(stats['mean_area']):>8} {number(stats['lift']):>7}")
+    groups = result.by_cue()
+    if groups is not None:
+        lines.append("inputs with a cue, by whether the prediction is the cue's class:")
+        for group, stats in groups.items():
+            shares = ", ".join(f"{name} {share_digits(region['mean_share'])}"
+                               for name, region in stats["regions"].items())
+            lines.append(f"  {group}: {stats['count']} inputs, mean shares {shares}")
     checks = result.counterfactual
     if checks is not None:
         width = max(len(v.name) for v in checks.variants)

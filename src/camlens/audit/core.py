@@ -70,9 +70,12 @@ def audit(
       :func:`camlens.explain`; the model is left exactly as it was found.
     - ``keep``: how many inputs with the highest share to keep per region, with their pictures
       and maps, for the report. ``class_names``: default the model's ``.class_names``, if any.
+    - ``cue_key``: the item key (or a callable) of the class a suspected cue points at (-1: no
+      cue); the result then compares the shares when the prediction is the cue's class with
+      the others (:meth:`~camlens.audit.result.AuditResult.by_cue`).
     - ``counterfactuals``: name -> a variant of the data (the cue moved, removed, ...): runs
-      :func:`counterfactual` on them and stores it in ``result.counterfactual``; ``cue_key``:
-      the item key of the class the cue points at (-1: no cue), for its cue-following rate.
+      :func:`counterfactual` on them (with ``cue_key``, their cue-following rates too) and
+      stores it in ``result.counterfactual``.
 
     The share of region ``r`` is ``sum_{(i,j) in r} L_ij / sum_ij L_ij`` with ``L`` the map
     before min-max normalisation (after ReLU, upsampled to the input); a uniform map scores the
@@ -86,12 +89,12 @@ def audit(
     specs = check_region_specs(regions)
     names = tuple(specs)
     explainer = get_method(method)(model, layer, **options)
-    reader = ItemReader(input_key, label_key, specs)
+    reader = ItemReader(input_key, label_key, specs, cue_key)
     device = model_device(model)
     output_fn = options.get("output_fn")
 
     columns: dict[str, list[torch.Tensor]] = {key: [] for key in (
-        "labels", "predictions", "scores", "shares", "areas", "empty")}
+        "labels", "predictions", "scores", "shares", "areas", "empty", "cues")}
     kept: dict[str, list] = {name: [] for name in names}  # min-heaps of (share, tiebreak, example)
     layer_name, offset = "", 0
     for batch in stream(dataset, reader, batch_size, num_workers, progress, "auditing"):
@@ -105,6 +108,8 @@ def audit(
         else:
             explanation = explainer(inputs, target=None)
             predictions = explanation.targets
+            if predictions is None:  # a class-free method (eigencam)
+                predictions = predict(model, inputs, output_fn)
         if len(explanation.input_size) != 2 or explanation.raw.ndim != 3:
             raise ValueError(
                 f"audit needs one image map per input (B, H, W); {explanation.method} at layer "
@@ -123,6 +128,8 @@ def audit(
         columns["shares"].append(shares)
         columns["areas"].append(areas)
         columns["empty"].append(empty)
+        if batch.cues is not None:
+            columns["cues"].append(batch.cues)
         if keep:
             keep_highest(kept, names, keep, batch, mass, shares, offset)
         offset += len(batch)
@@ -141,6 +148,7 @@ def audit(
         areas=concatenate(columns["areas"], (0, count), torch.float32),
         empty=concatenate(columns["empty"], (0,), torch.bool),
         class_names=class_names or getattr(model, "class_names", None),
+        cues=concatenate(columns["cues"], (0,), torch.long) if cue_key is not None else None,
         examples={name: [example for _, _, example in sorted(heap, key=lambda e: (-e[0], -e[1]))]
                   for name, heap in kept.items()},
     )

@@ -88,7 +88,8 @@ class ItemReader:
                     present[row, column] = True
         cues = None
         if self.cue_key is not None:
-            cues = torch.tensor([int(read_region(item, "cue", self.cue_key)) for item in items])
+            cues = torch.tensor([int(read_region(item, "cue_key", self.cue_key, "the"))
+                                 for item in items])
         return Batch(stacked, torch.tensor(labels, dtype=torch.long), masks, present, cues)
 
 

@@ -44,8 +44,8 @@ def check_region_specs(regions: Mapping[str, RegionSpec]) -> dict[str, RegionSpe
     return checked
 
 
-def read_region(item: Any, name: str, spec: RegionSpec) -> Any:
-    """The raw region value ``spec`` names in ``item``."""
+def read_region(item: Any, name: str, spec: RegionSpec, what: str = "region") -> Any:
+    """The raw region value ``spec`` names in ``item`` (``what``: how errors call it)."""
     if callable(spec):
         return spec(item)
     try:
@@ -54,7 +54,7 @@ def read_region(item: Any, name: str, spec: RegionSpec) -> Any:
         available = list(item) if isinstance(item, Mapping) else f"positions 0..{len(item) - 1}" \
             if hasattr(item, "__len__") else type(item).__name__
         raise KeyError(
-            f"region {name!r}: the item has no {spec!r}; it has {available}"
+            f"{what} {name!r}: the item has no {spec!r}; it has {available}"
         ) from None
 
 

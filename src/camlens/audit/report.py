@@ -187,6 +187,23 @@ def counterfactual_section(result: AuditResult) -> str:
     )
 
 
+def cue_section(result: AuditResult) -> str:
+    groups = result.by_cue()
+    if groups is None:
+        return ""
+    header = ["inputs with a cue", "inputs", "accuracy"] + [
+        f"share {n}" for n in result.regions] + [f"lift {n}" for n in result.regions]
+    rows = []
+    for name, stats in groups.items():
+        regions = stats["regions"]
+        rows.append([name, str(stats["count"]), percent(stats["accuracy"])]
+                    + [share_digits(regions[n]["mean_share"]) for n in result.regions]
+                    + [number(regions[n]["lift"]) for n in result.regions])
+    return ("<h2>Does the map follow the cue?</h2>" + table(header, rows)
+            + "<p>A model that leans on the cue puts more of the map's mass on it when it "
+            "predicts the class the cue points at.</p>")
+
+
 def per_class_section(result: AuditResult) -> str:
     per_class = result.per_class()
     if not per_class:
@@ -249,7 +266,8 @@ def render_html(result: AuditResult, title: str = "camlens bias audit",
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>{intro}<p>{settings}.</p>"
-        + overall_section(result) + counterfactual_section(result) + histogram
+        + overall_section(result) + counterfactual_section(result) + cue_section(result)
+        + histogram
         + per_class_section(result) + cases_section(result, top)
         + (f"<h2>Notes</h2><ul>{notes}</ul>" if notes else "")
         + "</body></html>"

@@ -85,7 +85,8 @@ class AuditResult:
       item has none), ``predictions`` (N,), ``scores`` (N,): the explained score (logit);
     - ``shares`` (N, R): the map's mass share in each region (NaN where the item lacks the region
       or the map is all zero); ``areas`` (N, R): each region's share of the input's area;
-    - ``empty`` (N,): the map was all zero (no mass to place);
+    - ``empty`` (N,): the map was all zero (no mass to place); ``cues`` (N,): the class a
+      suspected cue points at (-1: no cue), when the audit was given a ``cue_key``;
     - ``examples``: for each region, the inputs with the highest share (pictures and maps), for
       the report; ``counterfactual``: accuracies on variants of the data, when asked for.
     """
@@ -102,6 +103,7 @@ class AuditResult:
     areas: torch.Tensor
     empty: torch.Tensor
     class_names: tuple[str, ...] | None = None
+    cues: torch.Tensor | None = None
     examples: dict[str, list[AuditExample]] = field(default_factory=dict)
     counterfactual: CounterfactualResult | None = None
     notes: list[str] = field(default_factory=list)
@@ -191,6 +193,17 @@ class AuditResult:
         return {self.class_name(int(c)): self.summarize(classes == c)
                 for c in classes.unique().tolist() if c != NO_LABEL}
 
+    def by_cue(self) -> dict[str, dict[str, Any]] | None:
+        """:meth:`summarize` of the inputs whose prediction is the class the cue points at, and
+        of those with a cue pointing elsewhere (None without cues). A model that leans on the
+        cue puts more mass on it when it follows it."""
+        if self.cues is None:
+            return None
+        with_cue = self.cues >= 0
+        follows = with_cue & (self.predictions == self.cues)
+        return {"prediction = the cue's class": self.summarize(follows),
+                "prediction = another class": self.summarize(with_cue & ~follows)}
+
     def mean_share(self, region: str) -> float:
         return self.summary()["regions"][region]["mean_share"]
 
@@ -219,6 +232,7 @@ class AuditResult:
             "regions": list(self.regions),
             "overall": self.summary(),
             "per_class": self.per_class(),
+            "by_cue": self.by_cue(),
             "top": {name: self.top(name, top) for name in self.regions},
             "counterfactual": None if self.counterfactual is None
             else self.counterfactual.to_dict(),
