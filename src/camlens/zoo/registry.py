@@ -53,6 +53,24 @@ REGISTRY: dict[str, ZooEntry] = {
 }
 
 
+def _add_accent_models() -> None:
+    """The accent classifiers (British vs American English) of :mod:`camlens.audio`."""
+    from camlens.audio.features import waveform_input
+    from camlens.audio.models import ACCENTS, AccentAttention, AccentCNN
+
+    for accent_entry in (
+        ZooEntry("accent-attention", AccentAttention, ACCENTS, "attention.weights",
+                 waveform_input, "accents",
+                 "log-mel -> TDNN -> 0.3 s segments -> BLSTM -> attention pooling (Padi et al.)"),
+        ZooEntry("accent-cnn", AccentCNN, ACCENTS, "features", waveform_input, "accents",
+                 "log-mel -> 1-D convolutions over time -> average -> linear (1-D Grad-CAM)"),
+    ):
+        REGISTRY[accent_entry.name] = accent_entry
+
+
+_add_accent_models()
+
+
 def available_models() -> list[str]:
     """The names :func:`load` accepts."""
     return list(REGISTRY)
