@@ -407,9 +407,11 @@ def layers(model_spec, weights, arch, trust_checkpoint, show_all) -> None:
 
 def register_commands() -> None:
     """Commands that live next to the code they drive."""
+    from camlens.audio.command import explain_audio
     from camlens.audit.command import audit
 
     main.add_command(audit)
+    main.add_command(explain_audio)
 
 
 register_commands()
