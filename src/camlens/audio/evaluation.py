@@ -267,8 +267,11 @@ def evaluate(out: str | Path, test_size: int = 400, progress: bool = False,
               "none of which any training recording contains).", ""]
 
     # accuracy
-    lines += ["## Accuracy", "", "| model | mixed | whole | all | weights (training) |",
-              "|---|---:|---:|---:|---|"]
+    lines += ["## Accuracy", "",
+              "Training time: the wall time of `camlens train NAME --seed 0` stored with the "
+              "weights (2-core CPU; it includes synthesizing the 3,200 recordings when they are "
+              "not cached).", "",
+              "| model | mixed | whole | all | weights (training) |", "|---|---:|---:|---:|---|"]
     for name, model in models.items():
         accuracy = {}
         for kind in ("mixed", "whole"):
@@ -325,7 +328,8 @@ def evaluate(out: str | Path, test_size: int = 400, progress: bool = False,
               f"Each recording is cut into {BLOCK_S} s blocks; the most relevant blocks (by the "
               "method) are zeroed until the given fraction of the duration is masked, or the "
               f"same number of blocks chosen at random (mean of {RANDOM_REPEATS} draws). "
-              "Accuracy of the explained model; lower is better for the relevance order.", ""]
+              "Accuracy of the explained model; lower is better for the relevance order "
+              "(below 50%: the masked recordings are taken for the other accent).", ""]
     curves: dict[str, dict[str, dict[str, list[float]]]] = {}
     for kind in ("mixed", "whole"):
         curves[kind] = {}
@@ -375,7 +379,11 @@ def evaluate(out: str | Path, test_size: int = 400, progress: bool = False,
                      f"{fmt(float(np.mean(other_ratios)))} | "
                      f"{sum(word in accent_set for word, _, _ in top)} of {len(top)} | "
                      f"{len(accent_ratios)} of {len(ranked)} |")
-    lines += ["", "| rank | " + " | ".join(TITLES[m] for m in methods) + " |",
+    baseline_top = sum(word in accent_set for word, _, _ in rankings[BASELINE][:20])
+    lines += ["", f"Loudness alone puts {baseline_top} accent words in its top 20 (the list is "
+              "rich in long stressed vowels: car, card, park), so the top-20 count says little "
+              "by itself; the mean ratios of accent words against other words are the test.",
+              "", "| rank | " + " | ".join(TITLES[m] for m in methods) + " |",
               "|---:" + "|---" * len(methods) + "|"]
     for rank in range(15):
         cells = []
