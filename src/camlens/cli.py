@@ -178,6 +178,20 @@ def load_or_exit(spec: str, weights: Path | None, arch: str | None, trust: bool)
         raise click.UsageError(str(error)) from None
 
 
+def layer_option(loaded, layer: str | None) -> str | None:
+    """The resolved name of --layer (default: the model's own layer); an unknown name is a usage
+    error listing the closest names."""
+    from camlens.capture import named_module
+
+    layer = layer or loaded.default_layer
+    if layer is None:
+        return None
+    try:
+        return named_module(loaded.model, layer)[0]
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--layer") from None
+
+
 def layer_shapes(loaded):
     """(example input, {layer: output tensor}, candidate layers) from one forward of a blank
     picture: what `camlens layers` lists and what --layer is checked against."""
@@ -300,7 +314,6 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer, method_na
     method, a grid when several, and explanations.json."""
     from tqdm import tqdm
 
-    from camlens.capture import named_module
     from camlens.image_files import ImageFileError, find_images, read_image
     from camlens.methods import get_method
     from camlens.viz import explanation_grid, get_colormap, overlay, save_figure
@@ -312,12 +325,8 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer, method_na
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="--method") from None
     loaded = load_or_exit(model_spec, weights, arch, trust_checkpoint)
-    layer = layer or loaded.default_layer
+    layer = layer_option(loaded, layer)
     if layer is not None:
-        try:
-            layer = named_module(loaded.model, layer)[0]
-        except ValueError as error:
-            raise click.BadParameter(str(error), param_hint="--layer") from None
         _, shapes, candidates = layer_shapes(loaded)
         if layer not in candidates:
             shape = tuple(shapes[layer].shape) if shapes.get(layer) is not None else "no tensor"

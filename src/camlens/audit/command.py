@@ -88,7 +88,7 @@ def audit(model_spec, weights, arch, trust_checkpoint, data_name, size, seed, me
     summary.json."""
     from camlens.audit.core import audit as run_audit
     from camlens.audit.report import write_report
-    from camlens.capture import named_module
+    from camlens.cli import layer_option
     from camlens.methods import get_method
 
     try:
@@ -96,12 +96,7 @@ def audit(model_spec, weights, arch, trust_checkpoint, data_name, size, seed, me
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--method") from None
     loaded = load_model_or_exit(model_spec, weights, arch, trust_checkpoint)
-    layer = layer or loaded.default_layer
-    if layer is not None:
-        try:
-            layer = named_module(loaded.model, layer)[0]
-        except ValueError as error:
-            raise click.BadParameter(str(error), param_hint="--layer") from None
+    layer = layer_option(loaded, layer)
     data = AUDIT_DATA[data_name](size, seed)
     result = run_audit(
         loaded.model, data.dataset, data.regions, method_name, layer=layer, target=target,
