@@ -118,13 +118,18 @@ def demo(out: Path) -> None:
 @click.option("--model", "-m", "model_spec", default="digits-captioner", show_default=True,
               help="A captioning zoo model.")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--method", "method_name", default="gradcam", show_default=True)
+@click.option("--method", "method_name", default="layercam", show_default=True,
+              help="CAM method for the caption's map and the words' maps.")
+@click.option("--layer", default=None,
+              help="Layer to explain (default: the model's word layer, else its target layer).")
 @click.option("--beam", default=1, show_default=True, type=click.IntRange(min=1),
               help="Beam width (1: greedy).")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--max-pixels", default=40_000_000, show_default=True, type=click.IntRange(min=1))
-def caption(image, model_spec, weights, method_name, beam, out, max_pixels) -> None:
+def caption(image, model_spec, weights, method_name, layer, beam, out, max_pixels) -> None:
     """Caption IMAGE and explain it: one map for the whole caption and one per word."""
+    import torch
+
     from camlens.captioning import caption_tokens, explain_caption
     from camlens.image_files import ImageFileError, read_image
     from camlens.methods import get_method
@@ -138,6 +143,7 @@ def caption(image, model_spec, weights, method_name, beam, out, max_pixels) -> N
     loaded = load_or_exit(model_spec, weights, None, False)
     if not hasattr(loaded.model, "generate"):
         raise click.UsageError(f"{model_spec} is not a captioning model; try digits-captioner")
+    layer = layer_option(loaded, layer or getattr(loaded.model, "word_layer", None))
     try:
         picture = read_image(image, max_pixels)
     except ImageFileError as error:
@@ -146,22 +152,24 @@ def caption(image, model_spec, weights, method_name, beam, out, max_pixels) -> N
     tensor = loaded.preprocess(picture)
     words = loaded.model.generate(tensor, beam_size=beam)[0]
     inputs, scored = caption_tokens([words], END, START, MAX_TOKENS)
-    per_word = explain_caption(loaded.model, tensor, inputs, scored, method,
-                               loaded.default_layer)
-    whole = explain_caption(loaded.model, tensor, inputs, scored, method, loaded.default_layer,
-                            per_token=False)
+    per_word = explain_caption(loaded.model, tensor, inputs, scored, method, layer)
+    whole = explain_caption(loaded.model, tensor, inputs, scored, method, layer, per_token=False)
     names = [VOCABULARY[token] for token in [*words, END]]
     text = " ".join(VOCABULARY[token] for token in words)
+    with torch.no_grad():
+        step_probabilities = loaded.model(tensor, inputs).softmax(dim=-1)[0]
+    probabilities = [float(step_probabilities[step, token])
+                     for step, token in enumerate([*words, END])]
     out.mkdir(parents=True, exist_ok=True)
     strip = out / f"{image.stem}_caption.png"
     maps = [whole.maps[0], *per_word.maps[0, : len(names)]]
     titles = [f"caption: {text or '(empty)'}",
-              *(f"{name} ({score:.2f})" for name, score in zip(
-                  names, per_word.scores[0].tolist(), strict=False))]
+              *(f"{name} (p = {p:.2f})" for name, p in zip(names, probabilities, strict=True))]
     save_figure(grid(display_image(loaded, tensor), maps, titles=titles), strip)
-    record = {"file": str(image), "model": loaded.name, "method": method, "caption": text,
-              "tokens": names, "token_logprobs": [round(v, 4) for v in
-                                                  per_word.scores[0, : len(names)].tolist()],
+    record = {"file": str(image), "model": loaded.name, "method": method, "layer": layer,
+              "caption": text, "tokens": names,
+              "token_probabilities": [round(p, 4) for p in probabilities],
+              "token_logits": [round(v, 4) for v in per_word.scores[0, : len(names)].tolist()],
               "caption_logprob": round(float(whole.scores[0]), 4), "strip": str(strip)}
     (out / f"{image.stem}_caption.json").write_text(json.dumps(record, indent=2))
     click.echo(f"caption: {text}")

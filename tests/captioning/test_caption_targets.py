@@ -36,12 +36,26 @@ def test_whole_caption_score_is_the_sum_of_token_scores(captioner, scenes):
     inputs, scored = teacher_forcing_tokens(scenes["caption"], scenes["count"])
     with torch.no_grad():
         logits = captioner(scenes["image"], inputs)
-    per_token = CaptionTarget(scored, per_token=True)(logits)
+    per_token = CaptionTarget(scored, per_token=True, score="logprob")(logits)
     whole = CaptionTarget(scored)(logits)
     torch.testing.assert_close(whole, per_token.sum(dim=1))
     assert (per_token[scored < 0] == 0).all() and (per_token[scored >= 0] < 0).all()
     expected = torch.log_softmax(logits, dim=-1)[0, 0, scored[0, 0]]
     torch.testing.assert_close(per_token[0, 0], expected)
+
+
+def test_per_token_default_is_the_logit_and_the_caption_default_the_log_probability(
+        captioner, scenes):
+    inputs, scored = teacher_forcing_tokens(scenes["caption"], scenes["count"])
+    with torch.no_grad():
+        logits = captioner(scenes["image"], inputs)
+    per_token = CaptionTarget(scored, per_token=True)(logits)
+    torch.testing.assert_close(per_token[1, 2], logits[1, 2, scored[1, 2]])
+    assert (per_token[scored < 0] == 0).all()
+    summed_logits = CaptionTarget(scored, score="logit")(logits)
+    torch.testing.assert_close(summed_logits, per_token.sum(dim=1))
+    with pytest.raises(ValueError, match=r"one of \('logit', 'logprob'\), got 'prob'"):
+        CaptionTarget(scored, score="prob")
 
 
 def test_per_token_maps_in_one_call_equal_one_call_per_token(captioner, scenes):
@@ -51,7 +65,8 @@ def test_per_token_maps_in_one_call_equal_one_call_per_token(captioner, scenes):
     for position in range(MAX_TOKENS):
         only = torch.full_like(scored, -1)
         only[:, position] = scored[:, position]
-        single = explain_caption(captioner, scenes["image"], inputs, only, per_token=False)
+        single = explain_caption(captioner, scenes["image"], inputs, only, per_token=False,
+                                 score="logit")
         torch.testing.assert_close(exp.maps[:, position], single.maps, atol=1e-5, rtol=1e-4)
     padded = scored < 0
     assert (exp.maps[padded] == 0).all()  # padding explains nothing
@@ -65,7 +80,7 @@ def test_whole_caption_map(captioner, scenes):
 
 def test_adapter_for_a_users_captioning_model(scenes):
     class HubStyle(nn.Module):
-        """A captioner returning a dict of per-step log-probabilities."""
+        """A captioner returning a dict of per-step log-probabilities, not logits."""
 
         def __init__(self):
             super().__init__()
@@ -77,16 +92,20 @@ def test_adapter_for_a_users_captioning_model(scenes):
 
     model = HubStyle().eval()
     inputs, scored = teacher_forcing_tokens(scenes["caption"], scenes["count"])
-    target = CaptionTarget(scored, per_token=True, logprobs=lambda out: out["scores"])
+    # log_softmax leaves log-probabilities unchanged, so the log-probability maps agree
+    target = CaptionTarget(scored, per_token=True, score="logprob",
+                           logits=lambda out: out["scores"])
     exp = camlens.explain(model, (scenes["image"], inputs), layer="inner.encoder", target=target,
                           output_fn=lambda out: out)
-    direct = explain_caption(model.inner, scenes["image"], inputs, scored)
+    direct = explain_caption(model.inner, scenes["image"], inputs, scored, score="logprob")
     torch.testing.assert_close(exp.maps, direct.maps)
+    logit_maps = explain_caption(model.inner, scenes["image"], inputs, scored)
+    assert not torch.allclose(logit_maps.maps, direct.maps)
 
 
 def test_wrong_shapes_are_named(captioner, scenes):
     inputs, scored = teacher_forcing_tokens(scenes["caption"], scenes["count"])
-    with pytest.raises(ValueError, match=r"\(B, T, V\).*\(3, 4\)"):
+    with pytest.raises(ValueError, match=r"caption scores must be \(B, T, V\).*\(3, 4\)"):
         explain_caption(captioner, scenes["image"], inputs, scored[:, :4])
 
 

@@ -31,16 +31,20 @@ def test_shipped_weights_and_accuracy_on_record(model):
 
 
 def test_caption_maps_point_at_the_digits(model, scenes):
-    # Measured on 1,000 scenes (docs/results.md): Grad-CAM's per-token maps point at their own
-    # digit for only about half of the tokens, LayerCAM's for about 72%: below the 85%
-    # target, which stays open. These bounds guard what the maps do achieve.
+    # Measured on 500 scenes of another seed (docs/results.md): LayerCAM at the captioner's word
+    # layer points inside its own digit for 96% of the words, Grad-CAM at the last layer for
+    # 79% (10% land on another copy of the same digit), Grad-CAM on log-probabilities for 48%.
     gradcam = evaluate_captioner(model, scenes)
     assert gradcam["exact_caption_accuracy"] >= 0.9
     assert gradcam["tokens_pointed"] >= 100
     assert gradcam["inside_outside"] > 2.0  # the whole caption's map sits on the digits
-    layercam = evaluate_captioner(model, scenes, method="layercam")
-    assert layercam["token_pointing"] >= 0.6
-    assert layercam["token_pointing"] > gradcam["token_pointing"]
+    assert gradcam["token_pointing"] >= 0.65
+    assert gradcam["token_pointing_strict"] <= gradcam["token_pointing"]
+    logprob = evaluate_captioner(model, scenes, score="logprob")
+    assert logprob["token_pointing"] < gradcam["token_pointing"] - 0.1
+    fine = evaluate_captioner(model, scenes, method="layercam", layer=model.word_layer)
+    assert fine["token_pointing_strict"] >= 0.85
+    assert fine["token_pointing_same_digit"] < gradcam["token_pointing_same_digit"] + 0.02
 
 
 def test_beam_search_is_at_least_as_likely_as_greedy(model, scenes):
@@ -57,7 +61,8 @@ def test_caption_command_writes_a_strip(tmp_path, scenes):
     record = json.loads((tmp_path / "out" / "scene_caption.json").read_text())
     truth = " ".join(str(d) for d in scenes["caption"][0, : int(scenes["count"][0])].tolist())
     assert record["caption"] == truth and f"caption: {truth}" in result.output
-    assert record["tokens"][-1] == "<end>"
+    assert record["tokens"][-1] == "<end>" and record["layer"] == "encoder.7"
+    assert record["method"] == "layercam" and min(record["token_probabilities"]) > 0.5
     assert Image.open(record["strip"]).size[0] > 400
     not_a_captioner = CliRunner().invoke(main, ["caption", str(source), "--model", "digits-gap",
                                                 "--out", str(tmp_path / "x")])

@@ -30,6 +30,12 @@ MAX_TOKENS = 5  # up to four digits, then <end>
 class DigitsCaptioner(nn.Module):
     """Conv encoder (spatial features) -> attention GRU decoder over digit tokens."""
 
+    #: Where per-word maps point best at their own digit: the end of the encoder's second block
+    #: (32 channels, 16x32), where LayerCAM's word maps peak inside their digit's box for 96%
+    #: of words against 73% at the encoder's last layer (``camlens reproduce captioning``).
+    #: ``camlens caption`` explains there by default.
+    word_layer = "encoder.7"
+
     def __init__(self, channels: int = 128, hidden: int = 128, embedding: int = 32,
                  grid: tuple[int, int] = (16, 32)) -> None:
         super().__init__()
