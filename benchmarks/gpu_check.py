@@ -11,7 +11,8 @@ and 64 at 224x224, CUDA events around each call after warm-up, median of ``--rep
 interleaved with the plain forward pass (``torch.inference_mode``) that gives the ratio. At
 batch 8 an H200 runs resnet50 faster than Python launches its kernels, so that row shows
 camlens' fixed per-call work (hooks, restoring the model, the CAM head check, one host sync);
-batch 64 shows the cost of the method itself.
+batch 64 shows the cost of the method itself. Peers: Grad-CAM maps at the input's size in
+pytorch-grad-cam, torchcam and captum where installed, called as in ``bench_speed.py``.
 """
 
 from __future__ import annotations
@@ -79,7 +80,23 @@ def cuda_ms(work: Callable[[], object]) -> float:
     return start.elapsed_time(end)
 
 
-def timing(repeats: int, batch: int) -> list[str]:
+def ratio_table(cases: dict[str, Callable[[], object]], forward: Callable[[], object],
+                repeats: int) -> list[str]:
+    """Median CUDA time of each case and of the forward pass, timed alternately."""
+    lines = ["| call | ms | forward ms | ratio to forward |", "|---|---:|---:|---:|"]
+    for name, work in cases.items():
+        for _ in range(3):
+            work(), forward()
+        own, base = [], []
+        for _ in range(repeats):
+            base.append(cuda_ms(forward))
+            own.append(cuda_ms(work))
+        own_ms, base_ms = statistics.median(own), statistics.median(base)
+        lines.append(f"| {name} | {own_ms:.2f} | {base_ms:.2f} | {own_ms / base_ms:.2f}x |")
+    return lines
+
+
+def resnet50_batch(batch: int) -> tuple[torch.nn.Module, torch.Tensor, Callable[[], object]]:
     torch.manual_seed(0)
     model = torchvision.models.resnet50().eval().cuda()
     images = torch.randn(batch, 3, 224, 224, device="cuda")
@@ -88,6 +105,11 @@ def timing(repeats: int, batch: int) -> list[str]:
         with torch.inference_mode():
             return model(images)
 
+    return model, images, forward
+
+
+def timing(repeats: int, batch: int) -> list[str]:
+    model, images, forward = resnet50_batch(batch)
     cases = {
         "gradcam, top-1": lambda: camlens.explain(model, images, method="gradcam",
                                                   layer="layer4").raw,
@@ -100,18 +122,31 @@ def timing(repeats: int, batch: int) -> list[str]:
         "ablationcam, top-1 (2048 channels)": lambda: camlens.explain(
             model, images, method="ablationcam", layer="layer4", batch_size=256).raw,
     }
-    lines = [f"resnet50, batch {batch}, 224x224, {torch.cuda.get_device_name()}, torch "
-             f"{torch.__version__}, median of {repeats} calls.", "",
-             "| call | ms | forward ms | ratio to forward |", "|---|---:|---:|---:|"]
-    for name, work in cases.items():
-        for _ in range(3):
-            work(), forward()
-        own, base = [], []
-        for _ in range(repeats):
-            base.append(cuda_ms(forward))
-            own.append(cuda_ms(work))
-        own_ms, base_ms = statistics.median(own), statistics.median(base)
-        lines.append(f"| {name} | {own_ms:.2f} | {base_ms:.2f} | {own_ms / base_ms:.2f}x |")
+    return [f"resnet50, batch {batch}, 224x224, {torch.cuda.get_device_name()}, torch "
+            f"{torch.__version__}, median of {repeats} calls; camlens' raw maps at layer4.", "",
+            *ratio_table(cases, forward, repeats)]
+
+
+def peer_timing(repeats: int, batch: int) -> list[str]:
+    """Grad-CAM maps at the input's size, top-1 class, in camlens and in the peers that are
+    installed (their calls as in benchmarks/bench_speed.py)."""
+    import bench_speed
+
+    model, images, forward = resnet50_batch(batch)
+    cases = {"camlens": lambda: camlens.explain(model, images, method="gradcam",
+                                                layer="layer4").maps}
+    missing = []
+    for label, make in (("grad-cam (pytorch_grad_cam)", bench_speed.peer_gradcam_pytorch_grad_cam),
+                        ("torchcam", bench_speed.peer_gradcam_torchcam),
+                        ("captum", bench_speed.peer_gradcam_captum)):
+        try:
+            cases[label] = make(model, images)
+        except ImportError:
+            missing.append(label)
+    lines = [f"Grad-CAM maps at 224x224, resnet50, batch {batch}, median of {repeats} calls.", "",
+             *ratio_table(cases, forward, repeats)]
+    if missing:
+        lines += ["", "Not installed: " + ", ".join(missing) + "."]
     return lines
 
 
@@ -129,6 +164,9 @@ def main() -> None:
               "## Cost relative to a forward pass", ""]
     for batch in (8, 64):
         report += [*timing(args.repeats, batch), ""]
+    report += ["## Against the peers", ""]
+    for batch in (8, 64):
+        report += [*peer_timing(args.repeats, batch), ""]
     text = "\n".join(report) + "\n"
     print(text)
     if args.output:
