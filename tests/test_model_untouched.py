@@ -218,3 +218,15 @@ def test_cuda_tensors_stay_on_the_device():
         on_cpu = camlens.explain(model.cpu(), images, method=method, layer="features")
         torch.testing.assert_close(on_gpu.maps.cpu(), on_cpu.maps, atol=1e-4, rtol=1e-4)
         model.cuda()
+
+
+def test_unique_parameters_match_model_parameters_with_tied_weights():
+    from camlens.model_state import unique_parameters
+
+    shared = nn.Linear(3, 3)
+    model = nn.Sequential(shared, nn.ReLU(), shared, nn.Linear(3, 2))
+    model[3].weight = shared.weight  # tied across modules, not only a repeated module
+    found = unique_parameters(list(model.modules()))
+    expected = list(model.parameters())
+    assert len(found) == len(expected) == 3
+    assert all(a is b for a, b in zip(found, expected, strict=True))

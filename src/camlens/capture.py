@@ -41,12 +41,11 @@ def named_module(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Modu
         raise TypeError(
             f"layer must be a dotted name, a module or None, got {type(layer).__name__}: {layer!r}"
         )
-    modules = dict(model.named_modules())
-    if layer in modules:
-        return layer, modules[layer]
+    # Walk the dotted path (cost: its depth, not the model's size); list every name only for
+    # the error message.
     module: nn.Module = model
     resolved: list[str] = []
-    for part in layer.split("."):
+    for part in layer.split(".") if layer else []:
         children = dict(module.named_children())
         if part not in children and part.lstrip("-").isdigit() and isinstance(
             module, (nn.Sequential, nn.ModuleList)
@@ -55,7 +54,8 @@ def named_module(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Modu
             if -len(module) <= index < len(module):
                 part = str(index % len(module))
         if part not in children:
-            close = difflib.get_close_matches(layer, [n for n in modules if n], n=5, cutoff=0.5)
+            names = [name for name, _ in model.named_modules() if name]
+            close = difflib.get_close_matches(layer, names, n=5, cutoff=0.5)
             hint = f"closest names: {', '.join(close)}" if close else (
                 "see model.named_modules() or `camlens layers` for the names"
             )

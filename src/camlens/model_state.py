@@ -19,18 +19,21 @@ from torch import nn
 @contextmanager
 def preserved_model_state(model: nn.Module) -> Iterator[None]:
     """Run the body with ``model`` in eval mode and restore modes, flags and gradients after."""
-    training_flags = {module: module.training for module in model.modules()}
-    parameters = list(model.parameters())
+    modules = list(model.modules())
+    training_flags = {module: module.training for module in modules}
+    parameters = unique_parameters(modules)
     requires_grad_flags = [parameter.requires_grad for parameter in parameters]
     gradients = [parameter.grad for parameter in parameters]
     grad_mode = torch.is_grad_enabled()
-    model.eval()
+    if any(training_flags.values()):  # most models come in eval mode: no per-module writes
+        model.eval()
     try:
         yield
     finally:
         torch.set_grad_enabled(grad_mode)
         for module, training in training_flags.items():
-            module.training = training
+            if module.training != training:
+                module.training = training
         for parameter, requires_grad, gradient in zip(
             parameters, requires_grad_flags, gradients, strict=True
         ):
@@ -38,6 +41,20 @@ def preserved_model_state(model: nn.Module) -> Iterator[None]:
                 parameter.requires_grad_(requires_grad)
             if parameter.grad is not gradient:
                 parameter.grad = gradient
+
+
+def unique_parameters(modules: list[nn.Module]) -> list[nn.Parameter]:
+    """The parameters of ``modules``, each once: what ``model.parameters()`` gives, from one
+    walk of the module tree (``parameters()`` walks it again and hashes every tensor, which
+    shows on a GPU where a whole explanation takes a few milliseconds)."""
+    seen: set[int] = set()
+    parameters = []
+    for module in modules:
+        for parameter in module._parameters.values():
+            if parameter is not None and id(parameter) not in seen:
+                seen.add(id(parameter))
+                parameters.append(parameter)
+    return parameters
 
 
 def model_device(model: nn.Module) -> torch.device | None:
