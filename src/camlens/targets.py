@@ -133,23 +133,30 @@ def resolve_target(
     elif isinstance(target, bool):
         raise TypeError(f"target must be a class index, not a bool ({target!r})")
     elif isinstance(target, int):
+        check_class_range(target, num_classes)
         classes, one = torch.full((batch_size, 1), target, device=device), True
     elif isinstance(target, (torch.Tensor, Sequence)):
         classes, one = tensor_target(target, batch_size, device)
+        # Only classes the user gave need checking (a host sync on a GPU); argmax, topk and
+        # arange are in range by construction.
+        out_of_range = (classes < 0) | (classes >= num_classes)
+        if out_of_range.any():
+            check_class_range(int(classes[out_of_range][0]), num_classes)
     else:
         raise TypeError(
             f"target must be None, an int, a sequence or tensor of ints, TopK(k), 'all' or a "
             f"callable; got {type(target).__name__}"
         )
-    out_of_range = (classes < 0) | (classes >= num_classes)
-    if out_of_range.any():
-        bad = classes[out_of_range][0].item()
-        raise IndexError(
-            f"target class {bad} is out of range for a model with {num_classes} outputs "
-            f"(valid: 0 to {num_classes - 1})"
-        )
     resolved = ResolvedTarget(classes.long(), None, one_per_input=one)
     return resolved, resolved.scores(logits)
+
+
+def check_class_range(value: int, num_classes: int) -> None:
+    if not 0 <= value < num_classes:
+        raise IndexError(
+            f"target class {value} is out of range for a model with {num_classes} outputs "
+            f"(valid: 0 to {num_classes - 1})"
+        )
 
 
 def tensor_target(
