@@ -63,3 +63,36 @@ def test_cam_refuses_a_flatten_head_and_suggests_gradcam(flatten_net, images):
 def test_cam_refuses_a_layer_that_does_not_feed_the_pooling(resnet18, batch):
     with pytest.raises(ValueError, match="layer3"):
         camlens.explain(resnet18, batch, method="cam", layer="layer3")
+
+
+class PooledHead(torch.nn.Module):
+    """conv -> ReLU -> pooling (mean, sum or max over positions) -> linear, output scaled."""
+
+    def __init__(self, pooling: str, output_scale: float = 1.0) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3), torch.nn.ReLU())
+        self.classifier = torch.nn.Linear(6, 4)
+        self.pooling, self.output_scale = pooling, output_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.features(x)
+        pooled = {"mean": features.mean(dim=(2, 3)), "sum": features.sum(dim=(2, 3)),
+                  "max": features.amax(dim=(2, 3))}[self.pooling]
+        return self.classifier(pooled) * self.output_scale
+
+
+@pytest.mark.parametrize("pooling", ["mean", "sum"])
+def test_cam_accepts_mean_and_sum_pooling_heads(pooling):
+    model, images = PooledHead(pooling).eval(), torch.randn(2, 3, 12, 12)
+    cam = camlens.explain(model, images, method="cam", layer="features", target=1)
+    gradcam = camlens.explain(model, images, method="gradcam", layer="features", target=1)
+    torch.testing.assert_close(cam.maps, gradcam.maps, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("model", [PooledHead("max"), PooledHead("mean", output_scale=2.0)],
+                         ids=["max-pooling", "scaled-output"])
+def test_cam_refuses_heads_that_only_look_like_gap_linear(model):
+    # same shapes as a GAP + linear head; only the values tell them apart
+    with pytest.raises(ValueError, match="global average pooling"):
+        camlens.explain(model.eval(), torch.randn(2, 3, 12, 12), method="cam", layer="features")

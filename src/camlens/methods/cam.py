@@ -60,6 +60,13 @@ class CAM(CAMMethod):
         return self.make_explanation(forward, raw, inputs, layer_name, notes)
 
 
+def close(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """0-d bool tensor: ``actual`` equals ``expected`` up to float error (relative 1e-4, and
+    1e-5 absolute on the scale of ``expected``), computed on the tensors' device."""
+    scale = expected.abs().max().clamp(min=1.0)
+    return ((actual - expected).abs() <= 1e-5 * scale + 1e-4 * expected.abs()).all()
+
+
 def gap_linear_weights(
     activations: torch.Tensor,
     forward: Forward,
@@ -72,13 +79,16 @@ def gap_linear_weights(
     for linear, linear_input, linear_output in reversed(linear_calls):
         if linear_input.shape != mean_pooled.shape or linear_output.shape != output.shape:
             continue
-        reads_output = torch.allclose(linear_output, output, rtol=1e-4, atol=1e-5)
-        if not reads_output:
-            continue
-        for pooled in (mean_pooled, mean_pooled * activations[0, 0].numel()):
-            scale = pooled.abs().max().clamp(min=1.0)
-            if torch.allclose(linear_input, pooled, rtol=1e-4, atol=1e-5 * scale):
-                return linear.weight
+        summed = mean_pooled * activations[0, 0].numel()
+        # Does this layer give the output, and read the mean (or the sum) of the activations?
+        # Three checks, one host transfer (each would stall a GPU's queue).
+        gives_output, reads_mean, reads_sum = torch.stack([
+            close(linear_output, output),
+            close(linear_input, mean_pooled),
+            close(linear_input, summed),
+        ]).tolist()
+        if gives_output and (reads_mean or reads_sum):
+            return linear.weight
     raise ValueError(
         f"CAM needs the target layer to feed global average pooling followed by one linear layer "
         f"that gives the model's output; layer {layer_name!r} does not in this model. Use "
