@@ -122,15 +122,10 @@ def inside_outside_ratio(maps: torch.Tensor, boxes: torch.Tensor, counts: torch.
     return inside_mean / outside_mean.clamp(min=1e-12)
 
 
-#: The pointing game's 15 px on a 224-px image (Zhang et al. 2016) is about 4 px on a 64-px-high
-#: scene, one cell of the digits captioner's 16x32 feature map.
-POINTING_TOLERANCE = 4
-
-
 def evaluate_captioner(model, scenes: dict[str, torch.Tensor], method: str = "gradcam",
                        layer: str = "encoder", batch_size: int = 100, beam_size: int = 1,
-                       score: str | None = None, tolerance: float = POINTING_TOLERANCE
-                       ) -> dict[str, float]:
+                       score: str | None = None,
+                       tolerance: float = metrics.pointing.DIGITS_TOLERANCE) -> dict[str, float]:
     """Caption accuracy and how well the caption maps point at the digits they name.
 
     ``scenes``: materialised :class:`camlens.data.DigitScenes` (image, caption, count, boxes).

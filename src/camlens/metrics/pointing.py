@@ -17,6 +17,10 @@ import torch
 
 from camlens.metrics.localization import box_masks
 
+#: The pointing game's 15 px tolerance on a 224-px image (Zhang et al.) scaled to the 64-px-high
+#: digit canvases of :mod:`camlens.data`: 4 px, one cell of the digit models' feature maps.
+DIGITS_TOLERANCE = 4
+
 
 def region_masks(regions: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     """Boolean masks shaped like ``maps (..., H, W)`` from masks or boxes ``(..., 4)``."""
