@@ -67,3 +67,11 @@ def test_caption_command_writes_a_strip(tmp_path, scenes):
     not_a_captioner = CliRunner().invoke(main, ["caption", str(source), "--model", "digits-gap",
                                                 "--out", str(tmp_path / "x")])
     assert not_a_captioner.exit_code == 2 and "captioning" in not_a_captioner.output
+    bad_layer = CliRunner().invoke(main, ["caption", str(source), "--layer", "encoder.77",
+                                          "--out", str(tmp_path / "y")])
+    assert bad_layer.exit_code == 2 and "encoder.7" in bad_layer.output
+    paper = CliRunner().invoke(main, ["caption", str(source), "--method", "gradcam", "--layer",
+                                      "encoder", "--out", str(tmp_path / "paper")])
+    assert paper.exit_code == 0, paper.output
+    record = json.loads((tmp_path / "paper" / "scene_caption.json").read_text())
+    assert (record["method"], record["layer"]) == ("gradcam", "encoder")
