@@ -117,15 +117,18 @@ def demo(out: Path) -> None:
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("--model", "-m", "model_spec", default="digits-captioner", show_default=True,
               help="A captioning zoo model.")
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
+              help="Weights for --model (default: the shipped ones).")
 @click.option("--method", "method_name", default="layercam", show_default=True,
               help="CAM method for the caption's map and the words' maps.")
 @click.option("--layer", default=None,
               help="Layer to explain (default: the model's word layer, else its target layer).")
 @click.option("--beam", default=1, show_default=True, type=click.IntRange(min=1),
               help="Beam width (1: greedy).")
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--max-pixels", default=40_000_000, show_default=True, type=click.IntRange(min=1))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (created): IMAGE_caption.png (the strip) and .json.")
+@click.option("--max-pixels", default=40_000_000, show_default=True, type=click.IntRange(min=1),
+              help="Refuse larger images.")
 def caption(image, model_spec, weights, method_name, layer, beam, out, max_pixels) -> None:
     """Caption IMAGE and explain it: one map for the whole caption and one per word."""
     import torch
