@@ -170,6 +170,14 @@ class CAMMethod:
         )
 
 
+def nearly_equal(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """0-d bool tensor: ``actual`` equals ``expected`` up to float error (relative 1e-4, and
+    1e-5 absolute on the scale of ``expected``). It stays on the tensors' device: the caller
+    decides when to bring it to the host, which on a GPU waits for the whole queue."""
+    scale = expected.abs().max().clamp(min=1.0)
+    return ((actual - expected).abs() <= 1e-5 * scale + 1e-4 * expected.abs()).all()
+
+
 def score_gradients(scores: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
     """d scores[:, k] / d activation for each k: shape ``(B, K, *activation.shape[1:])``.
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from camlens.explanation import Explanation
-from camlens.methods.base import CAMMethod, Forward, spatial_axes
+from camlens.methods.base import CAMMethod, Forward, nearly_equal, spatial_axes
 from camlens.methods.gradient import weighted_channel_sum
 from camlens.targets import Target
 
@@ -60,13 +60,6 @@ class CAM(CAMMethod):
         return self.make_explanation(forward, raw, inputs, layer_name, notes)
 
 
-def close(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
-    """0-d bool tensor: ``actual`` equals ``expected`` up to float error (relative 1e-4, and
-    1e-5 absolute on the scale of ``expected``), computed on the tensors' device."""
-    scale = expected.abs().max().clamp(min=1.0)
-    return ((actual - expected).abs() <= 1e-5 * scale + 1e-4 * expected.abs()).all()
-
-
 def gap_linear_weights(
     activations: torch.Tensor,
     forward: Forward,
@@ -83,9 +76,9 @@ def gap_linear_weights(
         # Does this layer give the output, and read the mean (or the sum) of the activations?
         # Three checks, one host transfer (each would stall a GPU's queue).
         gives_output, reads_mean, reads_sum = torch.stack([
-            close(linear_output, output),
-            close(linear_input, mean_pooled),
-            close(linear_input, summed),
+            nearly_equal(linear_output, output),
+            nearly_equal(linear_input, mean_pooled),
+            nearly_equal(linear_input, summed),
         ]).tolist()
         if gives_output and (reads_mean or reads_sum):
             return linear.weight

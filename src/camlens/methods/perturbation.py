@@ -13,7 +13,7 @@ from torch import nn
 
 from camlens.capture import Layout, capture_layer, checked_activation, detect_layout
 from camlens.explanation import Explanation, normalize, upsample
-from camlens.methods.base import CAMMethod, Forward
+from camlens.methods.base import CAMMethod, Forward, nearly_equal
 from camlens.methods.gradient import weighted_channel_sum
 from camlens.replay import PrefixRecord, record_prefix, replay_prefix
 from camlens.targets import ResolvedTarget, Target, adapt_output, class_logits, resolve_target
@@ -133,11 +133,28 @@ class AblationCAM(CAMMethod):
         self, single: tuple[torch.Tensor, ...], target: Target, layer_name: str, module: nn.Module
     ) -> tuple[Forward, torch.Tensor]:
         """The forward record and the raw maps ``(1, K, *spatial)`` of one input."""
+        forward, weights, checks = self.ablation_weights(single, target, layer_name, module,
+                                                         replay=self.batch_size is not None)
+        # One host transfer per input for all the replayed chunks' checks (a check per chunk
+        # would stall a GPU's queue each time); a replay that changed the result runs again
+        # in full.
+        if checks and not torch.stack(checks).all().item():
+            forward, weights, _ = self.ablation_weights(single, target, layer_name, module,
+                                                        replay=False)
+        return forward, weighted_channel_sum(weights, forward.canonical())
+
+    def ablation_weights(
+        self, single: tuple[torch.Tensor, ...], target: Target, layer_name: str,
+        module: nn.Module, replay: bool,
+    ) -> tuple[Forward, torch.Tensor, list[torch.Tensor]]:
+        """(forward record, channel weights ``(1, K, C)``, and for each replayed chunk a 0-d
+        bool tensor: did the unablated copy give the original score?)."""
         forward: Forward | None = None
         prefix = PrefixRecord()
+        checks: list[torch.Tensor] = []
         position, num_channels = 0, None
         while num_channels is None or position < num_channels:
-            if forward is None and self.batch_size is not None:
+            if forward is None and replay:
                 context = record_prefix(self.model, module)
             else:
                 context = replay_prefix(prefix) if prefix.usable else nullcontext()
@@ -156,14 +173,12 @@ class AblationCAM(CAMMethod):
             original = forward.scores  # (1, K)
             if position > 0 and prefix.usable:
                 replayed = forward.target.scores(output[:1], slice(0, 1))
-                if not torch.allclose(replayed, original, rtol=1e-4, atol=1e-5):
-                    prefix.usable = False  # the replay changed the result: run it in full
-                    continue
+                checks.append(nearly_equal(replayed, original))
             ablated_scores = forward.target.scores(output[1:], slice(0, 1))  # (n, K)
             scale = torch.where(original != 0, original.abs(), torch.ones_like(original))
             weights[0, :, channels] = ((original - ablated_scores) / scale).T
             position += len(channels)
-        return forward, weighted_channel_sum(weights, forward.canonical())
+        return forward, weights, checks
 
     def ablated_forward(
         self, single: tuple[torch.Tensor, ...], module: nn.Module, layer_name: str, position: int
