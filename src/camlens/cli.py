@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from camlens.command_options import DEVICE_OPTION, device_option
 from camlens.methods import METHODS
 
 
@@ -129,7 +130,9 @@ def demo(out: Path) -> None:
               help="Output folder (created): IMAGE_caption.png (the strip) and .json.")
 @click.option("--max-pixels", default=40_000_000, show_default=True, type=click.IntRange(min=1),
               help="Refuse larger images.")
-def caption(image, model_spec, weights, method_name, layer, beam, out, max_pixels) -> None:
+@DEVICE_OPTION
+def caption(image, model_spec, weights, method_name, layer, beam, out, max_pixels,
+            device) -> None:
     """Caption IMAGE and explain it: one map for the whole caption and one per word."""
     import torch
 
@@ -147,20 +150,25 @@ def caption(image, model_spec, weights, method_name, layer, beam, out, max_pixel
     if not hasattr(loaded.model, "generate"):
         raise click.UsageError(f"{model_spec} is not a captioning model; try digits-captioner")
     layer = layer_option(loaded, layer or getattr(loaded.model, "word_layer", None))
+    device = device_option(device)
+    loaded.model.to(device)
     try:
         picture = read_image(image, max_pixels)
     except ImageFileError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(1)
     tensor = loaded.preprocess(picture)
-    words = loaded.model.generate(tensor, beam_size=beam)[0]
+    on_device = tensor.to(device)
+    words = loaded.model.generate(on_device, beam_size=beam)[0]
     inputs, scored = caption_tokens([words], END, START, MAX_TOKENS)
-    per_word = explain_caption(loaded.model, tensor, inputs, scored, method, layer)
-    whole = explain_caption(loaded.model, tensor, inputs, scored, method, layer, per_token=False)
+    inputs = inputs.to(device)
+    per_word = explain_caption(loaded.model, on_device, inputs, scored, method, layer).to("cpu")
+    whole = explain_caption(loaded.model, on_device, inputs, scored, method, layer,
+                            per_token=False).to("cpu")
     names = [VOCABULARY[token] for token in [*words, END]]
     text = " ".join(VOCABULARY[token] for token in words)
     with torch.no_grad():
-        step_probabilities = loaded.model(tensor, inputs).softmax(dim=-1)[0]
+        step_probabilities = loaded.model(on_device, inputs).softmax(dim=-1)[0].cpu()
     probabilities = [float(step_probabilities[step, token])
                      for step, token in enumerate([*words, END])]
     out.mkdir(parents=True, exist_ok=True)
@@ -318,9 +326,10 @@ def model_options(command):
 @click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--max-pixels", default=40_000_000, show_default=True, type=click.IntRange(min=1),
               help="Refuse larger images (decompression bombs).")
+@DEVICE_OPTION
 @click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of errors.")
 def explain(paths, model_spec, weights, arch, trust_checkpoint, layer, method_names, target, out,
-            colormap, alpha, max_pixels, verbose) -> None:
+            colormap, alpha, max_pixels, device, verbose) -> None:
     """Explain the model's prediction for each image (folders are walked): one PNG per image and
     method, a grid when several, and explanations.json."""
     from tqdm import tqdm
@@ -347,6 +356,8 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer, method_na
                 f"layers that have one: {', '.join(close)} (see `camlens layers`)",
                 param_hint="--layer")
     chosen_target = parse_target(target, loaded.class_names)
+    device = device_option(device)
+    loaded.model.to(device)
     try:
         get_colormap(colormap)
     except ValueError as error:
@@ -366,8 +377,9 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer, method_na
             continue
         picture = display_image(loaded, tensor)
         try:
-            explanations = [method(loaded.model, layer)(tensor, target=chosen_target)
-                            for method in methods]
+            explanations = [
+                method(loaded.model, layer)(tensor.to(device), target=chosen_target).to("cpu")
+                for method in methods]
         except (ValueError, TypeError, IndexError, RuntimeError) as error:
             failures.append(f"{path}: {error}")
             click.echo(f"error: {path}: {error}", err=True)

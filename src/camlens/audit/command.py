@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from camlens.audit.builtin import AUDIT_DATA
+from camlens.command_options import DEVICE_OPTION, device_option
 
 
 def load_model_or_exit(spec: str, weights: Path | None, arch: str | None, trust: bool):
@@ -81,8 +82,9 @@ def summary_lines(result, model_name: str, data) -> list[str]:
 @click.option("--out", "-o", default="camlens-audit", show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Folder for report.html and summary.json (created).")
+@DEVICE_OPTION
 def audit(model_spec, weights, arch, trust_checkpoint, data_name, size, seed, method, layer,
-          target, batch_size, top, out) -> None:
+          target, batch_size, top, out, device) -> None:
     """Audit where MODEL's maps put their mass (the object, a suspected cue) on a built-in data
     set, with the accuracy when the cue is moved or removed; writes report.html and
     summary.json."""
@@ -97,6 +99,7 @@ def audit(model_spec, weights, arch, trust_checkpoint, data_name, size, seed, me
         raise click.BadParameter(str(error), param_hint="--method") from None
     loaded = load_model_or_exit(model_spec, weights, arch, trust_checkpoint)
     layer = layer_option(loaded, layer)
+    loaded.model.to(device_option(device))  # the audit follows the model's device
     data = AUDIT_DATA[data_name](size, seed)
     result = run_audit(
         loaded.model, data.dataset, data.regions, method_name, layer=layer, target=target,
