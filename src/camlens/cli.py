@@ -14,7 +14,12 @@ from pathlib import Path
 
 import click
 
-from camlens.command_options import DEVICE_OPTION, device_option
+from camlens.command_options import (
+    DEVICE_OPTION,
+    device_option,
+    layer_option,
+    load_or_exit,
+)
 from camlens.methods import METHODS
 
 
@@ -185,30 +190,6 @@ def caption(image, model_spec, weights, method_name, layer, beam, out, max_pixel
     (out / f"{image.stem}_caption.json").write_text(json.dumps(record, indent=2))
     click.echo(f"caption: {text}")
     click.echo(f"wrote {strip}")
-
-
-def load_or_exit(spec: str, weights: Path | None, arch: str | None, trust: bool):
-    """The LoadedModel for ``spec``; a bad spec is a usage error (exit status 2)."""
-    from camlens.models import ModelLoadError, load_model
-
-    try:
-        return load_model(spec, weights=weights, arch=arch, trust_checkpoint=trust)
-    except (ModelLoadError, FileNotFoundError) as error:
-        raise click.UsageError(str(error)) from None
-
-
-def layer_option(loaded, layer: str | None) -> str | None:
-    """The resolved name of --layer (default: the model's own layer); an unknown name is a usage
-    error listing the closest names."""
-    from camlens.capture import named_module
-
-    layer = layer or loaded.default_layer
-    if layer is None:
-        return None
-    try:
-        return named_module(loaded.model, layer)[0]
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--layer") from None
 
 
 def layer_shapes(loaded):

@@ -1,7 +1,9 @@
-"""Command-line options shared by the commands of :mod:`camlens.cli` and its sub-packages."""
+"""What the commands of :mod:`camlens.cli` and of its sub-packages share: loading --model,
+resolving --layer and --device."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -33,3 +35,27 @@ def device_option(text: str) -> torch.device:
         raise click.BadParameter(f"device {text!r} is not available on this machine; use "
                                  "--device cpu (or auto)", param_hint="--device")
     return device
+
+
+def load_or_exit(spec: str, weights: Path | None, arch: str | None, trust: bool):
+    """The LoadedModel for ``spec``; a bad spec is a usage error (exit status 2)."""
+    from camlens.models import ModelLoadError, load_model
+
+    try:
+        return load_model(spec, weights=weights, arch=arch, trust_checkpoint=trust)
+    except (ModelLoadError, FileNotFoundError) as error:
+        raise click.UsageError(str(error)) from None
+
+
+def layer_option(loaded, layer: str | None) -> str | None:
+    """The resolved name of --layer (default: the model's own layer); an unknown name is a usage
+    error listing the closest names."""
+    from camlens.capture import named_module
+
+    layer = layer or loaded.default_layer
+    if layer is None:
+        return None
+    try:
+        return named_module(loaded.model, layer)[0]
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--layer") from None

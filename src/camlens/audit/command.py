@@ -13,17 +13,7 @@ from pathlib import Path
 import click
 
 from camlens.audit.builtin import AUDIT_DATA
-from camlens.command_options import DEVICE_OPTION, device_option
-
-
-def load_model_or_exit(spec: str, weights: Path | None, arch: str | None, trust: bool):
-    """The LoadedModel for ``spec``; a bad spec is a usage error (exit status 2)."""
-    from camlens.models import ModelLoadError, load_model
-
-    try:
-        return load_model(spec, weights=weights, arch=arch, trust_checkpoint=trust)
-    except (ModelLoadError, FileNotFoundError) as error:
-        raise click.UsageError(str(error)) from None
+from camlens.command_options import DEVICE_OPTION, device_option, layer_option, load_or_exit
 
 
 def summary_lines(result, model_name: str, data) -> list[str]:
@@ -90,14 +80,13 @@ def audit(model_spec, weights, arch, trust_checkpoint, data_name, size, seed, me
     summary.json."""
     from camlens.audit.core import audit as run_audit
     from camlens.audit.report import write_report
-    from camlens.cli import layer_option
     from camlens.methods import get_method
 
     try:
         method_name = get_method(method).name
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--method") from None
-    loaded = load_model_or_exit(model_spec, weights, arch, trust_checkpoint)
+    loaded = load_or_exit(model_spec, weights, arch, trust_checkpoint)
     layer = layer_option(loaded, layer)
     loaded.model.to(device_option(device))  # the audit follows the model's device
     data = AUDIT_DATA[data_name](size, seed)
