@@ -187,19 +187,26 @@ def counterfactual_section(result: AuditResult) -> str:
     )
 
 
+def group_table(first_column: str, groups: dict, regions) -> str:
+    """One row per group of inputs (a class, a cue condition): its size, accuracy, and each
+    region's mean share of the map and lift."""
+    header = [first_column, "inputs", "accuracy"] + [f"share {n}" for n in regions] + [
+        f"lift {n}" for n in regions]
+    rows = []
+    for name, stats in groups.items():
+        shares = stats["regions"]
+        rows.append([name, str(stats["count"]), percent(stats["accuracy"])]
+                    + [share_digits(shares[n]["mean_share"]) for n in regions]
+                    + [number(shares[n]["lift"]) for n in regions])
+    return table(header, rows)
+
+
 def cue_section(result: AuditResult) -> str:
     groups = result.by_cue()
     if groups is None:
         return ""
-    header = ["inputs with a cue", "inputs", "accuracy"] + [
-        f"share {n}" for n in result.regions] + [f"lift {n}" for n in result.regions]
-    rows = []
-    for name, stats in groups.items():
-        regions = stats["regions"]
-        rows.append([name, str(stats["count"]), percent(stats["accuracy"])]
-                    + [share_digits(regions[n]["mean_share"]) for n in result.regions]
-                    + [number(regions[n]["lift"]) for n in result.regions])
-    return ("<h2>Does the map follow the cue?</h2>" + table(header, rows)
+    return ("<h2>Does the map follow the cue?</h2>"
+            + group_table("inputs with a cue", groups, result.regions)
             + "<p>A model that leans on the cue puts more of the map's mass on it when it "
             "predicts the class the cue points at.</p>")
 
@@ -208,15 +215,7 @@ def per_class_section(result: AuditResult) -> str:
     per_class = result.per_class()
     if not per_class:
         return ""
-    header = ["class", "inputs", "accuracy"] + [f"share {n}" for n in result.regions] + [
-        f"lift {n}" for n in result.regions]
-    rows = []
-    for name, stats in per_class.items():
-        regions = stats["regions"]
-        rows.append([name, str(stats["count"]), percent(stats["accuracy"])]
-                    + [share_digits(regions[n]["mean_share"]) for n in result.regions]
-                    + [number(regions[n]["lift"]) for n in result.regions])
-    return "<h2>Per class (by label)</h2>" + table(header, rows)
+    return "<h2>Per class (by label)</h2>" + group_table("class", per_class, result.regions)
 
 
 def cases_section(result: AuditResult, top: int) -> str:
