@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import GapNet
 from matplotlib.figure import Figure
 from PIL import Image
-from torch import nn
 
 import camlens
 from camlens.viz import explanation_grid, grid, overlay, save_figure
@@ -18,22 +18,10 @@ from camlens.viz import explanation_grid, grid, overlay, save_figure
 CLASS_NAMES = ("cat", "dog", "bird")
 
 
-class TinyGap(nn.Module):
-    """conv -> ReLU -> global average pooling -> linear."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
-        self.fc = nn.Linear(4, len(CLASS_NAMES))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x).mean(dim=(2, 3)))
-
-
 @pytest.fixture
-def model() -> TinyGap:
+def model() -> GapNet:
     torch.manual_seed(0)
-    return TinyGap().eval()
+    return GapNet(classes=len(CLASS_NAMES)).eval()
 
 
 @pytest.fixture
