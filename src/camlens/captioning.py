@@ -21,7 +21,7 @@ per-step scores ``(B, T, V)`` of the next token (logits; log-probabilities work 
 ``log_softmax`` leaves them unchanged)::
 
     target = CaptionTarget(caption_tokens, per_token=True, logits=lambda out: out.logits)
-    exp = camlens.explain(model, (images, decoder_inputs), layer="encoder.layer4", target=target)
+    exp = explain(model, (images, decoder_inputs), layer="encoder.layer4", target=target)
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-import camlens
 from camlens import metrics
+from camlens.api import explain
 from camlens.explanation import Explanation
 from camlens.targets import adapt_output
 
@@ -88,7 +88,7 @@ def explain_caption(model, images: torch.Tensor, decoder_inputs: torch.Tensor,
     ``decoder_inputs`` are the teacher-forcing inputs (start token then the caption), ``caption``
     the tokens scored at each step (padded with -1); ``score`` as in :class:`CaptionTarget`."""
     target = CaptionTarget(caption, per_token=per_token, score=score)
-    return camlens.explain(model, (images, decoder_inputs), method=method, layer=layer,
+    return explain(model, (images, decoder_inputs), method=method, layer=layer,
                            target=target, **options)
 
 
@@ -120,60 +120,3 @@ def inside_outside_ratio(maps: torch.Tensor, boxes: torch.Tensor, counts: torch.
     inside_mean = (maps * inside).sum(dim=(1, 2)) / inside.sum(dim=(1, 2)).clamp(min=1)
     outside_mean = (maps * ~inside).sum(dim=(1, 2)) / (~inside).sum(dim=(1, 2)).clamp(min=1)
     return inside_mean / outside_mean.clamp(min=1e-12)
-
-
-def evaluate_captioner(model, scenes: dict[str, torch.Tensor], method: str = "gradcam",
-                       layer: str = "encoder", batch_size: int = 100, beam_size: int = 1,
-                       score: str | None = None,
-                       tolerance: float = metrics.pointing.DIGITS_TOLERANCE) -> dict[str, float]:
-    """Caption accuracy and how well the caption maps point at the digits they name.
-
-    ``scenes``: materialised :class:`camlens.data.DigitScenes` (image, caption, count, boxes).
-    - ``exact_caption_accuracy``: generated caption equal to the truth;
-    - ``token_pointing``: over correctly generated digit tokens, the share whose map's peak lies
-      within ``tolerance`` pixels of the box of the digit that token names (the pointing game);
-      ``token_pointing_strict``: inside the box itself;
-    - ``token_pointing_same_digit``: the share whose peak misses its own digit but lands on
-      another copy of the same digit in the scene (a map made of channel weights, as Grad-CAM's
-      is, cannot tell two copies of a digit apart);
-    - ``inside_outside``: mean over scenes of the whole (generated) caption's map, mean value
-      inside the digit boxes over outside (1.0 = uniform).
-    ``score`` is the per-token score (:class:`CaptionTarget`; the whole caption always uses its
-    log-probability).
-    """
-    from camlens.zoo.captioner import END, MAX_TOKENS, START
-
-    exact, pointed, ratios = 0, 0, []
-    hits = {"token_pointing": 0, "token_pointing_strict": 0, "token_pointing_same_digit": 0}
-    for begin in range(0, len(scenes["image"]), batch_size):
-        rows = slice(begin, begin + batch_size)
-        images, truth = scenes["image"][rows], scenes["caption"][rows]
-        counts, boxes = scenes["count"][rows], scenes["boxes"][rows]
-        generated = model.generate(images, beam_size=beam_size)
-        inputs, scored = caption_tokens(generated, END, START, MAX_TOKENS)
-        per_token = explain_caption(model, images, inputs, scored, method, layer, score=score)
-        whole = explain_caption(model, images, inputs, scored, method, layer, per_token=False)
-        ratios.append(inside_outside_ratio(whole.maps, boxes, counts))
-        for row, words in enumerate(generated):
-            count = int(counts[row])
-            right = truth[row, :count].tolist()
-            exact += words == right
-            for position, word in enumerate(words[:count]):
-                if word != right[position]:
-                    continue
-                pointed += 1
-                peak_map = per_token.maps[row, position]
-                if metrics.pointing_game(peak_map, boxes[row, position], tolerance=tolerance):
-                    hits["token_pointing"] += 1
-                if metrics.pointing_game(peak_map, boxes[row, position], tolerance=0):
-                    hits["token_pointing_strict"] += 1
-                elif any(metrics.pointing_game(peak_map, boxes[row, other], tolerance=0)
-                         for other in range(count) if other != position and right[other] == word):
-                    hits["token_pointing_same_digit"] += 1
-    total = len(scenes["image"])
-    return {
-        "exact_caption_accuracy": exact / total,
-        **{name: value / max(pointed, 1) for name, value in hits.items()},
-        "tokens_pointed": pointed,
-        "inside_outside": torch.cat(ratios).mean().item(),
-    }

@@ -16,12 +16,17 @@ from __future__ import annotations
 import difflib
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
+
+__all__ = ["CaptureOptions", "LayerCapture", "Layout", "capture_layer", "checked_activation",
+           "choose_layer", "detect_layout", "first_tensor", "has_spatial_axis",
+           "infer_token_grid", "named_module"]
 
 #: How many leading (class, distillation, register) tokens a token layout may carry.
 MAX_PREFIX_TOKENS = 16
@@ -199,9 +204,6 @@ class Layout:
         patches = raw[:, self.prefix_tokens :, :]
         return patches.transpose(1, 2).reshape(raw.shape[0], raw.shape[2], *self.grid)
 
-    def channel_axis(self) -> int:
-        return 1 if self.kind == "channels_first" else -1
-
 
 def infer_token_grid(
     num_tokens: int, input_size: tuple[int, ...], prefix_tokens: int | None = None
@@ -256,3 +258,43 @@ def detect_layout(
         return Layout("tokens", prefix, tuple(token_grid))
     prefix, grid = infer_token_grid(num_tokens, tuple(input_shape[2:]), prefix_tokens)
     return Layout("tokens", prefix, grid)
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    """How one method reads its target layer and the model's output; every method takes them.
+
+    Attributes:
+        output_fn: turns the model output into what the targets read (default: see
+            :func:`camlens.targets.adapt_output`).
+        channels_last: the layer outputs ``(B, h, w, C)`` (Swin).
+        token_grid: the patch grid ``(h, w)`` of a token sequence ``(B, N, C)`` (inferred from
+            the input's aspect ratio when None).
+        prefix_tokens: how many leading class/register tokens to drop (inferred when None).
+        input_size: the spatial size ``maps`` are upsampled to (default: the input's).
+    """
+
+    output_fn: Callable[[Any], Any] | None = None
+    channels_last: bool = False
+    token_grid: tuple[int, int] | None = None
+    prefix_tokens: int | None = None
+    input_size: Sequence[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.input_size is not None:
+            object.__setattr__(self, "input_size", tuple(self.input_size))
+        if self.token_grid is not None:
+            object.__setattr__(self, "token_grid", tuple(self.token_grid))
+
+    def layout(self, raw_shape: torch.Size, input_shape: torch.Size, layer_name: str) -> Layout:
+        """The :class:`Layout` of a layer output of ``raw_shape`` for an input of
+        ``input_shape`` under these options (:func:`detect_layout`)."""
+        return detect_layout(raw_shape, input_shape, channels_last=self.channels_last,
+                             token_grid=self.token_grid, prefix_tokens=self.prefix_tokens,
+                             layer_name=layer_name)
+
+    def as_keywords(self) -> dict[str, Any]:
+        """The options as the keyword arguments a method takes."""
+        return {"output_fn": self.output_fn, "channels_last": self.channels_last,
+                "token_grid": self.token_grid, "prefix_tokens": self.prefix_tokens,
+                "input_size": self.input_size}

@@ -16,7 +16,8 @@ import difflib
 import os
 import socket
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,13 +136,11 @@ def load_timm(name: str, weights_file: Path | None, trust: bool) -> LoadedModel:
         state = read_state_dict(weights_file, trust)
         model = fit_state_dict(lambda **kw: timm.create_model(name, pretrained=False, **kw), state)
     else:
-        if not host_reachable("huggingface.co"):  # look in the local cache only, no retries
-            os.environ["HF_HUB_OFFLINE"] = "1"
-            import huggingface_hub.constants
-
-            huggingface_hub.constants.HF_HUB_OFFLINE = True
+        offline = not host_reachable("huggingface.co")
         try:
-            model = timm.create_model(name, pretrained=True)
+            # Unreachable hub: look in the local cache only, without retries, for this call only.
+            with _hub_offline(offline):
+                model = timm.create_model(name, pretrained=True)
         except Exception as error:  # noqa: BLE001 - hub errors vary
             raise ModelLoadError(
                 f"could not get the pretrained weights of timm:{name} ({type(error).__name__}); "
@@ -158,6 +157,28 @@ def load_timm(name: str, weights_file: Path | None, trust: bool) -> LoadedModel:
             classes = None
     return LoadedModel(model.eval(), f"timm:{name}", lambda image: transform(image)[None],
                        classes, None, tuple(config["mean"]), tuple(config["std"]))
+
+
+@contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """Within the block, and only there, Hugging Face Hub reads its local cache only."""
+    if not offline:
+        yield
+        return
+    import huggingface_hub.constants
+
+    saved_env = os.environ.get("HF_HUB_OFFLINE")
+    saved_constant = huggingface_hub.constants.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        huggingface_hub.constants.HF_HUB_OFFLINE = saved_constant
+        if saved_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved_env
 
 
 def host_reachable(host: str, timeout: float = 2.0) -> bool:
@@ -191,16 +212,16 @@ def generic_preprocess(size: int) -> Callable:
 def load_model(spec: str, *, weights: str | Path | None = None, arch: str | None = None,
                trust_checkpoint: bool = False, input_size: int = 224) -> LoadedModel:
     """Resolve a model spec (see the module docstring)."""
-    from camlens.zoo.registry import REGISTRY
+    from camlens.zoo import REGISTRY
 
     weights_file = Path(weights) if weights is not None else None
     if weights_file is not None and not weights_file.is_file():
         raise ModelLoadError(f"weights file {weights_file} does not exist")
     if spec in REGISTRY:
-        from camlens.zoo import load
-
-        model = load(spec, weights=weights_file)
-        return LoadedModel(model, spec, model.preprocess, model.class_names, model.target_layer)
+        zoo_weights = REGISTRY[spec]
+        model = zoo_weights.load(weights_file)
+        return LoadedModel(model, spec, zoo_weights.preprocess, zoo_weights.class_names,
+                           zoo_weights.target_layer)
     if spec.startswith("torchvision:"):
         return load_torchvision(spec.split(":", 1)[1], weights_file, trust_checkpoint)
     if spec.startswith("timm:"):

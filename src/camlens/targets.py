@@ -21,6 +21,12 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 import torch
+from torch import nn
+
+from camlens.model_state import preserved_model_state
+
+__all__ = ["ResolvedTarget", "ScoreFn", "Target", "TopK", "adapt_output", "class_logits",
+           "one_class_per_input", "predicted_classes", "resolve_target"]
 
 ScoreFn = Callable[[Any], torch.Tensor]
 Target = Union[None, int, Sequence, torch.Tensor, "TopK", str, ScoreFn]
@@ -179,3 +185,45 @@ def tensor_target(
     if classes.ndim == 1:
         return classes.unsqueeze(1), True
     return classes, False
+
+
+def predicted_classes(model: nn.Module, inputs: torch.Tensor | tuple[torch.Tensor, ...],
+                      output_fn: Callable[[Any], Any] | None = None,
+                      batch_size: int | None = None) -> torch.Tensor:
+    """The model's top-1 class ``(B,)`` for each input, from a forward pass in eval mode without
+    autograd; the model's mode, flags and gradients are restored after
+    (:func:`~camlens.model_state.preserved_model_state`).
+
+    Args:
+        model: a classifier whose (adapted) output is ``(B, num_classes)``.
+        inputs: a batch, or a tuple of the model's positional inputs.
+        output_fn: turns the model output into the logits (see :func:`adapt_output`).
+        batch_size: at most this many inputs per forward pass (all at once when None).
+
+    Example:
+        >>> predicted_classes(model, images)  # doctest: +SKIP
+        tensor([3, 7])
+    """
+    tensors = inputs if isinstance(inputs, tuple) else (inputs,)
+    size = tensors[0].shape[0]
+    step = size if batch_size is None else batch_size
+    classes = []
+    with preserved_model_state(model), torch.no_grad():
+        for start in range(0, size, max(step, 1)):
+            chunk = tuple(tensor[start : start + step] for tensor in tensors)
+            classes.append(class_logits(adapt_output(model(*chunk), output_fn)).argmax(dim=1))
+    return torch.cat(classes)
+
+
+def one_class_per_input(target: Target, output: Any, batch_size: int, what: str
+                        ) -> torch.Tensor:
+    """Class indices ``(B,)`` for ``target`` read like :func:`resolve_target` (None: predicted,
+    an int, one class per input, ``TopK(1)``); forms with several classes per input or a
+    callable are refused, naming ``what`` needs one class per input."""
+    if callable(target) and not isinstance(target, (torch.Tensor, TopK)):
+        raise TypeError(f"{what} needs a class per input; a callable target is not accepted here")
+    resolved, _ = resolve_target(target, output, batch_size)
+    if resolved.classes is None or resolved.classes.shape[1] != 1:
+        raise ValueError(f"{what} needs one class per input; target {target!r} gives "
+                         f"{resolved.classes.shape[1]} per input")
+    return resolved.classes[:, 0]

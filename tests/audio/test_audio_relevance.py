@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+import camlens
 from camlens.audio import AudioRelevance, WordSpan, audio_relevance
-from camlens.audio.models import AccentAttention, AccentCNN
 from camlens.audio.relevance import log_odds, segments_to_frames, word_spans
+from camlens.zoo.accent import AccentAttention, AccentCNN
 
 RATE = 16000
 
@@ -81,12 +82,23 @@ def test_segments_to_frames_keeps_the_total():
                                                     dtype=torch.float64))
 
 
+ATTENTION = {"methods": ("attention", "attention-gradient"), "layer": "attention.weights"}
+GRADCAM = {"methods": ("gradcam",), "layer": "features"}
+
+
+def both(models, waveform, **keywords) -> AudioRelevance:
+    """The three methods of the accent evaluation, the CNN explaining the attention model's
+    class."""
+    attention_model, cnn = models
+    first = audio_relevance(attention_model, waveform, **ATTENTION, **keywords)
+    return first.merge(audio_relevance(cnn, waveform, **GRADCAM, target=first.target))
+
+
 def test_spans_cover_the_recording_and_every_method_sums_to_one(models, waveform):
     attention_model, cnn = models
     # For two classes one target's attention-gradient is the other's negated: take the one
     # with positive evidence (a random model may have none for its predicted class).
-    relevance = max((audio_relevance(attention_model, waveform, cnn=cnn, target=target)
-                     for target in (0, 1)),
+    relevance = max((both(models, waveform, target=target) for target in (0, 1)),
                     key=lambda r: float(r.segment_relevance["attention-gradient"].sum()))
     assert relevance.methods == ["attention", "attention-gradient", "gradcam"]
     segments = relevance.segments
@@ -129,7 +141,7 @@ def test_attention_gradient_by_hand(models, waveform):
     assert float(expected.sum()) > 0
     expected = expected / expected.sum()
     relevance = audio_relevance(attention_model, waveform, methods=["attention-gradient"],
-                                target=target)
+                                layer="attention.weights", target=target)
     torch.testing.assert_close(relevance.segment_relevance["attention-gradient"].float(),
                                expected, atol=1e-5, rtol=1e-4)
 
@@ -148,7 +160,7 @@ def test_models_are_left_as_they_were(waveform):
     attention_model.classifier[1].weight.grad = marker
     states = [{key: value.clone() for key, value in m.state_dict().items()}
               for m in (attention_model, cnn)]
-    relevance = audio_relevance(attention_model, waveform, cnn=cnn)
+    relevance = both((attention_model, cnn), waveform)
     assert len(relevance.methods) == 3
     assert attention_model.training and all(m.training for m in attention_model.modules())
     assert not cnn.training
@@ -165,13 +177,34 @@ def test_models_are_left_as_they_were(waveform):
 
 def test_bad_requests_name_what_is_accepted(models, waveform):
     attention_model, cnn = models
-    with pytest.raises(ValueError, match="gradcam needs cnn"):
-        audio_relevance(attention_model, waveform, methods=["gradcam"])
-    with pytest.raises(ValueError, match="available: gradcam"):
-        audio_relevance(cnn, waveform, methods=["attention"])
+    with pytest.raises(TypeError, match="merge"):
+        audio_relevance(attention_model, waveform, cnn=cnn)  # the old two-model call
+    with pytest.raises(ValueError, match="unknown method 'attentoin'"):
+        audio_relevance(cnn, waveform, methods=["attentoin"], layer="features")
+    with pytest.raises(ValueError, match="no spatial or token axis"):
+        audio_relevance(cnn, waveform, methods=["gradcam"], layer="classifier")
     with pytest.raises(IndexError, match="out of range"):
-        audio_relevance(attention_model, waveform, target=2)
+        audio_relevance(attention_model, waveform, target=2, **ATTENTION)
+    with pytest.raises(ValueError, match="one class per input"):
+        audio_relevance(attention_model, waveform, target=camlens.TopK(2), **ATTENTION)
+    first = audio_relevance(attention_model, waveform, **ATTENTION)
+    with pytest.raises(ValueError, match="both results have method"):
+        first.merge(first)
     with pytest.raises(ValueError, match="ends"):
         word_spans([("late", 1.0, 0.5)])
     with pytest.raises(ValueError, match="no relevance from method"):
         hand_built().span_relevance(0, 1, "gradcam")
+
+
+def test_a_model_without_a_frame_grid_gets_ten_millisecond_frames(waveform):
+    """A user's model: a 1-D CNN over the waveform itself; its map is spread over 10 ms frames
+    and the class names default to indices (no accent names assumed)."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Unflatten(1, (1, -1)), nn.Conv1d(1, 4, 400, stride=160),
+                          nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 3))
+    relevance = audio_relevance(model.eval(), waveform, methods=("gradcam", "layercam"),
+                                layer="2")
+    frames = len(waveform) // 160 + 1
+    assert relevance.frame_relevance["gradcam"].shape == (frames,)
+    assert relevance.class_names == ("0", "1", "2")
+    assert relevance.summary().startswith(f"predicted: {relevance.predicted} (p = ")

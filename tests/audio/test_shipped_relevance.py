@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from camlens import zoo
-from camlens.audio.evaluation import (
+from camlens.data.speech import AccentRecordings
+from camlens.experiments.audio import (
     BASELINE,
     deletion_curve,
     explain_test_set,
@@ -16,7 +17,6 @@ from camlens.audio.evaluation import (
     random_ranking,
     relevance_ranking,
 )
-from camlens.data.speech import AccentRecordings
 
 
 @pytest.fixture(scope="module")

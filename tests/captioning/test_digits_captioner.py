@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from camlens.captioning import evaluate_captioner
 from camlens.cli import main
 from camlens.data import DigitScenes, materialize
-from camlens.zoo import load, weights_path
+from camlens.experiments.captioning import evaluate_captioner
+from camlens.zoo import get_weights, load, weights_path
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,9 @@ def scenes():
 
 def test_shipped_weights_and_accuracy_on_record(model):
     assert weights_path("digits-captioner").stat().st_size <= 2_000_000
-    assert float(model.metadata["test_accuracy"]) >= 0.9
-    assert model.target_layer == "encoder" and model.class_names[10] == "<end>"
+    weights = get_weights("digits-captioner")
+    assert weights.metrics["test_accuracy"] >= 0.9
+    assert weights.target_layer == "encoder" and weights.class_names[10] == "<end>"
 
 
 def test_caption_maps_point_at_the_digits(model, scenes):

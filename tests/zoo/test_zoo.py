@@ -9,8 +9,9 @@ from PIL import Image
 
 import camlens
 from camlens.data import ClutteredDigits, materialize
-from camlens.zoo import available_models, digit_canvas, load, weights_path
-from camlens.zoo.training import TrainingRecipe, accuracy, train
+from camlens.experiments.training import TrainingRecipe, accuracy, train
+from camlens.zoo import available_models, digit_canvas, get_weights, load, weights_path
+from camlens.zoo.registry import file_metadata
 
 SHIPPED = ["digits-gap", "digits-fc"]
 
@@ -21,18 +22,33 @@ def test_digits() -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_model_loads_in_eval_mode_with_its_metadata(name):
+def test_shipped_model_loads_in_eval_mode_with_its_weights_description(name):
     model = load(name)
     assert not model.training
-    assert model.class_names == tuple("0123456789")
-    assert model.target_layer == "features"
-    assert float(model.metadata["test_accuracy"]) > 0.9
-    assert weights_path(name).stat().st_size <= 2_000_000
+    weights = get_weights(name)
+    assert weights.class_names == tuple("0123456789")
+    assert weights.target_layer == "features" and weights.input_kind == "image"
+    assert weights.metrics["test_accuracy"] > 0.9
+    assert weights.metadata["command"] == f"camlens train {name} --seed 0"
+    assert weights.file == weights_path(name) and weights_path(name).stat().st_size <= 2_000_000
+    assert weights.preprocess(torch.zeros(64, 64)).shape == (1, 1, 64, 64)
+    assert type(weights.load()) is type(model)
+
+
+def test_what_moved_to_the_weights_description_says_where():
+    model = load("digits-gap")
+    for name in ("class_names", "target_layer", "preprocess", "metadata"):
+        with pytest.raises(AttributeError, match=rf"get_weights\(NAME\)\.{name}"):
+            getattr(model, name)
+    assert getattr(model, "class_names", None) is None  # getattr with a default still works
+    with pytest.warns(DeprecationWarning, match="get_weights"):
+        from camlens.zoo.registry import entry
+    assert entry("digits-gap") is get_weights("digits-gap")
 
 
 def test_digits_gap_reaches_the_target_accuracy(test_digits):
     model = load("digits-gap")
-    assert float(model.metadata["test_accuracy"]) >= 0.95
+    assert get_weights("digits-gap").metrics["test_accuracy"] >= 0.95
     assert accuracy(model, test_digits["image"], test_digits["label"]) >= 0.93  # a 300-image check
 
 
@@ -70,8 +86,9 @@ def test_training_is_reproducible_from_a_seed(tmp_path):
     right_state = b.state_dict()
     for key, left in a.state_dict().items():
         assert torch.equal(left, right_state[key]), key
-    assert a.metadata["seed"] == "5"
-    assert a.metadata["command"] == "camlens train digits-gap --seed 5"
+    metadata = file_metadata(first["path"])
+    assert metadata["seed"] == "5"
+    assert metadata["command"] == "camlens train digits-gap --seed 5"
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "I;16"])

@@ -3,16 +3,28 @@
 
     from camlens import zoo
     from camlens.audio import audio_relevance
-    model = zoo.load("accent-attention")
-    relevance = audio_relevance(model, "speech.wav", cnn=zoo.load("accent-cnn"))
-    print(relevance.summary())
-    print(relevance.table())
+    attention = audio_relevance(zoo.load("accent-attention"), "speech.wav",
+                                methods=("attention", "attention-gradient"),
+                                layer="attention.weights")
+    both = attention.merge(audio_relevance(zoo.load("accent-cnn"), "speech.wav",
+                                           methods=("gradcam",), layer="features"))
+    print(both.summary())
+    print(both.table())
 
-Modules: ``features`` (log-mel in torch, segment grid), ``models`` (AccentAttention, AccentCNN),
-``relevance`` (the API), ``plot`` (the picture), ``evaluation``, ``command`` (the
-``explain-audio`` command). Reading files needs the ``audio`` extra; pictures the ``viz`` extra.
+Modules: ``relevance`` (the API and :class:`AudioRelevance`), ``plot`` (the picture). The
+maps come from the engine's methods (``attention``, ``attention-gradient``, ``gradcam``, ...);
+the accent models are in :mod:`camlens.zoo.accent`, their evaluation in
+:mod:`camlens.experiments.audio` (``camlens reproduce audio``), the command in
+:mod:`camlens.cli.audio`. Reading files needs the ``audio`` extra; pictures the ``viz`` extra.
 """
 
-from camlens.audio.relevance import METHODS, AudioRelevance, WordSpan, audio_relevance
+from camlens.audio.relevance import (
+    METHODS,
+    AudioRelevance,
+    WordSpan,
+    audio_relevance,
+    log_odds,
+    word_spans,
+)
 
-__all__ = ["METHODS", "AudioRelevance", "WordSpan", "audio_relevance"]
+__all__ = ["METHODS", "AudioRelevance", "WordSpan", "audio_relevance", "log_odds", "word_spans"]

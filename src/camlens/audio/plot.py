@@ -13,8 +13,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
-from camlens.audio.features import SAMPLE_RATE, LogMel, waveform_input
 from camlens.audio.relevance import METHOD_TITLES, AudioRelevance
+from camlens.zoo.audio_features import SAMPLE_RATE, LogMel, waveform_input
 
 METHOD_COLOURS = {"attention": "tab:red", "attention-gradient": "tab:purple",
                   "gradcam": "tab:blue"}

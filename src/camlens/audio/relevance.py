@@ -1,24 +1,27 @@
 """Which stretches of a recording an audio classifier's decision rests on.
 
-:func:`audio_relevance` explains one recording with up to three methods and returns an
-:class:`AudioRelevance`: the segments (start and end in seconds), each method's relevance per
-segment and per 10 ms frame, and, where word time stamps are given, per word.
+:func:`audio_relevance` explains one recording with one model and any engine methods at one
+layer, and returns an :class:`AudioRelevance`: the segments (start and end in seconds), each
+method's relevance per segment and per 10 ms frame, and, where word time stamps are given, per
+word. Relevance of several models goes in one table with :meth:`AudioRelevance.merge`.
 
-- ``attention``: the attention weights ``alpha_t`` of the attention-pooling model (Padi, Mohan
-  and Ganapathy, TASLP 2020): ``u_t = tanh(W h_t + b)``, ``alpha_t = softmax_t(c^T u_t)``.
-- ``attention-gradient``: attention times gradient, ``ReLU(alpha_t * d s / d alpha_t)`` with
-  ``s`` the explained score. Since ``e = sum_t alpha_t h_t``,
-  ``d s / d alpha_t = (d s / d e) . h_t``: a segment counts when it is attended to *and* its
-  state pushes the score up. It is HiResCAM at
-  the ``attention.weights`` layer, computed by the core engine.
-- ``gradcam``: 1-D Grad-CAM (Selvaraju et al. 2017) of the convolutional model along time, at its
-  ``features`` layer, brought to the frames by linear interpolation and to the segments by
-  averaging over each segment's frames.
+The maps come from the engine (:func:`camlens.explain`), 1-D over the layer's positions:
 
-The explained score ``s`` is the log-odds of the target class, ``y_c - logsumexp_{k != c} y_k``
-(for two classes the logit margin), so relevance is evidence for that accent *against* the other.
-The target is the attention model's predicted class unless given; the convolutional model
-explains the same class.
+- ``attention``: the attention weights ``alpha_t`` of an attention-pooling layer (Padi, Mohan and
+  Ganapathy, TASLP 2020), ``alpha_t = softmax_t(c^T tanh(W h_t + b))``;
+- ``attention-gradient``: ``ReLU(alpha_t * d s / d alpha_t)``, attention times gradient: a
+  segment counts when it is attended to *and* its state pushes the score up;
+- ``gradcam`` (or any CAM method): 1-D Grad-CAM (Selvaraju et al. 2017) along time.
+
+Where the positions are in time: a model that has ``frame_grid(samples) -> FrameGrid`` says it
+(the accent models: overlapping 0.3 s segments every 0.1 s); a map with one value per segment of
+that grid is read per segment, any other map is spread evenly over the recording's 10 ms frames
+by linear interpolation and averaged over each segment's frames.
+
+The explained score ``s`` of a class ``c`` is its log-odds, ``y_c - logsumexp_{k != c} y_k``
+(for two classes the logit margin), so relevance is evidence for that class *against* the others;
+``target`` is read as everywhere in camlens (None: the predicted class, an int, ``TopK(1)``; a
+callable scores the logits itself).
 
 Each method's relevance is a distribution: it sums to 1 over the frames and over the segments.
 Segment relevance is spread evenly over the segment's frames and overlapping segments add up;
@@ -34,10 +37,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from camlens.audio.features import FrameGrid, LogMelConfig, waveform_input
-from camlens.audio.models import ACCENTS, SEGMENT_HOP_S, SEGMENT_S
+from camlens.api import explain
 from camlens.explanation import upsample
+from camlens.io.audio import read_waveform
 from camlens.model_state import preserved_model_state
+from camlens.targets import Target, TopK, adapt_output, class_logits, one_class_per_input
+from camlens.zoo.audio_features import FrameGrid, LogMelConfig
+
+__all__ = ["METHODS", "AudioRelevance", "WordSpan", "audio_relevance", "log_odds", "word_spans"]
 
 METHODS = ("attention", "attention-gradient", "gradcam")
 METHOD_TITLES = {"attention": "attention", "attention-gradient": "attn x grad",
@@ -143,7 +150,7 @@ class AudioRelevance:
     frame_relevance: dict[str, torch.Tensor]
     target: int
     probabilities: torch.Tensor
-    class_names: tuple[str, ...] = ACCENTS
+    class_names: tuple[str, ...] = ()
     words: list[WordSpan] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -252,14 +259,43 @@ class AudioRelevance:
                          + (f"  {words}" if words else "  -"))
         return "\n".join(lines)
 
-    def summary(self) -> str:
-        """One line: the predicted class and its probability, and the explained class."""
+    def summary(self, label: str = "predicted") -> str:
+        """One line: ``label``, the predicted class and its probability, and the explained
+        class when it is another."""
         predicted = self.predicted
-        line = (f"accent: {self.class_name(predicted)} "
+        line = (f"{label}: {self.class_name(predicted)} "
                 f"(p = {float(self.probabilities[predicted]):.3f})")
         if predicted != self.target:
             line += f"; explaining {self.class_name()}"
         return line
+
+    def merge(self, other: AudioRelevance) -> AudioRelevance:
+        """This result with ``other``'s methods added (another model on the same recording):
+        the target, probabilities and words stay this one's; a method both have is refused."""
+        if abs(other.duration_s - self.duration_s) > 1e-6 or not torch.equal(
+                other.frame_edges, self.frame_edges):
+            raise ValueError(f"cannot merge relevance of a {other.duration_s:.3f} s recording "
+                             f"into one of {self.duration_s:.3f} s (or with other frames)")
+        shared = set(self.frame_relevance) & set(other.frame_relevance)
+        if shared:
+            raise ValueError(f"both results have method(s) {', '.join(sorted(shared))}")
+        segment_relevance = dict(self.segment_relevance)
+        if torch.equal(other.segments, self.segments):
+            segment_relevance.update(other.segment_relevance)
+        else:  # the other model's segments differ: read its frames on these segments
+            ranges = _segment_ranges(self)
+            for method, frames in other.frame_relevance.items():
+                segment_relevance[method] = frames_to_segments(frames, ranges)
+        notes = list(self.notes)
+        if other.target != self.target:
+            notes.append(f"merged methods {', '.join(other.methods)} explain class "
+                         f"{other.class_name()}, not {self.class_name()}")
+        return AudioRelevance(
+            duration_s=self.duration_s, frame_edges=self.frame_edges, segments=self.segments,
+            segment_relevance=segment_relevance,
+            frame_relevance={**self.frame_relevance, **other.frame_relevance},
+            target=self.target, probabilities=self.probabilities,
+            class_names=self.class_names, words=self.words, notes=notes + other.notes)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain numbers for JSON."""
@@ -280,28 +316,25 @@ class AudioRelevance:
         }
 
 
+def _segment_ranges(relevance: AudioRelevance) -> torch.Tensor:
+    """``(S, 2)`` frame ranges of ``relevance``'s segments, from their times."""
+    edges = relevance.frame_edges
+    starts = torch.searchsorted(edges, relevance.segments[:, 0].double(), right=True) - 1
+    ends = torch.searchsorted(edges, relevance.segments[:, 1].double(), right=False)
+    return torch.stack([starts.clamp(min=0), ends.clamp(max=len(edges) - 1)], dim=1)
+
+
 def time_share(start_s: float, end_s: float, duration_s: float) -> float:
     return max(min(end_s, duration_s) - max(start_s, 0.0), 0.0) / duration_s
 
 
-def is_attention_model(model: nn.Module) -> bool:
-    attention = getattr(model, "attention", None)
-    return attention is not None and hasattr(attention, "weights") and hasattr(model, "frame_grid")
-
-
-def attention_weights(model: nn.Module, waveform: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits ``(B, C)``, attention weights ``(B, S)``) from one forward pass without autograd;
-    the model is left as it was (mode, flags) and the hook is removed after."""
-    captured: list[torch.Tensor] = []
-    handle = model.attention.weights.register_forward_hook(
-        lambda module, args, output: captured.append(output.detach()))
-    try:
-        with preserved_model_state(model), torch.no_grad():
-            logits = model(waveform)
-    finally:
-        handle.remove()
-    return logits, captured[-1][:, 0]
+def _explained_score(target: Target, logits: torch.Tensor
+                     ) -> tuple[int, Callable[[torch.Tensor], torch.Tensor], list[str]]:
+    """(class, score function, notes) for ``target`` read through :mod:`camlens.targets`."""
+    if callable(target) and not isinstance(target, (torch.Tensor, TopK)):
+        return int(logits.argmax()), target, ["target: a custom score function"]
+    index = int(one_class_per_input(target, logits, 1, "audio_relevance")[0])
+    return index, log_odds(index), []
 
 
 def audio_relevance(
@@ -309,94 +342,99 @@ def audio_relevance(
     audio: Any,
     sample_rate: int | None = None,
     *,
-    cnn: nn.Module | None = None,
-    methods: Sequence[str] | None = None,
+    methods: Sequence[str] = ("gradcam",),
+    layer: str | nn.Module | None = None,
+    target: Target = None,
     words: Iterable[Any] | None = None,
-    target: int | None = None,
     class_names: Sequence[str] | None = None,
+    target_rate: int = 16000,
+    segment_s: float = 0.3,
+    segment_hop_s: float = 0.1,
+    **options: Any,
 ) -> AudioRelevance:
-    """Relevance over time of ``audio`` (a path, or a mono waveform at ``sample_rate``, 16 kHz
-    if not given) for ``model``.
+    """Relevance over time of ``audio`` for ``model``'s decision.
 
-    ``model``: an attention model (:class:`camlens.audio.models.AccentAttention`, or any model
-    with ``attention.weights`` and ``frame_grid``), or a convolutional model alone (then only
-    ``gradcam``). ``cnn``: the convolutional model for ``gradcam`` next to the attention methods.
-    ``methods``: a subset of :data:`METHODS` (default: all that the models given allow).
-    ``words``: word time stamps (see :func:`word_spans`) for the word-level merge.
-    ``target``: the class to explain (default: the first model's prediction).
-    The models are left exactly as they were found.
+    Args:
+        model: takes a ``(1, T)`` waveform at ``target_rate``; left exactly as it was found.
+        audio: a path (WAV, FLAC, OGG, ...; resampled, channels averaged) or a mono waveform
+            at ``sample_rate`` (``target_rate`` if not given).
+        methods: engine methods (:func:`camlens.available_methods`) whose maps are 1-D over
+            time at ``layer``, e.g. ``("attention", "attention-gradient")`` at an attention
+            layer or ``("gradcam",)`` at a convolution over time.
+        layer: the layer to explain (None: the engine's automatic choice).
+        target: the class (None: predicted) or a callable score of the logits.
+        words: word time stamps (see :func:`word_spans`) for the per-word rows.
+        class_names: names of the classes (default: their indices).
+        target_rate: the model's sample rate in Hz.
+        segment_s, segment_hop_s: the table's segments when the model has no ``frame_grid``.
+        options: go to the methods (``output_fn``, ...).
+
+    Returns:
+        An :class:`AudioRelevance`.
+
+    Example:
+        >>> attention = audio_relevance(model, "speech.wav", methods=("attention",),
+        ...                             layer="attention.weights")  # doctest: +SKIP
+        >>> print(attention.table())  # doctest: +SKIP
     """
-    import camlens
-
-    waveform = waveform_input(audio, sample_rate)
-    attention_model = model if is_attention_model(model) else None
-    cnn = cnn if attention_model is not None else model
-    available = (["attention", "attention-gradient"] if attention_model is not None else []) + (
-        ["gradcam"] if cnn is not None else [])
-    methods = list(methods) if methods is not None else available
-    for method in methods:
-        if method not in available:
-            raise ValueError(f"method {method!r} is not available with the models given; "
-                             f"available: {', '.join(available)} (of {', '.join(METHODS)}; "
-                             "gradcam needs cnn=...)")
+    if isinstance(methods, str):
+        methods = (methods,)
     if not methods:
-        raise ValueError("no method to run; pass at least one of " + ", ".join(available))
-    names = tuple(class_names or getattr(model, "class_names", None) or ACCENTS)
+        raise ValueError("no method to run; pass at least one, e.g. methods=('gradcam',)")
+    if "cnn" in options:
+        raise TypeError("audio_relevance(cnn=...) is gone: explain each model with its own "
+                        "methods and layer, then merge, e.g. audio_relevance(attention_model, "
+                        "audio, methods=('attention',), layer='attention.weights').merge("
+                        "audio_relevance(cnn, audio, methods=('gradcam',), layer='features'))")
+    waveform = read_waveform(audio, sample_rate, target_rate)
     samples = waveform.shape[-1]
-    if attention_model is not None:
-        grid = attention_model.frame_grid(samples)
-    else:
-        # No segments of its own: the table uses the attention model's 0.3 s / 0.1 s grid.
-        config = cnn.logmel.config if hasattr(cnn, "logmel") else LogMelConfig()
-        grid = FrameGrid(samples, config, round(SEGMENT_S / config.frame_s),
-                         round(SEGMENT_HOP_S / config.frame_s))
+    grid = _frame_grid(model, samples, target_rate, segment_s, segment_hop_s)
     ranges = grid.segment_frame_ranges()
+    with preserved_model_state(model), torch.no_grad():
+        logits = class_logits(adapt_output(model(waveform), options.get("output_fn")))
+    if not torch.isfinite(logits).all():
+        raise ValueError("the model's scores for this recording are NaN or infinite; camlens "
+                         "cannot explain them")
+    probabilities = logits[0].double().softmax(dim=0).float()
+    index, score, notes = _explained_score(target, logits)
+
     segment_relevance: dict[str, torch.Tensor] = {}
     frame_relevance: dict[str, torch.Tensor] = {}
-    notes: list[str] = []
-
-    if attention_model is not None:
-        logits, alpha = attention_weights(attention_model, waveform)
-    else:
-        with preserved_model_state(cnn), torch.no_grad():
-            logits = cnn(waveform)
-    probabilities = logits[0].softmax(dim=0).detach()
-    target = int(probabilities.argmax()) if target is None else int(target)
-    if not 0 <= target < len(probabilities):
-        raise IndexError(f"target {target} is out of range for {len(probabilities)} classes")
-    score = log_odds(target)
-
     for method in methods:
-        if method == "attention":
-            segment_relevance[method] = as_distribution(alpha[0])
-        elif method == "attention-gradient":
-            explanation = camlens.explain(attention_model, waveform, method="hirescam",
-                                          layer="attention.weights", target=score)
-            values = as_distribution(explanation.raw.reshape(-1))
-            if float(values.sum()) == 0:
-                notes.append("attention-gradient: every segment pushes the score down (all "
-                             "zero after the ReLU)")
-            segment_relevance[method] = values
-        else:
-            layer = getattr(cnn, "target_layer", None) or "features"
-            explanation = camlens.explain(cnn, waveform, method="gradcam", layer=layer,
-                                          target=score)
-            frames = as_distribution(upsample(explanation.raw.reshape(1, -1).double(),
-                                              (grid.frames,))[0])
-            if float(frames.sum()) == 0:
-                notes.append("gradcam: the map is zero everywhere (no positive evidence)")
-            frame_relevance[method] = frames
-            segment_relevance[method] = frames_to_segments(frames, ranges)
-        if method not in frame_relevance:
+        explanation = explain(model, waveform, method=method, layer=layer, target=score,
+                              **options)
+        if explanation.raw.ndim != 2:
+            raise ValueError(f"{method} at layer {explanation.layer!r} gave maps of shape "
+                             f"{tuple(explanation.raw.shape)}; audio relevance needs one 1-D "
+                             "map over time per recording (choose a layer over time)")
+        raw = explanation.raw.reshape(-1).double()
+        if float(raw.sum()) == 0:
+            notes.append(f"{method}: the map is zero everywhere (no positive evidence)")
+        if hasattr(model, "frame_grid") and len(raw) == grid.segments:
+            segment_relevance[method] = as_distribution(raw)
             frame_relevance[method] = segments_to_frames(segment_relevance[method], ranges,
                                                          grid.frames)
+        else:
+            frames = as_distribution(upsample(raw[None], (grid.frames,))[0])
+            frame_relevance[method] = frames
+            segment_relevance[method] = frames_to_segments(frames, ranges)
+    names = tuple(class_names) if class_names is not None else tuple(
+        str(position) for position in range(len(probabilities)))
     return AudioRelevance(
         duration_s=grid.duration_s, frame_edges=grid.frame_edges(),
         segments=grid.segment_spans(), segment_relevance=segment_relevance,
-        frame_relevance={method: frame_relevance[method] for method in methods},
-        target=target, probabilities=probabilities, class_names=names,
-        words=word_spans(words), notes=notes,
+        frame_relevance=frame_relevance, target=index, probabilities=probabilities,
+        class_names=names, words=word_spans(words), notes=notes,
     )
 
 
-__all__ = ["METHODS", "AudioRelevance", "WordSpan", "audio_relevance", "log_odds", "word_spans"]
+def _frame_grid(model: nn.Module, samples: int, rate: int, segment_s: float,
+                segment_hop_s: float) -> FrameGrid:
+    """The model's own frame grid, else 10 ms frames and the given segments."""
+    if hasattr(model, "frame_grid"):
+        return model.frame_grid(samples)
+    config = LogMelConfig(sample_rate=rate, win_length=round(0.025 * rate),
+                          hop_length=round(0.01 * rate), n_fft=max(512, round(0.025 * rate)),
+                          f_max=min(7600.0, rate / 2))
+    return FrameGrid(samples, config, max(round(segment_s / config.frame_s), 1),
+                     max(round(segment_hop_s / config.frame_s), 1))

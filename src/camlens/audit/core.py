@@ -30,8 +30,8 @@ from camlens.audit.result import (
 from camlens.explanation import normalize, upsample
 from camlens.methods import get_method
 from camlens.metrics.pointing import energy_pointing_game
-from camlens.model_state import model_device, preserved_model_state
-from camlens.targets import adapt_output, class_logits
+from camlens.model_state import model_device
+from camlens.targets import predicted_classes
 
 TARGETS = ("predicted", "label")
 
@@ -103,13 +103,13 @@ def audit(
             if (batch.labels == NO_LABEL).any():
                 raise ValueError("target='label' needs a label in every item (label_key="
                                  f"{label_key!r})")
-            predictions = predict(model, inputs, output_fn)
+            predictions = predicted_classes(model, inputs, output_fn)
             explanation = explainer(inputs, target=batch.labels.to(inputs.device))
         else:
             explanation = explainer(inputs, target=None)
             predictions = explanation.targets
             if predictions is None:  # a class-free method (eigencam)
-                predictions = predict(model, inputs, output_fn)
+                predictions = predicted_classes(model, inputs, output_fn)
         if len(explanation.input_size) != 2 or explanation.raw.ndim != 3:
             raise ValueError(
                 f"audit needs one image map per input (B, H, W); {explanation.method} at layer "
@@ -203,14 +203,6 @@ def keep_highest(kept: dict[str, list], names: tuple[str, ...], keep: int, batch
                 heapq.heapreplace(heap, item)
 
 
-@torch.no_grad()
-def predict(model: nn.Module, inputs: torch.Tensor, output_fn=None) -> torch.Tensor:
-    """The model's top-1 classes ``(B,)``, run in eval mode (the model's state restored)."""
-    with preserved_model_state(model):
-        logits = class_logits(adapt_output(model(inputs), output_fn))
-    return logits.argmax(dim=1)
-
-
 def counterfactual(
     model: nn.Module,
     variants: Mapping[str, Any],
@@ -243,7 +235,7 @@ def counterfactual(
         for batch in stream(dataset, reader, batch_size, num_workers, progress, str(name)):
             inputs = batch.inputs if device is None else batch.inputs.to(device)
             labels.append(batch.labels)
-            predictions.append(predict(model, inputs, output_fn).cpu())
+            predictions.append(predicted_classes(model, inputs, output_fn).cpu())
             if batch.cues is not None:
                 cues.append(batch.cues)
         label = concatenate(labels, (0,), torch.long)

@@ -33,7 +33,6 @@ import ctypes
 import ctypes.util
 import hashlib
 import json
-import math
 import os
 import threading
 import zlib
@@ -47,6 +46,7 @@ import torch
 from torch.utils.data import Dataset
 
 from camlens.data.digits import SPLITS
+from camlens.io.audio import resample
 
 ACCENTS = ("en-gb", "en-us")
 NEUTRAL_VOICE = "en-029"
@@ -209,28 +209,6 @@ class EspeakSynthesizer:
 def synthesizer() -> EspeakSynthesizer:
     """The process's eSpeak NG synthesizer, started on first use."""
     return EspeakSynthesizer(*espeak_paths())
-
-
-@cache
-def lowpass(up: int, down: int) -> np.ndarray:
-    """The anti-aliasing filter scipy's ``resample_poly`` designs for ``up/down``, made once."""
-    from scipy.signal import firwin
-
-    rate = max(up, down)
-    return firwin(2 * 10 * rate + 1, 1.0 / rate, window=("kaiser", 5.0)).astype(np.float32)
-
-
-def resample(waveform: torch.Tensor, rate: int, target_rate: int) -> torch.Tensor:
-    """(T,) ``waveform`` from ``rate`` to ``target_rate`` (polyphase, scipy)."""
-    if rate == target_rate:
-        return waveform
-    from scipy.signal import resample_poly
-
-    divisor = math.gcd(rate, target_rate)
-    up, down = target_rate // divisor, rate // divisor
-    samples = waveform.numpy().astype(np.float32, copy=False)
-    resampled = resample_poly(samples, up, down, window=lowpass(up, down))
-    return torch.from_numpy(np.ascontiguousarray(resampled, dtype=np.float32))
 
 
 def trim(waveform: np.ndarray, level: float = 0.01, margin_s: float = 0.005) -> np.ndarray:
@@ -457,7 +435,7 @@ class AccentRecordings(Dataset):
     "words": [{"word", "start_s", "end_s", "informative", "voice"}, ...], "gaps": [{"kind",
     "start_s", "end_s"}, ...]}``; :meth:`recording` gives the same as a :class:`Recording`.
     Labels alternate (even index: ``en-gb``), so any run of items is balanced. Waveforms differ
-    in length: batch them with :func:`collate`.
+    in length (``camlens.experiments.audio_batches.RaggedWaveforms`` batches them).
     """
 
     def __init__(self, size: int = 400, split: str = "train", kind: str = "mixed", seed: int = 0,
@@ -534,49 +512,11 @@ class AccentRecordings(Dataset):
         return self
 
 
-def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Batch items of :class:`AccentRecordings`: ``waveform`` zero-padded to (B, T_max),
-    ``lengths`` (B,), ``label`` (B,), ``words`` and ``gaps`` as lists of lists."""
-    lengths = torch.tensor([len(item["waveform"]) for item in items])
-    waveforms = torch.zeros(len(items), int(lengths.max()))
-    for row, item in enumerate(items):
-        waveforms[row, : len(item["waveform"])] = item["waveform"]
-    return {"waveform": waveforms, "lengths": lengths,
-            "sample_rate": items[0]["sample_rate"],
-            "label": torch.stack([item["label"] for item in items]),
-            "words": [item["words"] for item in items], "gaps": [item["gaps"] for item in items]}
+_MOVED = {"load_audio": "camlens.io.audio",
+          "MIN_DURATION_S": "camlens.io.audio"}
 
 
-# --- loading a user's recording -----------------------------------------------------------------
+def __getattr__(name: str):
+    from camlens._moved import moved_attribute
 
-MIN_DURATION_S = 0.5
-
-
-def load_audio(path: str | os.PathLike, target_rate: int | None = SAMPLE_RATE,
-               min_duration_s: float = MIN_DURATION_S) -> tuple[torch.Tensor, int]:
-    """A sound file (WAV, FLAC, OGG and whatever else libsndfile reads) as a mono (T,) float32
-    waveform resampled to ``target_rate`` (kept as it is with ``None``), and its rate.
-
-    Channels are averaged. Raises ``FileNotFoundError`` for a missing file and ``ValueError``,
-    naming the file, for one that is empty, unreadable or shorter than ``min_duration_s``."""
-    import soundfile
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no audio file at {path}")
-    if path.stat().st_size == 0:
-        raise ValueError(f"{path} is empty")
-    try:
-        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except RuntimeError as error:  # soundfile's LibsndfileError
-        raise ValueError(f"cannot read {path} as audio ({error}); readable formats: "
-                         f"{', '.join(sorted(soundfile.available_formats()))}") from error
-    duration = len(samples) / rate
-    if len(samples) == 0:
-        raise ValueError(f"{path} holds no audio samples")
-    if duration < min_duration_s:
-        raise ValueError(f"{path} is {duration:.3f} s long; at least {min_duration_s} s is needed")
-    waveform = torch.from_numpy(np.ascontiguousarray(samples.mean(axis=1)))
-    if target_rate is None:
-        return waveform, rate
-    return resample(waveform, rate, target_rate), target_rate
+    return moved_attribute(__name__, name, _MOVED)

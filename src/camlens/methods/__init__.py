@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import difflib
 
-from camlens.methods.base import CAMMethod, GradientCAM
+from camlens.methods.attention import AttentionGradient, AttentionWeights
+from camlens.methods.base import CAMMethod, GradientCAM, LayerMapMethod
 from camlens.methods.cam import CAM
 from camlens.methods.eigen import EigenCAM
 from camlens.methods.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
@@ -25,6 +26,8 @@ METHODS: dict[str, type[CAMMethod]] = {
         AblationCAM,
         GuidedBackprop,
         GuidedGradCAM,
+        AttentionWeights,
+        AttentionGradient,
     )
 }
 
@@ -58,6 +61,7 @@ __all__ = [
     "METHODS",
     "CAMMethod",
     "GradientCAM",
+    "LayerMapMethod",
     "available_methods",
     "get_method",
     *(cls.__name__ for cls in METHODS.values()),

@@ -12,17 +12,26 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from camlens.capture import Layout, capture_layer, checked_activation, choose_layer, detect_layout
+from camlens.capture import (
+    CaptureOptions,
+    Layout,
+    capture_layer,
+    checked_activation,
+    choose_layer,
+)
 from camlens.capture import named_module as resolve_named_module
 from camlens.explanation import Explanation
 from camlens.model_state import check_inputs, input_tensors, preserved_model_state
 from camlens.targets import ResolvedTarget, Target, adapt_output, resolve_target
+
+__all__ = ["CAMMethod", "Forward", "GradientCAM", "LayerMapMethod", "score_gradients"]
 
 logger = logging.getLogger("camlens")
 
@@ -36,6 +45,8 @@ class Forward:
     layout: Layout
     target: ResolvedTarget
     scores: torch.Tensor  # (B, K)
+    layer_name: str = ""
+    watched: Any = None  # what the method's watch() recorded during the forward
 
     def canonical(self, tensor: torch.Tensor | None = None) -> torch.Tensor:
         """``tensor`` (default: the activation) in the ``(B, C, *spatial)`` layout; extra leading
@@ -60,7 +71,6 @@ class CAMMethod:
     """
 
     name: ClassVar[str] = ""
-    needs_gradients: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -82,11 +92,8 @@ class CAMMethod:
             )
         self.model = model
         self.layer = layer
-        self.output_fn = output_fn
-        self.channels_last = channels_last
-        self.token_grid = token_grid
-        self.prefix_tokens = prefix_tokens
-        self.input_size = tuple(input_size) if input_size is not None else None
+        self.options = CaptureOptions(output_fn, channels_last, token_grid, prefix_tokens,
+                                      input_size)
         if layer is not None:
             resolve_named_module(model, layer)  # fail early on a bad name
 
@@ -131,18 +138,11 @@ class CAMMethod:
         with torch.no_grad(), capture_layer(module, track_grad=track_grad, replace=replace) as cap:
             model_output = self.model(*inputs)
         activation = checked_activation(cap, layer_name)
-        layout = detect_layout(
-            activation.shape,
-            inputs[0].shape,
-            channels_last=self.channels_last,
-            token_grid=self.token_grid,
-            prefix_tokens=self.prefix_tokens,
-            layer_name=layer_name,
-        )
+        layout = self.options.layout(activation.shape, inputs[0].shape, layer_name)
         with torch.set_grad_enabled(track_grad):
-            output = adapt_output(model_output, self.output_fn)
+            output = adapt_output(model_output, self.options.output_fn)
             resolved, scores = resolve_target(target, output, inputs[0].shape[0])
-        return Forward(output, activation, layout, resolved, scores)
+        return Forward(output, activation, layout, resolved, scores, layer_name)
 
     def make_explanation(
         self,
@@ -155,7 +155,7 @@ class CAMMethod:
     ) -> Explanation:
         """Package ``raw`` maps ``(B, K, *spatial)`` (ReLU applied here) as an Explanation."""
         spatial_ndim = raw.ndim - 2
-        input_size = self.input_size or tuple(inputs[0].shape[-spatial_ndim:])
+        input_size = self.options.input_size or tuple(inputs[0].shape[-spatial_ndim:])
         resolved = forward.target
         classes = resolved.classes
         return Explanation(
@@ -230,17 +230,42 @@ def spatial_axes(tensor: torch.Tensor, first: int) -> tuple[int, ...]:
     return tuple(range(first, tensor.ndim))
 
 
-class GradientCAM(CAMMethod):
-    """A method of the gradient-weighted family: a rule that combines the layer's activations
-    ``A`` ``(B, C, *spatial)`` with the score gradients ``G`` ``(B, K, C, *spatial)`` into maps
-    ``(B, K, *spatial)`` before the ReLU. Subclasses override :meth:`combine` only."""
+class LayerMapMethod(CAMMethod):
+    """A method whose map is a rule on one hooked forward pass: subclasses override
+    :meth:`layer_map` (and, to record more of the forward, :meth:`watch`). With
+    ``uses_gradients`` the forward records autograd from the target layer on, so
+    :func:`score_gradients` can run."""
 
-    def combine(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    uses_gradients: ClassVar[bool] = False
+
+    def watch(self) -> AbstractContextManager[Any]:
+        """A context around the forward pass whose value lands in ``Forward.watched``."""
+        return nullcontext()
+
+    def layer_map(self, forward: Forward, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Maps ``(B, K, *spatial)`` before the ReLU."""
         raise NotImplementedError
 
     def explain(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
         layer_name, module, notes = self.target_layer(inputs)
-        forward = self.hooked_forward(inputs, target, layer_name, module, track_grad=True)
-        gradients = score_gradients(forward.scores, forward.activation)
-        raw = self.combine(forward.canonical(), forward.canonical(gradients))
+        with self.watch() as watched:
+            forward = self.hooked_forward(inputs, target, layer_name, module,
+                                          track_grad=self.uses_gradients)
+        forward.watched = watched
+        raw = self.layer_map(forward, inputs)
         return self.make_explanation(forward, raw, inputs, layer_name, notes)
+
+
+class GradientCAM(LayerMapMethod):
+    """A method of the gradient-weighted family: a rule that combines the layer's activations
+    ``A`` ``(B, C, *spatial)`` with the score gradients ``G`` ``(B, K, C, *spatial)`` into maps
+    ``(B, K, *spatial)`` before the ReLU. Subclasses override :meth:`combine` only."""
+
+    uses_gradients = True
+
+    def combine(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def layer_map(self, forward: Forward, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        gradients = score_gradients(forward.scores, forward.activation)
+        return self.combine(forward.canonical(), forward.canonical(gradients))

@@ -9,55 +9,58 @@ come from one forward pass and one matrix product.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
-from camlens.explanation import Explanation
-from camlens.methods.base import CAMMethod, Forward, nearly_equal, spatial_axes
+from camlens.methods.base import Forward, LayerMapMethod, nearly_equal, spatial_axes
 from camlens.methods.gradient import weighted_channel_sum
-from camlens.targets import Target
+
+__all__ = ["CAM", "gap_linear_weights"]
 
 
-class CAM(CAMMethod):
+class CAM(LayerMapMethod):
     """CAM: ``M^c = sum_k w_k^c f_k`` with ``w`` the weights of the linear layer after global
     average pooling (found by watching the forward pass: the linear layer whose input is the
     spatial mean, or sum, of the target layer's output and whose output is the model's)."""
 
     name = "cam"
-    needs_gradients = False
 
-    def explain(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
-        layer_name, module, notes = self.target_layer(inputs)
+    @contextmanager
+    def watch(self) -> Iterator[list[tuple[nn.Linear, torch.Tensor, torch.Tensor]]]:
+        """Record every linear layer's input and output during the forward pass."""
         linear_calls: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]] = []
 
         def record(linear: nn.Module, args: tuple, output: torch.Tensor) -> None:
             if args and isinstance(args[0], torch.Tensor):
                 linear_calls.append((linear, args[0], output))
 
-        handles = [m.register_forward_hook(record) for m in self.model.modules() if isinstance(
-            m, nn.Linear
-        )]
+        handles = [module.register_forward_hook(record) for module in self.model.modules()
+                   if isinstance(module, nn.Linear)]
         try:
-            forward = self.hooked_forward(inputs, target, layer_name, module, track_grad=False)
+            yield linear_calls
         finally:
             for handle in handles:
                 handle.remove()
+
+    def layer_map(self, forward: Forward, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         if forward.target.classes is None:
             raise ValueError(
                 "CAM explains class scores; a callable target needs method='gradcam' (or another "
                 "gradient method)"
             )
         activations = forward.canonical()
-        class_weights = gap_linear_weights(activations, forward, linear_calls, layer_name)
+        class_weights = gap_linear_weights(activations, forward, forward.watched,
+                                           forward.layer_name)
         classes = forward.target.classes
         every_class = torch.arange(class_weights.shape[0], device=classes.device)
         if classes.shape[1] == len(every_class) and torch.equal(classes, every_class.expand_as(
             classes
         )):  # all classes: one product with the weight matrix, no per-input weight copies
-            raw = torch.einsum("kc,bc...->bk...", class_weights, activations)
-        else:
-            raw = weighted_channel_sum(class_weights[classes], activations)
-        return self.make_explanation(forward, raw, inputs, layer_name, notes)
+            return torch.einsum("kc,bc...->bk...", class_weights, activations)
+        return weighted_channel_sum(class_weights[classes], activations)
 
 
 def gap_linear_weights(

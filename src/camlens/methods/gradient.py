@@ -11,6 +11,9 @@ import torch
 
 from camlens.methods.base import GradientCAM, spatial_axes
 
+__all__ = ["GradCAM", "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "XGradCAM",
+           "weighted_channel_sum"]
+
 
 def weighted_channel_sum(channel_weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
     """sum_k w_k A^k for weights ``(B, K, C)`` and activations ``(B, C, *spatial)``."""

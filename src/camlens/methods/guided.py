@@ -25,6 +25,8 @@ from camlens.methods.base import CAMMethod, Forward, score_gradients
 from camlens.methods.gradient import GradCAM
 from camlens.targets import Target, adapt_output, resolve_target
 
+__all__ = ["GuidedBackprop", "GuidedGradCAM"]
+
 
 class GuidedReLUFunction(torch.autograd.Function):
     """ReLU forward; backward passes ``1[x > 0] * ReLU(grad)``."""
@@ -76,7 +78,7 @@ class GuidedBackprop(CAMMethod):
         """The forward record and guided gradients ``(B, K, *input.shape[1:])``."""
         image = inputs[0].detach().requires_grad_(True)
         with torch.enable_grad(), GuidedReLUMode():
-            output = adapt_output(self.model(image, *inputs[1:]), self.output_fn)
+            output = adapt_output(self.model(image, *inputs[1:]), self.options.output_fn)
             resolved, scores = resolve_target(target, output, image.shape[0])
         forward = Forward(output, image.detach(), Layout("channels_first"), resolved, scores)
         return forward, score_gradients(scores, image)
@@ -89,16 +91,10 @@ class GuidedGradCAM(CAMMethod):
     name = "guided-gradcam"
 
     def explain(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
-        gradcam = GradCAM(
-            self.model,
-            self.layer,
-            output_fn=self.output_fn,
-            channels_last=self.channels_last,
-            token_grid=self.token_grid,
-            prefix_tokens=self.prefix_tokens,
-        ).explain(inputs, target)
+        gradcam = GradCAM(self.model, self.layer,
+                          **self.options.as_keywords()).explain(inputs, target)
         same_targets = target if gradcam.targets is None else gradcam.targets
-        guided = GuidedBackprop(self.model, output_fn=self.output_fn)
+        guided = GuidedBackprop(self.model, output_fn=self.options.output_fn)
         forward, gradients = guided.input_gradients(inputs, same_targets)
         spatial_ndim = len(gradcam.input_size)
         has_channels = inputs[0].ndim >= 3

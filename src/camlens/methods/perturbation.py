@@ -7,32 +7,35 @@ therefore score each row of the output on its own.
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from camlens.capture import Layout, capture_layer, checked_activation, detect_layout
+from camlens.capture import Layout, capture_layer, checked_activation
 from camlens.explanation import Explanation, normalize, upsample
-from camlens.methods.base import CAMMethod, Forward, nearly_equal
+from camlens.methods.base import CAMMethod, Forward, LayerMapMethod, nearly_equal
 from camlens.methods.gradient import weighted_channel_sum
 from camlens.replay import PrefixRecord, record_prefix, replay_prefix
 from camlens.targets import ResolvedTarget, Target, adapt_output, class_logits, resolve_target
 
+__all__ = ["AblationCAM", "ScoreCAM"]
 
-def check_batch_size(batch_size: int | None, allow_none: bool) -> None:
+
+def _check_batch_size(batch_size: int | None, allow_none: bool) -> None:
     if batch_size is None and allow_none:
         return
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
 
 
-def chunks(count: int, size: int | None) -> list[torch.Tensor]:
+def _chunks(count: int, size: int | None) -> list[torch.Tensor]:
     """Index ranges ``[0, count)`` in pieces of at most ``size`` (one piece when None)."""
     size = count if size is None else size
     return [torch.arange(start, min(start + size, count)) for start in range(0, count, size)]
 
 
-class ScoreCAM(CAMMethod):
+class ScoreCAM(LayerMapMethod):
     """Score-CAM (Wang et al., CVPR Workshops 2020).
 
     Each channel, upsampled and min-max normalised, masks the input:
@@ -44,18 +47,15 @@ class ScoreCAM(CAMMethod):
     """
 
     name = "scorecam"
-    needs_gradients = False
 
     def __init__(self, model, layer=None, *, batch_size: int = 32, **options) -> None:
         super().__init__(model, layer, **options)
-        check_batch_size(batch_size, allow_none=False)
+        _check_batch_size(batch_size, allow_none=False)
         self.batch_size = batch_size
 
-    def explain(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
+    def layer_map(self, forward: Forward, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         if len(inputs) != 1:
             raise TypeError("scorecam masks a single input tensor; the model takes several")
-        layer_name, module, notes = self.target_layer(inputs)
-        forward = self.hooked_forward(inputs, target, layer_name, module, track_grad=False)
         activations = forward.canonical()
         image = inputs[0]
         spatial_ndim = activations.ndim - 2
@@ -68,18 +68,17 @@ class ScoreCAM(CAMMethod):
         with torch.no_grad():
             baseline = self.confidence(forward.target, torch.zeros_like(image), slice(None))
             for row in range(image.shape[0]):
-                for channels in chunks(num_channels, self.batch_size):
+                for channels in _chunks(num_channels, self.batch_size):
                     resized = upsample(activations[row, channels], input_size)
                     masks = normalize(resized, spatial_ndim)
                     masked = image[row : row + 1] * masks.reshape(-1, *mask_shape)
                     scores = self.confidence(forward.target, masked, slice(row, row + 1))
                     channel_weights[row, :, channels] = (scores - baseline[row]).T
-        raw = weighted_channel_sum(channel_weights, activations)
-        return self.make_explanation(forward, raw, inputs, layer_name, notes)
+        return weighted_channel_sum(channel_weights, activations)
 
     def confidence(self, target: ResolvedTarget, batch: torch.Tensor, rows: slice) -> torch.Tensor:
         """Softmax probability of the target classes (rows' classes), or the callable's score."""
-        output = adapt_output(self.model(batch), self.output_fn)
+        output = adapt_output(self.model(batch), self.options.output_fn)
         if target.classes is None:
             return target.scores(output)
         probabilities = class_logits(output).softmax(dim=1)
@@ -103,11 +102,10 @@ class AblationCAM(CAMMethod):
     """
 
     name = "ablationcam"
-    needs_gradients = False
 
     def __init__(self, model, layer=None, *, batch_size: int | None = None, **options) -> None:
         super().__init__(model, layer, **options)
-        check_batch_size(batch_size, allow_none=True)
+        _check_batch_size(batch_size, allow_none=True)
         self.batch_size = batch_size
 
     def explain(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
@@ -115,7 +113,7 @@ class AblationCAM(CAMMethod):
         forwards, raw_rows = [], []
         for row in range(inputs[0].shape[0]):
             single = tuple(tensor[row : row + 1] for tensor in inputs)
-            forward, raw = self.explain_one(single, row_target(target, row), layer_name, module)
+            forward, raw = self.explain_one(single, _row_target(target, row), layer_name, module)
             forwards.append(forward)
             raw_rows.append(raw)
         last = forwards[-1].target
@@ -162,13 +160,14 @@ class AblationCAM(CAMMethod):
                 output, activation, ablation = self.ablated_forward(
                     single, module, layer_name, position
                 )
-            if isinstance(recorded, PrefixRecord) and not ablation["replicated"]:
+            if isinstance(recorded, PrefixRecord) and not ablation.replicated:
                 prefix = recorded
-            num_channels, channels = ablation["num_channels"], ablation["channels"]
+            num_channels, channels = ablation.num_channels, ablation.channels
             if forward is None:
                 first = output[:1] if isinstance(output, torch.Tensor) else output
                 resolved, scores = resolve_target(target, first, 1)
-                forward = Forward(first, activation, ablation["layout"], resolved, scores)
+                forward = Forward(first, activation, ablation.layout, resolved, scores,
+                                  layer_name)
                 weights = activation.new_zeros(1, scores.shape[1], num_channels)
             original = forward.scores  # (1, K)
             if position > 0 and prefix.usable:
@@ -182,18 +181,20 @@ class AblationCAM(CAMMethod):
 
     def ablated_forward(
         self, single: tuple[torch.Tensor, ...], module: nn.Module, layer_name: str, position: int
-    ) -> tuple[object, torch.Tensor, dict]:
+    ) -> tuple[object, torch.Tensor, _Ablation]:
         """Run the model once with the layer's output replaced by the original followed by copies
         with one channel each zeroed, for channels ``position`` onward (at most batch_size)."""
-        ablation: dict = {}
+        ablation = _Ablation()
 
         def ablate(activation: torch.Tensor) -> torch.Tensor:
-            layout = ablation.get("layout") or self.layout_of(activation, single[0], layer_name)
-            axis = 1 if layout.kind == "channels_first" else activation.ndim - 1
+            if ablation.layout is None:
+                ablation.layout = self.options.layout(activation.shape, single[0].shape,
+                                                      layer_name)
+            axis = 1 if ablation.layout.kind == "channels_first" else activation.ndim - 1
             num_channels = activation.shape[axis]
             stop = num_channels if self.batch_size is None else position + self.batch_size
             channels = torch.arange(position, min(stop, num_channels), device=activation.device)
-            ablation.update(layout=layout, num_channels=num_channels, channels=channels)
+            ablation.num_channels, ablation.channels = num_channels, channels
             copies = activation[:1].expand(len(channels) + 1, *activation.shape[1:]).clone()
             index = [slice(None)] * activation.ndim
             index[0] = torch.arange(1, len(channels) + 1, device=activation.device)
@@ -201,45 +202,59 @@ class AblationCAM(CAMMethod):
             copies[tuple(index)] = 0
             return copies
 
+        output_fn = self.options.output_fn
+        first_error: RuntimeError | None = None
         with torch.no_grad():
             try:
                 with capture_layer(module, track_grad=False, replace=ablate) as capture:
-                    output = adapt_output(self.model(*single), self.output_fn)
-                rows_follow = batch_rows(output) == len(ablation["channels"]) + 1
-                ablation["replicated"] = False
-            except RuntimeError:
-                if "channels" not in ablation:
-                    raise  # failed before the target layer: the model's own error
-                rows_follow = False
-            if not rows_follow:  # the copies did not broadcast: copy the input instead
-                copies = len(ablation["channels"]) + 1
+                    output = adapt_output(self.model(*single), output_fn)
+                rows_follow = _batch_rows(output) == len(ablation.channels) + 1
+            except RuntimeError as error:
+                if ablation.channels is None or _out_of_memory(error):
+                    raise  # before the target layer (the model's own error), or out of memory
+                first_error, rows_follow = error, False
+            if not rows_follow:  # the copies did not go through as a batch: copy the input
+                copies = len(ablation.channels) + 1
                 replicated = tuple(t.expand(copies, *t.shape[1:]) for t in single)
-                ablation["replicated"] = True
-                with capture_layer(module, track_grad=False, replace=ablate) as capture:
-                    output = adapt_output(self.model(*replicated), self.output_fn)
+                ablation.replicated = True
+                try:
+                    with capture_layer(module, track_grad=False, replace=ablate) as capture:
+                        output = adapt_output(self.model(*replicated), output_fn)
+                except RuntimeError as error:
+                    if first_error is not None:  # a model error, not a batching problem
+                        raise error from first_error
+                    raise
         activation = checked_activation(capture, layer_name)[:1]
         return output, activation, ablation
 
-    def layout_of(self, activation: torch.Tensor, image: torch.Tensor, layer_name: str) -> Layout:
-        return detect_layout(
-            activation.shape,
-            image.shape,
-            channels_last=self.channels_last,
-            token_grid=self.token_grid,
-            prefix_tokens=self.prefix_tokens,
-            layer_name=layer_name,
-        )
+
+@dataclass
+class _Ablation:
+    """What the hook of one ablated forward decided: the layer's layout, its channel count,
+    which channels this forward zeroes, and whether the input had to be copied instead."""
+
+    layout: Layout | None = None
+    num_channels: int = 0
+    channels: torch.Tensor | None = None
+    replicated: bool = False
 
 
-def batch_rows(output: object) -> int | None:
+def _out_of_memory(error: RuntimeError) -> bool:
+    """Whether ``error`` is the allocator running out of memory (CUDA or CPU): retrying with
+    copies of the input would need more."""
+    message = str(error).lower()
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in message or (
+        "can't allocate memory" in message)
+
+
+def _batch_rows(output: object) -> int | None:
     return output.shape[0] if isinstance(output, torch.Tensor) and output.ndim > 0 else None
 
 
-def row_target(target: Target, row: int) -> Target:
+def _row_target(target: Target, row: int) -> Target:
     """The part of ``target`` that belongs to input ``row`` of the batch."""
     if isinstance(target, torch.Tensor) and target.ndim > 0:
         return target[row : row + 1] if target.ndim == 2 else target[row].reshape(1)
     if isinstance(target, (list, tuple)):
-        item = target[row]
-        return [item] if isinstance(item, (list, tuple)) else [item]
+        return [target[row]]  # one class, or K classes, for this input
     return target

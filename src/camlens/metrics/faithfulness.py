@@ -18,7 +18,7 @@ predicts on the original image). The model runs in eval mode under ``torch.no_gr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,7 +28,7 @@ from torch import nn
 
 from camlens.explanation import upsample
 from camlens.model_state import model_device, preserved_model_state
-from camlens.targets import adapt_output, class_logits
+from camlens.targets import Target, adapt_output, class_logits, one_class_per_input
 
 Substrate = torch.Tensor | float | Callable[[torch.Tensor], torch.Tensor] | None
 
@@ -83,7 +83,7 @@ def deletion_insertion(
     model: nn.Module,
     images: torch.Tensor,
     maps: torch.Tensor,
-    targets: int | Sequence[int] | torch.Tensor | None = None,
+    targets: Target = None,
     steps: int = 100,
     mode: Literal["deletion", "insertion"] = "deletion",
     substrate: Substrate = None,
@@ -145,7 +145,7 @@ def average_drop_increase(
     model: nn.Module,
     images: torch.Tensor,
     maps: torch.Tensor,
-    targets: int | Sequence[int] | torch.Tensor | None = None,
+    targets: Target = None,
     batch_size: int = 64,
     output_fn: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
@@ -265,29 +265,12 @@ def probabilities(
 def resolve_targets(
     model: nn.Module,
     images: torch.Tensor,
-    targets: int | Sequence[int] | torch.Tensor | None,
+    targets: Target,
     batch_size: int,
     output_fn: Callable[[Any], Any] | None,
 ) -> torch.Tensor:
-    """Class indices ``(B,)``: the given ones, or the model's prediction on each image."""
-    batch = images.shape[0]
-    if targets is None:
-        predicted = [
-            class_logits(adapt_output(model(chunk), output_fn)).argmax(dim=1)
-            for chunk in images.split(batch_size)
-        ]
-        return torch.cat(predicted)
-    if isinstance(targets, bool):
-        raise TypeError(f"targets must be class indices, not a bool ({targets!r})")
-    classes = torch.as_tensor(targets, device=images.device)
-    if classes.is_floating_point() or classes.dtype == torch.bool:
-        raise TypeError(f"targets must be integer class indices, got dtype {classes.dtype}")
-    if classes.ndim == 0:
-        classes = classes.expand(batch)
-    if tuple(classes.shape) != (batch,):
-        raise ValueError(
-            f"targets of shape {tuple(classes.shape)} do not fit {batch} images: give one class "
-            f"per image ({batch},) or one int for all"
-        )
-    return classes.long()
-
+    """Class indices ``(B,)`` for ``targets`` in the forms of :mod:`camlens.targets` (None: the
+    model's prediction on each image, an int, one class per image, ``TopK(1)``)."""
+    logits = torch.cat([class_logits(adapt_output(model(chunk), output_fn))
+                        for chunk in images.split(batch_size)])
+    return one_class_per_input(targets, logits, images.shape[0], "a faithfulness metric")

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from camlens.zoo.architectures import digits_trunk
+from camlens.zoo.digits import digits_trunk
+from camlens.zoo.module import ZooModule
 
 DIGITS = 10
 END = 10
@@ -27,7 +28,7 @@ VOCABULARY = tuple(str(d) for d in range(DIGITS)) + ("<end>", "<start>")
 MAX_TOKENS = 5  # up to four digits, then <end>
 
 
-class DigitsCaptioner(nn.Module):
+class DigitsCaptioner(ZooModule):
     """Conv encoder (spatial features) -> attention GRU decoder over digit tokens."""
 
     #: Where per-word maps point best at their own digit: the end of the encoder's second block

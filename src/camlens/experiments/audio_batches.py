@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
+from camlens.model_state import preserved_model_state
+
 FULL_SCALE = 32767  # the speech cache stores 16-bit samples, so this keeps them exactly
 
 
@@ -51,17 +53,14 @@ def length_batches(lengths: torch.Tensor, batch_size: int) -> list[torch.Tensor]
 @torch.no_grad()
 def predict(model: torch.nn.Module, waveforms: RaggedWaveforms, batch_size: int = 64
             ) -> torch.Tensor:
-    """``(N, classes)`` logits of every recording (eval mode, the mode restored after)."""
-    was_training = model.training
-    model.eval()
+    """``(N, classes)`` logits of every recording (eval mode; the model's state restored after,
+    every module's flag included)."""
     logits: list[torch.Tensor] = []
     rows_seen: list[torch.Tensor] = []
-    try:
+    with preserved_model_state(model):
         for rows in length_batches(waveforms.lengths, batch_size):
             logits.append(model(waveforms[rows], waveforms.lengths[rows]))
             rows_seen.append(rows)
-    finally:
-        model.train(was_training)
     ordered = torch.empty(len(waveforms), logits[0].shape[1])
     ordered[torch.cat(rows_seen)] = torch.cat(logits)
     return ordered

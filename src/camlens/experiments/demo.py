@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-import camlens
 from camlens import metrics
+from camlens.api import explain
 from camlens.data import ClutteredDigits, DigitScenes, materialize
-from camlens.zoo import load
+from camlens.zoo import get_weights, load
 
 SCALE = 3  # the 64-pixel canvases are drawn three times larger
 
@@ -48,9 +48,9 @@ def build_demo(out: Path, count: int = 6) -> Path:
     digits = materialize(ClutteredDigits(count, "test", seed=7))
     images, labels, boxes = digits["image"], digits["label"], digits["box"]
 
-    cam = camlens.explain(gap, images, method="cam", layer="features")
-    gradcam = camlens.explain(gap, images, method="gradcam", layer="features")
-    fc_gradcam = camlens.explain(fc, images, method="gradcam", layer="features")
+    cam = explain(gap, images, method="cam", layer="features")
+    gradcam = explain(gap, images, method="gradcam", layer="features")
+    fc_gradcam = explain(fc, images, method="gradcam", layer="features")
     difference = (cam.maps - gradcam.maps).abs().max().item()
     sections = []
 
@@ -81,9 +81,9 @@ def build_demo(out: Path, count: int = 6) -> Path:
     for index in range(count):
         scene = scenes["image"][index : index + 1]
         classes = scenes["labels"][index, :2]
-        exp = camlens.explain(gap, scene, method="gradcam", layer="features",
+        exp = explain(gap, scene, method="gradcam", layer="features",
                               target=classes[None])
-        figure = explanation_grid(exp, scene, class_names=gap.class_names)
+        figure = explanation_grid(exp, scene, class_names=get_weights("digits-gap").class_names)
         name = f"scene{index}.png"
         save_figure(figure, out / name)
         scene_rows.append(figure_tag(name, f"scene with {classes[0]} and {classes[1]}: "

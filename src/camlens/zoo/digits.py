@@ -14,6 +14,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from camlens.zoo.module import ZooModule
+
+__all__ = ["DigitsFC", "DigitsGAP", "digits_trunk"]
 
 def conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
     return [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
@@ -32,7 +35,7 @@ def digits_trunk() -> nn.Sequential:
     )
 
 
-class DigitsGAP(nn.Module):
+class DigitsGAP(ZooModule):
     """Trunk -> global average pooling -> linear (CAM-compatible)."""
 
     def __init__(self, num_classes: int = 10) -> None:
@@ -45,7 +48,7 @@ class DigitsGAP(nn.Module):
         return self.classifier(self.pool(self.features(x)).flatten(1))
 
 
-class DigitsFC(nn.Module):
+class DigitsFC(ZooModule):
     """Trunk -> 1x1 conv -> max pooling -> flatten -> fully connected layers (not CAM-compatible).
 
     The flattened head fixes the input size: 64x64 canvases (16x16 feature maps)."""

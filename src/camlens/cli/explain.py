@@ -1,9 +1,4 @@
-"""The ``camlens`` command line (click).
-
-User errors (a bad name, a bad file) print one line and no traceback, unless ``--verbose``;
-unknown names of models, layers, methods and classes exit with status 2 and the closest names; a
-batch that could not read some files explains the others and exits with status 1.
-"""
+"""``camlens explain PATHS``, ``camlens layers MODEL`` and ``camlens methods``."""
 
 from __future__ import annotations
 
@@ -14,182 +9,27 @@ from pathlib import Path
 
 import click
 
-from camlens.command_options import (
+from camlens.cli.options import (
     DEVICE_OPTION,
+    VERBOSE_OPTION,
     device_option,
     layer_option,
     load_or_exit,
+    model_options,
 )
 from camlens.methods import METHODS
 
-
-class Group(click.Group):
-    """Turns an unexpected exception into one line (exit status 1) unless --verbose."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
-            raise
-        except Exception as error:  # noqa: BLE001 - the last line of defence of a CLI
-            if ctx.params.get("verbose") or (ctx.obj or {}).get("verbose"):
-                raise
-            click.echo(f"error: {error} (run with --verbose for the traceback)", err=True)
-            ctx.exit(1)
+__all__ = ["class_label", "display_image", "explain", "layer_shapes", "layers", "methods",
+           "parse_target"]
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of errors.")
-@click.version_option(package_name="camlens")
-@click.pass_context
-def main(ctx: click.Context, verbose: bool) -> None:
-    """camlens: why did this model predict that? Class activation maps for PyTorch models."""
-    ctx.ensure_object(dict)
-    ctx.obj["verbose"] = verbose
-
-
-@main.command()
+@click.command()
+@VERBOSE_OPTION
 def methods() -> None:
     """List the explanation methods, one line each."""
     for name, method in METHODS.items():
         summary = (method.__doc__ or "").strip().splitlines()[0]
         click.echo(f"{name:<16} {summary}")
-
-
-@main.command()
-@click.argument("name")
-@click.option("--seed", default=0, show_default=True, help="Seed of data, init and order.")
-@click.option("--epochs", type=click.IntRange(min=1), help="Override the recipe's epochs.")
-@click.option("--train-size", type=click.IntRange(min=10), help="Override the training set size.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write the safetensors file (default: the package's weights).")
-def train(name: str, seed: int, epochs: int | None, train_size: int | None,
-          out: Path | None) -> None:
-    """Train the reference model NAME (digits-gap, digits-fc, digits-biased) from a seed."""
-    from dataclasses import replace
-
-    from camlens.zoo.registry import entry
-    from camlens.zoo.training import RECIPES, TrainingRecipe
-    from camlens.zoo.training import train as train_model
-
-    try:
-        entry(name)
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
-    recipe = RECIPES.get(name, TrainingRecipe())
-    if epochs is not None:
-        recipe = replace(recipe, epochs=epochs)
-    if train_size is not None:
-        recipe = replace(recipe, train_size=train_size)
-    summary = train_model(name, seed=seed, recipe=recipe, out=out, progress=sys.stderr.isatty())
-    for key, value in summary.items():
-        click.echo(f"{key}: {value}")
-
-
-@main.command()
-@click.argument("what", type=click.Choice(["localization", "captioning"]))
-@click.option("--test-size", default=1000, show_default=True, type=click.IntRange(min=10),
-              help="Test images (localization) or scenes (captioning) to evaluate.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the markdown table to this file.")
-def reproduce(what: str, test_size: int, out: Path | None) -> None:
-    """Reproduce the CAM and Grad-CAM papers' tables on the offline digit benchmark."""
-    from camlens.reproduce import captioning_table, localization_table
-
-    say = lambda message: click.echo(message, err=True)  # noqa: E731
-    if what == "captioning":
-        table = captioning_table(test_size=test_size, log=say)
-    else:
-        table = localization_table(test_size=test_size, progress=sys.stderr.isatty(), log=say)
-    click.echo(table)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(table)
-        click.echo(f"wrote {out}")
-
-
-@main.command()
-@click.option("--out", "-o", default="camlens-demo", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path), help="Folder for the page.")
-def demo(out: Path) -> None:
-    """The built-in demo: CAM and Grad-CAM on the shipped digit models, as an HTML page."""
-    from camlens.demo import build_demo
-
-    page = build_demo(out)
-    click.echo(f"wrote {page.resolve()}")
-
-
-@main.command()
-@click.argument("image", type=click.Path(path_type=Path))
-@click.option("--model", "-m", "model_spec", default="digits-captioner", show_default=True,
-              help="A captioning zoo model.")
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
-              help="Weights for --model (default: the shipped ones).")
-@click.option("--method", "method_name", default="layercam", show_default=True,
-              help="CAM method for the caption's map and the words' maps.")
-@click.option("--layer", default=None,
-              help="Layer to explain (default: the model's word layer, else its target layer).")
-@click.option("--beam", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Beam width (1: greedy).")
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder (created): IMAGE_caption.png (the strip) and .json.")
-@click.option("--max-pixels", default=40_000_000, show_default=True, type=click.IntRange(min=1),
-              help="Refuse larger images.")
-@DEVICE_OPTION
-def caption(image, model_spec, weights, method_name, layer, beam, out, max_pixels,
-            device) -> None:
-    """Caption IMAGE and explain it: one map for the whole caption and one per word."""
-    import torch
-
-    from camlens.captioning import caption_tokens, explain_caption
-    from camlens.image_files import ImageFileError, read_image
-    from camlens.methods import get_method
-    from camlens.viz import grid, save_figure
-    from camlens.zoo.captioner import END, MAX_TOKENS, START, VOCABULARY
-
-    try:
-        method = get_method(method_name).name
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--method") from None
-    loaded = load_or_exit(model_spec, weights, None, False)
-    if not hasattr(loaded.model, "generate"):
-        raise click.UsageError(f"{model_spec} is not a captioning model; try digits-captioner")
-    layer = layer_option(loaded, layer or getattr(loaded.model, "word_layer", None))
-    device = device_option(device)
-    loaded.model.to(device)
-    try:
-        picture = read_image(image, max_pixels)
-    except ImageFileError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(1)
-    tensor = loaded.preprocess(picture)
-    on_device = tensor.to(device)
-    words = loaded.model.generate(on_device, beam_size=beam)[0]
-    inputs, scored = caption_tokens([words], END, START, MAX_TOKENS)
-    inputs = inputs.to(device)
-    per_word = explain_caption(loaded.model, on_device, inputs, scored, method, layer).to("cpu")
-    whole = explain_caption(loaded.model, on_device, inputs, scored, method, layer,
-                            per_token=False).to("cpu")
-    names = [VOCABULARY[token] for token in [*words, END]]
-    text = " ".join(VOCABULARY[token] for token in words)
-    with torch.no_grad():
-        step_probabilities = loaded.model(on_device, inputs).softmax(dim=-1)[0].cpu()
-    probabilities = [float(step_probabilities[step, token])
-                     for step, token in enumerate([*words, END])]
-    out.mkdir(parents=True, exist_ok=True)
-    strip = out / f"{image.stem}_caption.png"
-    maps = [whole.maps[0], *per_word.maps[0, : len(names)]]
-    titles = [f"caption: {text or '(empty)'}",
-              *(f"{name} (p = {p:.2f})" for name, p in zip(names, probabilities, strict=True))]
-    save_figure(grid(display_image(loaded, tensor), maps, titles=titles), strip)
-    record = {"file": str(image), "model": loaded.name, "method": method, "layer": layer,
-              "caption": text, "tokens": names,
-              "token_probabilities": [round(p, 4) for p in probabilities],
-              "token_logits": [round(v, 4) for v in per_word.scores[0, : len(names)].tolist()],
-              "caption_logprob": round(float(whole.scores[0]), 4), "strip": str(strip)}
-    (out / f"{image.stem}_caption.json").write_text(json.dumps(record, indent=2))
-    click.echo(f"caption: {text}")
-    click.echo(f"wrote {strip}")
 
 
 def layer_shapes(loaded):
@@ -274,26 +114,7 @@ def display_image(loaded, tensor):
     return to_pil(image.clamp(0, 1))
 
 
-MODEL_OPTIONS = [
-    click.option("--model", "-m", "model_spec", required=True,
-                 help="A zoo name (digits-gap), torchvision:NAME, timm:NAME, or a model file."),
-    click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
-                 help="Local weights (.safetensors, or .pth read with weights_only=True)."),
-    click.option("--arch", help="The architecture of a weights file: a zoo name, "
-                 "torchvision:NAME or timm:NAME."),
-    click.option("--trust-checkpoint", is_flag=True,
-                 help="Allow a pickled checkpoint to run code when loaded (only for trusted "
-                 "files)."),
-]
-
-
-def model_options(command):
-    for option in reversed(MODEL_OPTIONS):
-        command = option(command)
-    return command
-
-
-@main.command()
+@click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @model_options
 @click.option("--layer", "-l", help="Target layer (default: the model's own, else automatic).")
@@ -308,14 +129,14 @@ def model_options(command):
 @click.option("--max-pixels", default=40_000_000, show_default=True, type=click.IntRange(min=1),
               help="Refuse larger images (decompression bombs).")
 @DEVICE_OPTION
-@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of errors.")
+@VERBOSE_OPTION
 def explain(paths, model_spec, weights, arch, trust_checkpoint, layer, method_names, target, out,
-            colormap, alpha, max_pixels, device, verbose) -> None:
+            colormap, alpha, max_pixels, device) -> None:
     """Explain the model's prediction for each image (folders are walked): one PNG per image and
     method, a grid when several, and explanations.json."""
     from tqdm import tqdm
 
-    from camlens.image_files import ImageFileError, find_images, read_image
+    from camlens.io.images import ImageFileError, find_images, read_image
     from camlens.methods import get_method
     from camlens.viz import explanation_grid, get_colormap, overlay, save_figure
 
@@ -397,7 +218,8 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer, method_na
         sys.exit(1)
 
 
-@main.command()
+@click.command()
+@VERBOSE_OPTION
 @click.argument("model_spec")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--arch")
@@ -416,19 +238,3 @@ def layers(model_spec, weights, arch, trust_checkpoint, show_all) -> None:
             continue
         mark = " <- default" if name == (default or automatic) else ""
         click.echo(f"{name:<40} {type(modules[name]).__name__:<22} {tuple(tensor.shape)}{mark}")
-
-
-def register_commands() -> None:
-    """Commands that live next to the code they drive."""
-    from camlens.audio.command import explain_audio
-    from camlens.audit.command import audit
-
-    main.add_command(audit)
-    main.add_command(explain_audio)
-
-
-register_commands()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

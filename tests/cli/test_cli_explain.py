@@ -214,7 +214,7 @@ def test_verbose_shows_the_traceback(digit_folder, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("something unexpected")
 
-    monkeypatch.setattr("camlens.image_files.find_images", broken)
+    monkeypatch.setattr("camlens.io.images.find_images", broken)
     quiet = run("explain", digit_folder, "--model", "digits-gap", "--out", tmp_path / "a")
     assert quiet.exit_code == 1 and "something unexpected" in quiet.output
     assert "Traceback" not in quiet.output and "--verbose" in quiet.output

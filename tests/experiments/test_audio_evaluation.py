@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from camlens.audio.evaluation import (
+from camlens.audio.relevance import AudioRelevance
+from camlens.experiments.audio import (
     RecordingResult,
     block_relevance,
     blocks,
@@ -15,7 +16,6 @@ from camlens.audio.evaluation import (
     span_union_share,
     word_ranking,
 )
-from camlens.audio.relevance import AudioRelevance
 
 
 def result_with(frames, words, gaps=()) -> RecordingResult:

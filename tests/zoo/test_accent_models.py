@@ -7,8 +7,7 @@ import torch
 
 import camlens
 from camlens import zoo
-from camlens.audio.models import AccentAttention, AccentCNN
-from camlens.audio.relevance import attention_weights
+from camlens.zoo.accent import AccentAttention, AccentCNN
 
 RATE = 16000
 
@@ -32,11 +31,20 @@ def speechlike(seconds: float, seed: int = 0) -> torch.Tensor:
     return 0.3 * envelope * torch.randn(samples, generator=generator)
 
 
+def attention_weights(model: AccentAttention, waveform: torch.Tensor) -> torch.Tensor:
+    """The engine's ``attention`` method: the weights ``(B, S)`` at ``attention.weights``."""
+    return camlens.explain(model, waveform, method="attention", layer="attention.weights").raw
+
+
 def test_attention_weights_are_a_distribution_over_the_segments(attention_model):
     waveform = speechlike(2.34)[None]
-    logits, alpha = attention_weights(attention_model, waveform)
-    assert logits.shape == (1, 2)
-    assert alpha.shape == (1, attention_model.frame_grid(waveform.shape[1]).segments)
+    explanation = camlens.explain(attention_model, waveform, method="attention",
+                                  layer="attention.weights", target=camlens.TopK(2))
+    assert explanation.scores.shape == (1, 2)
+    segments = attention_model.frame_grid(waveform.shape[1]).segments
+    assert explanation.raw.shape == (1, 2, segments)  # the same map for both classes
+    torch.testing.assert_close(explanation.raw[:, 0], explanation.raw[:, 1])
+    alpha = explanation.raw[:, 0]
     assert (alpha >= 0).all()
     assert float(alpha.sum()) == pytest.approx(1.0, abs=1e-5)
 
@@ -63,7 +71,7 @@ def test_padding_is_left_out(attention_model, cnn):
     alpha = captured[0][:, 0]
     segments_short = attention_model.frame_grid(len(short)).segments
     assert (alpha[0, segments_short:] == 0).all()
-    _, alone_alpha = attention_weights(attention_model, short[None])
+    alone_alpha = attention_weights(attention_model, short[None])
     torch.testing.assert_close(alpha[0, :segments_short], alone_alpha[0], atol=2e-3, rtol=0)
     torch.testing.assert_close(alpha.sum(dim=1), torch.ones(2))
 
@@ -82,8 +90,10 @@ def test_shipped_weights_load_are_small_and_record_their_accuracy(name):
     path = zoo.weights_path(name)
     assert path.stat().st_size <= 2 * 1024 * 1024
     model = zoo.load(name)
-    assert not model.training and model.class_names == ("en-gb", "en-us")
-    assert float(model.metadata["test_accuracy"]) >= 0.9
-    assert model.metadata["command"] == f"camlens train {name} --seed 0"
-    layer = dict(model.named_modules())[model.target_layer]
+    weights = zoo.get_weights(name)
+    assert not model.training and weights.class_names == ("en-gb", "en-us")
+    assert weights.input_kind == "audio"
+    assert weights.metrics["test_accuracy"] >= 0.9
+    assert weights.metadata["command"] == f"camlens train {name} --seed 0"
+    layer = dict(model.named_modules())[weights.target_layer]
     assert layer is not None

@@ -13,7 +13,13 @@ from pathlib import Path
 import click
 
 from camlens.audit.builtin import AUDIT_DATA
-from camlens.command_options import DEVICE_OPTION, device_option, layer_option, load_or_exit
+from camlens.cli.options import (
+    DEVICE_OPTION,
+    VERBOSE_OPTION,
+    device_option,
+    layer_option,
+    load_or_exit,
+)
 
 
 def summary_lines(result, model_name: str, data) -> list[str]:
@@ -50,6 +56,7 @@ def summary_lines(result, model_name: str, data) -> list[str]:
 
 
 @click.command("audit")
+@VERBOSE_OPTION
 @click.option("--model", "-m", "model_spec", required=True,
               help="A zoo name (digits-biased), or a weights file with --arch.")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),

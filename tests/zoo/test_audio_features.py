@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from camlens.audio.features import (
+from camlens.zoo.audio_features import (
     FrameGrid,
     LogMel,
     LogMelConfig,

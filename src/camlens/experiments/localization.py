@@ -21,10 +21,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-import camlens
 from camlens import metrics
+from camlens.api import explain
 from camlens.data import ClutteredDigits, materialize
-from camlens.zoo import load
+from camlens.zoo import get_weights, load
 
 TABLE_METHODS = ("cam", "gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigencam",
                  "scorecam", "ablationcam", "guided-backprop", "guided-gradcam")
@@ -33,12 +33,13 @@ POINTING_TOLERANCE = metrics.pointing.DIGITS_TOLERANCE
 FAITHFULNESS_STEPS = 32
 
 
-def batched_maps(model, images, method: str, targets: torch.Tensor, batch: int = 200):
+def batched_maps(model, images, method: str, targets: torch.Tensor, batch: int = 200,
+                 layer: str = "features"):
     """Normalised maps at input resolution for ``targets``, ``batch`` images at a time."""
     maps = []
     for start in range(0, len(images), batch):
-        exp = camlens.explain(model, images[start : start + batch], method=method,
-                              layer=model.target_layer, target=targets[start : start + batch])
+        exp = explain(model, images[start : start + batch], method=method, layer=layer,
+                      target=targets[start : start + batch])
         maps.append(exp.maps)
     return torch.cat(maps)
 
@@ -125,7 +126,7 @@ def localization_table(test_size: int = 1000, faithfulness_size: int = 250,
         error = 100 * (predicted != labels).float().mean().item()
         parameters = sum(p.numel() for p in model.parameters())
         lines.append(f"| {name} | {error:.1f} | {parameters:,} | "
-                     f"`{model.metadata.get('command', '?')}` |")
+                     f"`{get_weights(name).metadata.get('command', '?')}` |")
     lines += ["", "| method | " + " | ".join(title for _, title, _ in COLUMNS) + " |",
               "|---|" + "---:|" * len(COLUMNS)]
     for name, model in models.items():
@@ -162,7 +163,7 @@ def sanity_lines(model, images: torch.Tensor) -> list[str]:
              "re-initialised from the output down (cumulative). A map that stays similar when the "
              "weights are random does not explain the model.", ""]
     results = {method: metrics.cascading_randomization(model, images, method=method,
-                                                       layer=model.target_layer)
+                                                       layer="features")
                for method in ("gradcam", "guided-backprop", "guided-gradcam")}
     steps = [layer for layer, _ in results["gradcam"]]
     lines.append("| randomised down to | " + " | ".join(results) + " |")
@@ -171,64 +172,3 @@ def sanity_lines(model, images: torch.Tensor) -> list[str]:
         values = [f"{dict(results[m]).get(layer, float('nan')):.2f}" for m in results]
         lines.append(f"| {layer} | " + " | ".join(values) + " |")
     return lines
-
-
-#: (method, layer, per-token score) rows of the captioning table: the methods at the encoder's
-#: last layer (the Grad-CAM paper's choice), the two that keep the gradient per position at the
-#: end of the encoder's second block too (LayerCAM's advice: shallower layers keep finer detail)
-#: with Grad-CAM there for contrast, and Grad-CAM on per-token log-probabilities.
-CAPTION_ROWS = tuple((method, "encoder", None) for method in
-                     ("gradcam", "gradcam++", "hirescam", "layercam", "xgradcam"))
-CAPTION_ROWS += (("hirescam", "encoder.7", None), ("layercam", "encoder.7", None),
-                 ("gradcam", "encoder.7", None), ("gradcam", "encoder", "logprob"))
-#: Scenes of the published table. The rows' layers were chosen looking at 200 scenes of seed 1;
-#: seed 2 keeps the table on scenes that choice never saw.
-CAPTION_SEED = 2
-
-
-def captioning_table(test_size: int = 500, log: Callable[[str], None] | None = None) -> str:
-    """Caption accuracy of digits-captioner and how its per-word and whole-caption maps point at
-    the digits (the Grad-CAM paper's captioning checks, on held-out digit scenes)."""
-    from camlens.captioning import evaluate_captioner
-    from camlens.data import DigitScenes
-    from camlens.zoo.training import caption_accuracy
-
-    say = log or (lambda message: None)
-    model = load("digits-captioner")
-    scenes = materialize(DigitScenes(test_size, "test", seed=CAPTION_SEED))
-    greedy = caption_accuracy(model, scenes["image"], scenes["caption"], scenes["count"])
-    beam = caption_accuracy(model, scenes["image"], scenes["caption"], scenes["count"],
-                            beam_size=3)
-    lines = [
-        f"Held-out digit scenes: {test_size} scenes of 2 to 4 digits (test split, seed "
-        f"{CAPTION_SEED}), 64x128. Machine: {platform.machine()}, torch {torch.__version__}.",
-        "",
-        "| decoding | exact-caption accuracy |",
-        "|---|---:|",
-        f"| greedy | {100 * greedy:.1f}% |",
-        f"| beam search, width 3 | {100 * beam:.1f}% |",
-        "",
-        "Maps of the greedy caption. Layers: `encoder` is the encoder's last conv block (128 "
-        "channels), `encoder.7` the end of its second block (32 channels), both 16x32. "
-        "Per-token pointing: over the correctly generated digits, the share whose own map (the "
-        "token's logit, unless the row says log-probability) peaks within "
-        f"{POINTING_TOLERANCE} px of that digit's box (the pointing game's tolerance, as in the "
-        "localization table), strictly inside it, and, among the strict misses, on another copy "
-        "of the same digit. Inside/outside: the whole caption's log-probability map, mean inside "
-        "the digit boxes over mean outside (1.0 = uniform; the Grad-CAM paper reports 3.27 for "
-        "Grad-CAM on COCO).",
-        "",
-        f"| method | layer | per-token pointing ({POINTING_TOLERANCE} px) | strictly inside | "
-        "on a copy of the digit | tokens | inside/outside |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for method, layer, score in CAPTION_ROWS:
-        say(f"captioning {method} at {layer} ...")
-        result = evaluate_captioner(model, scenes, method=method, layer=layer, score=score,
-                                    tolerance=POINTING_TOLERANCE)
-        label = method if score is None else f"{method}, log-probability per token"
-        lines.append(f"| {label} | `{layer}` | {100 * result['token_pointing']:.1f}% | "
-                     f"{100 * result['token_pointing_strict']:.1f}% | "
-                     f"{100 * result['token_pointing_same_digit']:.1f}% | "
-                     f"{result['tokens_pointed']} | {result['inside_outside']:.2f} |")
-    return "\n".join(lines) + "\n"

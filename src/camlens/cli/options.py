@@ -1,5 +1,5 @@
-"""What the commands of :mod:`camlens.cli` and of its sub-packages share: loading --model,
-resolving --layer and --device."""
+"""What the commands of :mod:`camlens.cli` share: --model and its loading, --layer, --device and
+--verbose."""
 
 from __future__ import annotations
 
@@ -10,6 +10,15 @@ import click
 
 if TYPE_CHECKING:
     import torch
+
+def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(dict)["verbose"] = True
+
+
+#: ``--verbose`` on a sub-command means the same as on the group: tracebacks of errors.
+VERBOSE_OPTION = click.option("--verbose", "-v", is_flag=True, expose_value=False,
+                              callback=_set_verbose, help="Show tracebacks of errors.")
 
 DEVICE_OPTION = click.option(
     "--device", default="auto", show_default=True,
@@ -59,3 +68,22 @@ def layer_option(loaded, layer: str | None) -> str | None:
         return named_module(loaded.model, layer)[0]
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--layer") from None
+
+
+MODEL_OPTIONS = [
+    click.option("--model", "-m", "model_spec", required=True,
+                 help="A zoo name (digits-gap), torchvision:NAME, timm:NAME, or a model file."),
+    click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
+                 help="Local weights (.safetensors, or .pth read with weights_only=True)."),
+    click.option("--arch", help="The architecture of a weights file: a zoo name, "
+                 "torchvision:NAME or timm:NAME."),
+    click.option("--trust-checkpoint", is_flag=True,
+                 help="Allow a pickled checkpoint to run code when loaded (only for trusted "
+                 "files)."),
+]
+
+
+def model_options(command):
+    for option in reversed(MODEL_OPTIONS):
+        command = option(command)
+    return command

@@ -15,23 +15,25 @@ from pathlib import Path
 import click
 
 from camlens.audio.relevance import METHODS
+from camlens.cli.options import VERBOSE_OPTION
 
 AUDIO_MODELS = ("accent-attention", "accent-cnn")
 
 
 def load_zoo_model(name: str, weights: Path | None, option: str):
-    """A zoo audio model, or a usage error naming what is accepted."""
+    """(model, weights description) of a zoo audio model, or a usage error naming what is
+    accepted."""
     from camlens import zoo
 
     if name not in AUDIO_MODELS:
         try:
-            zoo.registry.entry(name)
+            zoo.get_weights(name)
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint=option) from None
         raise click.BadParameter(f"{name!r} is not an audio model; audio models: "
                                  f"{', '.join(AUDIO_MODELS)}", param_hint=option)
     try:
-        return zoo.load(name, weights=weights)
+        return zoo.load(name, weights=weights), zoo.get_weights(name)
     except (FileNotFoundError, RuntimeError, OSError) as error:
         raise click.UsageError(f"cannot load {name}: {error}") from None
 
@@ -58,6 +60,7 @@ def read_words(path: Path, required: bool) -> list[dict] | None:
 
 
 @click.command("explain-audio")
+@VERBOSE_OPTION
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--model", "-m", "model_name", default="accent-attention", show_default=True,
               help=f"The audio model: {', '.join(AUDIO_MODELS)}.")
@@ -85,9 +88,9 @@ def explain_audio(file: Path, model_name: str, weights: Path | None, cnn_name: s
     picture."""
     from camlens.audio.plot import relevance_figure, save_relevance_figure
     from camlens.audio.relevance import audio_relevance
-    from camlens.data.speech import load_audio
+    from camlens.io.audio import load_audio
 
-    model = load_zoo_model(model_name, weights, "--model")
+    model, description = load_zoo_model(model_name, weights, "--model")
     cnn = None
     if model_name == "accent-attention" and cnn_name.lower() != "none":
         cnn = load_zoo_model(cnn_name, None, "--cnn")
@@ -102,16 +105,32 @@ def explain_audio(file: Path, model_name: str, weights: Path | None, cnn_name: s
     sidecar = file.with_suffix(".json")
     if words is None and sidecar.is_file():
         words = read_words(sidecar, required=False)
-    try:
-        relevance = audio_relevance(model, waveform, cnn=cnn, words=words,
-                                    methods=list(method_names) or None)
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
+    if model_name == "accent-attention":
+        plan = [(model, description, ("attention", "attention-gradient"))]
+        if cnn is not None:
+            plan.append((*cnn, ("gradcam",)))
+    else:
+        plan = [(model, description, ("gradcam",))]
+    available = [method for *_, methods in plan for method in methods]
+    chosen = list(method_names) or available
+    unknown = [method for method in chosen if method not in available]
+    if unknown:
+        raise click.UsageError(f"method {unknown[0]!r} is not available with the models given; "
+                               f"available: {', '.join(available)}")
+    relevance = None
+    for explained, weights_of, methods in plan:
+        wanted = [method for method in methods if method in chosen]
+        if wanted:  # the second model explains the class the first one explained
+            part = audio_relevance(explained, waveform, methods=wanted,
+                                   layer=weights_of.target_layer, words=words,
+                                   class_names=weights_of.class_names,
+                                   target=None if relevance is None else relevance.target)
+            relevance = part if relevance is None else relevance.merge(part)
     if spans == "words" and not relevance.words:
         raise click.BadParameter("needs word time stamps (--words or a .json sidecar)",
                                  param_hint="--spans")
 
-    click.echo(relevance.summary())
+    click.echo(relevance.summary(label="accent"))
     click.echo(relevance.table(spans=spans, step_s=step))
     for note in relevance.notes:
         click.echo(f"note: {note}", err=True)

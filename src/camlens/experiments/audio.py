@@ -1,6 +1,6 @@
 """How good is the relevance? The accent models' explanations measured on held-out recordings.
 
-``python -m camlens.audio.evaluation --out docs/audio.md`` writes the tables (markdown) and the
+``camlens reproduce audio --out docs/audio.md`` writes the tables (markdown) and the
 deletion curves (PNG next to it) for the shipped ``accent-attention`` and ``accent-cnn``:
 
 - accuracy of both models on mixed and whole test recordings (test split words, seed 0);
@@ -21,8 +21,6 @@ from preferring speech to gaps.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -33,8 +31,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from camlens.audio.batches import RaggedWaveforms, predict
-from camlens.audio.features import LogMel
 from camlens.audio.relevance import (
     METHOD_TITLES,
     AudioRelevance,
@@ -42,6 +38,9 @@ from camlens.audio.relevance import (
     audio_relevance,
     overlap_fractions,
 )
+from camlens.experiments.audio_batches import RaggedWaveforms, predict
+from camlens.zoo.accent import ACCENTS
+from camlens.zoo.audio_features import LogMel
 
 BLOCK_S = 0.1
 FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
@@ -93,10 +92,13 @@ def explain_test_set(attention: nn.Module, cnn: nn.Module, dataset, kind: str,
     for index in indices:
         recording = dataset.recording(index)
         waveform = recording.waveform
-        by_attention = audio_relevance(attention, waveform, words=recording.words)
-        by_cnn = audio_relevance(cnn, waveform)  # Grad-CAM of the CNN's own prediction
-        by_attention.frame_relevance["gradcam"] = by_cnn.frame_relevance["gradcam"]
-        by_attention.segment_relevance["gradcam"] = by_cnn.segment_relevance["gradcam"]
+        by_attention = audio_relevance(attention, waveform, words=recording.words,
+                                       methods=("attention", "attention-gradient"),
+                                       layer="attention.weights", class_names=ACCENTS)
+        # Grad-CAM of the CNN's own prediction
+        by_cnn = audio_relevance(cnn, waveform, methods=("gradcam",), layer="features",
+                                 class_names=ACCENTS)
+        by_attention = by_attention.merge(by_cnn)
         by_attention.frame_relevance[BASELINE] = loudness_relevance(by_attention, waveform)
         results.append(RecordingResult(
             kind, recording.label, [stamp._asdict() for stamp in recording.words],
@@ -241,7 +243,7 @@ def evaluate(out: str | Path, test_size: int = 400, progress: bool = False,
     from camlens import zoo
     from camlens.audio.plot import relevance_figure, save_relevance_figure
     from camlens.data.speech import ACCENT_WORDS, AccentRecordings, word_lists
-    from camlens.zoo.training import TEST_SEED
+    from camlens.experiments.training import TEST_SEED
 
     started = time.perf_counter()
     out = Path(out)
@@ -261,7 +263,7 @@ def evaluate(out: str | Path, test_size: int = 400, progress: bool = False,
     lines = ["# Accent relevance: evaluation", ""]
     weights = "the shipped weights" if attention_weights is None and cnn_weights is None \
         else f"weights {attention_weights or 'shipped'} and {cnn_weights or 'shipped'}"
-    lines += [f"Produced by `{command or 'python -m camlens.audio.evaluation --out ' + str(out)}`"
+    lines += [f"Produced by `{command or 'camlens reproduce audio --out ' + str(out)}`"
               f" with {weights}, on {test_size} mixed and {test_size} whole test "
               "recordings (`AccentRecordings(..., split='test', seed=0)`: test split words, "
               "none of which any training recording contains).", ""]
@@ -272,13 +274,14 @@ def evaluate(out: str | Path, test_size: int = 400, progress: bool = False,
               "weights (2-core CPU; it includes synthesizing the 3,200 recordings when they are "
               "not cached).", "",
               "| model | mixed | whole | all | weights (training) |", "|---|---:|---:|---:|---|"]
+    files = {"accent-attention": attention_weights, "accent-cnn": cnn_weights}
     for name, model in models.items():
         accuracy = {}
         for kind in ("mixed", "whole"):
             labels = torch.tensor([result.label for result in results[kind]])
             predicted = predict(model, waveforms[kind]).argmax(dim=1)
             accuracy[kind] = float((predicted == labels).float().mean())
-        metadata = model.metadata
+        metadata = zoo.registry.file_metadata(files[name] or zoo.weights_path(name))
         trained = (f"seed {metadata.get('seed', '?')}, {metadata.get('epochs', '?')} epochs, "
                    f"{metadata.get('train_seconds', '?')} s")
         lines.append(f"| {name} | {accuracy['mixed']:.1%} | {accuracy['whole']:.1%} | "
@@ -441,27 +444,3 @@ def deletion_figure(curves, explained_by):
     axes.legend(fontsize=8)
     figure.axes[0].set_ylabel("accuracy")
     return figure
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m camlens.audio.evaluation",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="docs/audio.md", help="markdown file to write")
-    parser.add_argument("--test-size", type=int, default=400,
-                        help="test recordings of each kind (mixed, whole)")
-    parser.add_argument("--attention-weights", help="weights of accent-attention "
-                        "(default: the shipped ones)")
-    parser.add_argument("--cnn-weights", help="weights of accent-cnn (default: the shipped ones)")
-    arguments = parser.parse_args(argv)
-    command = "python -m camlens.audio.evaluation " + " ".join(
-        sys.argv[1:] if argv is None else argv)
-    markdown = evaluate(arguments.out, arguments.test_size, progress=sys.stderr.isatty(),
-                        log=lambda message: print(message, file=sys.stderr),
-                        command=command.strip(), attention_weights=arguments.attention_weights,
-                        cnn_weights=arguments.cnn_weights)
-    print(markdown)
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

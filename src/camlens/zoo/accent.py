@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from camlens.audio.features import FrameGrid, LogMel, LogMelConfig, padded_frames, segment_count
+from camlens.zoo.audio_features import FrameGrid, LogMel, LogMelConfig, padded_frames, segment_count
+from camlens.zoo.module import ZooModule
 
 ACCENTS = ("en-gb", "en-us")
 SEGMENT_S = 0.3
@@ -65,7 +66,7 @@ class AttentionPooling(nn.Module):
         return torch.bmm(alpha, states).squeeze(1)
 
 
-class AccentAttention(nn.Module):
+class AccentAttention(ZooModule):
     """Log-mel -> TDNN -> segment statistics -> BLSTM -> attention pooling -> classifier."""
 
     def __init__(self, num_classes: int = len(ACCENTS), channels: int = 96, embedding: int = 96,
@@ -125,7 +126,7 @@ class AccentAttention(nn.Module):
         return self.classifier(self.attention(states, mask))
 
 
-class AccentCNN(nn.Module):
+class AccentCNN(ZooModule):
     """Log-mel -> 1-D convolutions over time (``features``: ``(B, 128, F / 4)``) -> average over
     time -> linear. Global average pooling then one linear layer: CAM applies, and equals
     Grad-CAM."""

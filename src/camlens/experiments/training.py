@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from camlens.data.digits import BiasedDigits, ClutteredDigits, DigitScenes, materialize
-from camlens.zoo.registry import entry, weights_path
+from camlens.model_state import preserved_model_state
+from camlens.targets import predicted_classes
+from camlens.zoo.registry import get_weights, weights_path
 
 TEST_SEED = 0
 
@@ -138,10 +140,8 @@ class CaptionTask:
 def caption_accuracy(model: nn.Module, images: torch.Tensor, captions: torch.Tensor,
                      counts: torch.Tensor, beam_size: int = 1) -> float:
     """The share of scenes whose generated caption is exactly right."""
-    was_training = model.training
-    model.eval()
-    generated = model.generate(images, beam_size=beam_size)
-    model.train(was_training)
+    with preserved_model_state(model), torch.no_grad():
+        generated = model.generate(images, beam_size=beam_size)
     right = sum(words == captions[row, : int(counts[row])].tolist()
                 for row, words in enumerate(generated))
     return right / len(generated)
@@ -149,8 +149,8 @@ def caption_accuracy(model: nn.Module, images: torch.Tensor, captions: torch.Ten
 
 class AccentTask:
     """Waveforms of different lengths -> accent; cross-entropy; top-1 accuracy. Waveforms are
-    held as :class:`camlens.audio.batches.RaggedWaveforms` (a batch is padded to its longest
-    recording and the models are told the true ``lengths``)."""
+    held as :class:`~camlens.experiments.audio_batches.RaggedWaveforms` (a batch is padded to its
+    longest recording and the models are told the true ``lengths``)."""
 
     def prepare(self, model: nn.Module) -> None:
         """Nothing to set up: trained from scratch."""
@@ -161,7 +161,7 @@ class AccentTask:
     def tensors(self, dataset, progress: bool, label: str) -> dict:
         from tqdm import tqdm
 
-        from camlens.audio.batches import RaggedWaveforms
+        from camlens.experiments.audio_batches import RaggedWaveforms
 
         items = [dataset[index] for index in tqdm(range(len(dataset)), desc=label,
                                                    disable=not progress, leave=False)]
@@ -173,7 +173,7 @@ class AccentTask:
         return F.cross_entropy(model(batch["waveform"], batch["lengths"]), batch["label"])
 
     def scores(self, model: nn.Module, data: dict) -> dict[str, float]:
-        from camlens.audio.batches import predict
+        from camlens.experiments.audio_batches import predict
 
         predicted = predict(model, data["waveform"]).argmax(dim=1)
         return {"accuracy": float((predicted == data["label"]).float().mean())}
@@ -183,18 +183,11 @@ TASKS = {"cluttered": ClassificationTask, "biased": ClassificationTask, "scenes"
          "accents": AccentTask}
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
              batch_size: int = 500) -> float:
-    """Top-1 accuracy of ``model`` (run in eval mode, mode restored)."""
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for start in range(0, len(labels), batch_size):
-        logits = model(images[start : start + batch_size])
-        correct += int((logits.argmax(dim=1) == labels[start : start + batch_size]).sum())
-    model.train(was_training)
-    return correct / len(labels)
+    """Top-1 accuracy of ``model`` (run in eval mode, its state restored)."""
+    predicted = predicted_classes(model, images, batch_size=batch_size)
+    return float((predicted == labels).float().mean())
 
 
 def train(name: str, *, seed: int = 0, recipe: TrainingRecipe | None = None,
@@ -205,7 +198,7 @@ def train(name: str, *, seed: int = 0, recipe: TrainingRecipe | None = None,
     from safetensors.torch import save_file
     from tqdm import tqdm
 
-    spec = entry(name)
+    spec = get_weights(name)
     recipe = recipe or RECIPES.get(name, TrainingRecipe())
     started = time.perf_counter()
     torch.manual_seed(seed)

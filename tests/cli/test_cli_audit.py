@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from camlens.audit.command import audit
+from camlens.cli.audit import audit
 from camlens.zoo import weights_path
 
 

@@ -10,7 +10,7 @@ import pytest
 import soundfile
 from click.testing import CliRunner
 
-from camlens.audio.command import explain_audio
+from camlens.cli.audio import explain_audio
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -168,19 +166,7 @@ def padded_frames(frames: int, segment_frames: int, hop_frames: int) -> int:
 def waveform_input(audio, sample_rate: int | None = None) -> torch.Tensor:
     """A ``(1, T)`` float waveform at 16 kHz, the input of the accent models, from a path
     (any format libsndfile reads: resampled, channels averaged) or a 1-D array or tensor (at
-    ``sample_rate``, 16 kHz if not given)."""
-    from camlens.data.speech import load_audio, resample
+    ``sample_rate``, 16 kHz if not given). See :func:`camlens.io.audio.read_waveform`."""
+    from camlens.io.audio import read_waveform
 
-    if isinstance(audio, (str, Path)):
-        waveform, _ = load_audio(audio, target_rate=SAMPLE_RATE)
-        return waveform[None]
-    waveform = torch.as_tensor(np.asarray(audio, dtype=np.float32) if not isinstance(
-        audio, torch.Tensor) else audio.detach().float().cpu())
-    if waveform.ndim == 2 and waveform.shape[0] == 1:
-        waveform = waveform[0]
-    if waveform.ndim != 1:
-        raise ValueError(f"expected a mono waveform (T,) or (1, T), got shape "
-                         f"{tuple(waveform.shape)}")
-    if sample_rate is not None and sample_rate != SAMPLE_RATE:
-        waveform = resample(waveform.contiguous(), sample_rate, SAMPLE_RATE)
-    return waveform[None]
+    return read_waveform(audio, sample_rate, target_rate=SAMPLE_RATE)

@@ -1,0 +1,97 @@
+"""``camlens train``, ``camlens reproduce`` and ``camlens demo``: the commands behind the shipped
+weights, the tables of docs/results.md and docs/audio.md, and the demo page."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from camlens.cli.options import VERBOSE_OPTION
+
+__all__ = ["demo", "reproduce", "train"]
+
+
+@click.command()
+@VERBOSE_OPTION
+@click.argument("name")
+@click.option("--seed", default=0, show_default=True, help="Seed of data, init and order.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Override the recipe's epochs.")
+@click.option("--train-size", type=click.IntRange(min=10), help="Override the training set size.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the safetensors file (default: the package's weights).")
+def train(name: str, seed: int, epochs: int | None, train_size: int | None,
+          out: Path | None) -> None:
+    """Train the reference model NAME (digits-gap, digits-fc, digits-biased) from a seed."""
+    from dataclasses import replace
+
+    from camlens.experiments.training import RECIPES, TrainingRecipe
+    from camlens.experiments.training import train as train_model
+    from camlens.zoo import get_weights
+
+    try:
+        get_weights(name)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    recipe = RECIPES.get(name, TrainingRecipe())
+    if epochs is not None:
+        recipe = replace(recipe, epochs=epochs)
+    if train_size is not None:
+        recipe = replace(recipe, train_size=train_size)
+    summary = train_model(name, seed=seed, recipe=recipe, out=out, progress=sys.stderr.isatty())
+    for key, value in summary.items():
+        click.echo(f"{key}: {value}")
+
+
+@click.command()
+@VERBOSE_OPTION
+@click.argument("what", type=click.Choice(["localization", "captioning", "audio"]))
+@click.option("--test-size", type=click.IntRange(min=10),
+              help="Test images (localization, default 1000), scenes (captioning, default 500) "
+                   "or recordings of each kind (audio, default 400) to evaluate.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the markdown to this file (audio: required; its figures are "
+                   "written next to it).")
+def reproduce(what: str, test_size: int | None, out: Path | None) -> None:
+    """Reproduce the papers' tables on the offline benchmarks: CAM and Grad-CAM localization,
+    Grad-CAM for captioning, relevance over time for the accent models."""
+    say = lambda message: click.echo(message, err=True)  # noqa: E731
+    sizes = {} if test_size is None else {"test_size": test_size}
+    if what == "audio":
+        from camlens.experiments.audio import evaluate
+
+        if out is None:
+            raise click.UsageError("reproduce audio writes figures next to its markdown; pass "
+                                   "--out, e.g. --out docs/audio.md")
+        command = shlex.join(["camlens", "reproduce", "audio", *(
+            ["--test-size", str(test_size)] if test_size else []), "--out", str(out)])
+        click.echo(evaluate(out, **sizes, progress=sys.stderr.isatty(), log=say,
+                            command=command))
+        return
+    if what == "captioning":
+        from camlens.experiments.captioning import captioning_table
+
+        table = captioning_table(**sizes, log=say)
+    else:
+        from camlens.experiments.localization import localization_table
+
+        table = localization_table(**sizes, progress=sys.stderr.isatty(), log=say)
+    click.echo(table)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(table)
+        click.echo(f"wrote {out}")
+
+
+@click.command()
+@VERBOSE_OPTION
+@click.option("--out", "-o", default="camlens-demo", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Folder for the page.")
+def demo(out: Path) -> None:
+    """The built-in demo: CAM and Grad-CAM on the shipped digit models, as an HTML page."""
+    from camlens.experiments.demo import build_demo
+
+    page = build_demo(out)
+    click.echo(f"wrote {page.resolve()}")
