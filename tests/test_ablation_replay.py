@@ -66,3 +66,41 @@ def test_replay_that_would_change_the_result_is_abandoned():
     whole = camlens.AblationCAM(model, "layer")(images, target=1)
     chunked = camlens.AblationCAM(model, "layer", batch_size=1)(images, target=1)
     torch.testing.assert_close(chunked.raw, whole.raw)
+
+
+class FailsAfterTheLayer(nn.Module):
+    """conv -> (raise ``error`` from the head) : the model's own failure after the target layer."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.features = nn.Conv2d(3, 4, 3, padding=1)
+        self.error = error
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.features(x)
+        raise self.error
+
+
+def test_out_of_memory_is_not_retried_with_copies_of_the_input():
+    model = FailsAfterTheLayer(torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)"))
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="simulated"):
+        camlens.explain(model.eval(), torch.randn(1, 3, 6, 6), method="ablationcam",
+                        layer="features", target=0)
+    assert model.calls == 1  # no fallback that needs more memory
+    cpu = FailsAfterTheLayer(RuntimeError("DefaultCPUAllocator: can't allocate memory: you "
+                                          "tried to allocate 1234 bytes"))
+    with pytest.raises(RuntimeError, match="can't allocate memory"):
+        camlens.explain(cpu.eval(), torch.randn(1, 3, 6, 6), method="ablationcam",
+                        layer="features", target=0)
+    assert cpu.calls == 1
+
+
+def test_a_model_error_after_the_layer_surfaces_as_the_models_own():
+    model = FailsAfterTheLayer(RuntimeError("a bug in the head"))
+    with pytest.raises(RuntimeError, match="a bug in the head") as raised:
+        camlens.explain(model.eval(), torch.randn(1, 3, 6, 6), method="ablationcam",
+                        layer="features", target=0)
+    assert model.calls == 2  # the batched try, then the copied input; both fail the same way
+    assert isinstance(raised.value.__cause__, RuntimeError)  # the first failure is kept

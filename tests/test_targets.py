@@ -137,10 +137,18 @@ def test_batched_backward_equals_one_pass_per_target(gap_net, images, monkeypatc
     import camlens.methods.base as base
 
     classes = torch.tensor([[4, 0, 2], [1, 3, 0]])
+    original = base.batched_score_gradients
+    batched_results = []
+
+    def watched(scores, activation):
+        batched_results.append(original(scores, activation))
+        return batched_results[-1]
+
+    monkeypatch.setattr(base, "batched_score_gradients", watched)
     batched = camlens.explain(gap_net, images, method="hirescam", layer="features",
                               target=classes)
+    assert len(batched_results) == 1 and batched_results[0] is not None  # one vmapped pass
     calls = []
-    original = base.batched_score_gradients
 
     def refuse(scores, activation):
         calls.append(scores.shape)
@@ -151,4 +159,3 @@ def test_batched_backward_equals_one_pass_per_target(gap_net, images, monkeypatc
                              target=classes)
     assert calls == [torch.Size([2, 3])]
     torch.testing.assert_close(batched.raw, looped.raw)
-    assert original is not refuse

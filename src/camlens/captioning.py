@@ -16,18 +16,19 @@ per-word maps peak on their own digit for ~80% of the words with logits against 
 log-probabilities (``camlens reproduce captioning``); ``score="logprob"`` keeps the paper's
 choice, which stays the default for the whole caption.
 
-Any captioning model works through ``logits``: a callable that turns the model's output into
-per-step scores ``(B, T, V)`` of the next token (logits; log-probabilities work too, since
-``log_softmax`` leaves them unchanged)::
+Any captioning model works through ``output_fn`` (the same option as everywhere in camlens): a
+callable that turns the model's output into per-step scores ``(B, T, V)`` of the next token
+(logits; log-probabilities work too, since ``log_softmax`` leaves them unchanged)::
 
-    target = CaptionTarget(caption_tokens, per_token=True, logits=lambda out: out.logits)
+    target = CaptionTarget(caption_tokens, per_token=True, output_fn=lambda out: out.logits)
     exp = explain(model, (images, decoder_inputs), layer="encoder.layer4", target=target)
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import Any
 
 import torch
@@ -37,6 +38,9 @@ from camlens import metrics
 from camlens.api import explain
 from camlens.explanation import Explanation
 from camlens.targets import adapt_output
+
+__all__ = ["SCORES", "CaptionTarget", "caption_tokens", "explain_caption",
+           "inside_outside_ratio"]
 
 SCORES = ("logit", "logprob")
 
@@ -49,23 +53,28 @@ class CaptionTarget:
 
     ``score``: ``"logit"`` (each token's pre-softmax score) or ``"logprob"`` (its
     log-probability; the whole caption's score is the sum over tokens). Default: ``"logit"``
-    per token, ``"logprob"`` for the whole caption, as in the Grad-CAM paper. ``logits``: turns
-    the model's output into next-token scores ``(B, T, V)`` (default: the output itself, or its
-    ``logits``)."""
+    per token, ``"logprob"`` for the whole caption, as in the Grad-CAM paper. ``output_fn``:
+    turns the model's output into next-token scores ``(B, T, V)`` (default: the output itself,
+    or its ``logits``; ``logits=`` is its old name)."""
 
     tokens: torch.Tensor
     per_token: bool = False
     score: str | None = None
-    logits: Callable[[Any], torch.Tensor] | None = None
+    output_fn: Callable[[Any], torch.Tensor] | None = None
+    logits: InitVar[Callable[[Any], torch.Tensor] | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, logits: Callable[[Any], torch.Tensor] | None) -> None:
+        if logits is not None:
+            warnings.warn("CaptionTarget(logits=...) is now CaptionTarget(output_fn=...)",
+                          DeprecationWarning, stacklevel=3)
+            self.output_fn = self.output_fn or logits
         if self.score is None:
             self.score = "logit" if self.per_token else "logprob"
         if self.score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
 
     def __call__(self, output: Any) -> torch.Tensor:
-        logits = self.logits(output) if self.logits is not None else adapt_output(output)
+        logits = adapt_output(output, self.output_fn)
         tokens = self.tokens.to(logits.device)
         if logits.ndim != 3 or logits.shape[:2] != tokens.shape:
             raise ValueError(
@@ -88,8 +97,8 @@ def explain_caption(model, images: torch.Tensor, decoder_inputs: torch.Tensor,
     ``decoder_inputs`` are the teacher-forcing inputs (start token then the caption), ``caption``
     the tokens scored at each step (padded with -1); ``score`` as in :class:`CaptionTarget`."""
     target = CaptionTarget(caption, per_token=per_token, score=score)
-    return explain(model, (images, decoder_inputs), method=method, layer=layer,
-                           target=target, **options)
+    return explain(model, (images, decoder_inputs), method=method, layer=layer, target=target,
+                   **options)
 
 
 def caption_tokens(words: list[list[int]], end: int, start: int, length: int

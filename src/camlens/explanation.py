@@ -1,15 +1,18 @@
-"""The result of one explanation call, and the map post-processing every method shares."""
+"""The result of one explanation call, and the map post-processing every method shares.
+
+An :class:`Explanation` is plain data: pictures of it are :mod:`camlens.viz` functions
+(``explanation_overlays``, ``explanation_grid``).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+__all__ = ["Explanation", "normalize", "upsample"]
 
 INTERPOLATION_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -90,19 +93,14 @@ class Explanation:
             _maps=move(self._maps),
         )
 
-    def overlay(self, inputs: Any, colormap: str = "jet", alpha: float = 0.5) -> list:
-        """``maps`` laid over ``inputs`` as RGB PIL images: one per input, or a list of K per
-        input when there are K targets per input. ``inputs``: a ``(B, C, H, W)`` tensor with
-        values in [0, 1] or 0..255 (see ``camlens.viz.denormalize``) or a list of images.
-        Needs the ``viz`` extra."""
-        from camlens.viz.overlay import explanation_overlays
+    def __getattr__(self, name: str) -> Any:
+        # Pictures live in camlens.viz, so the engine imports no plotting code.
+        if name in _MOVED_TO_VIZ:
+            raise AttributeError(f"Explanation.{name}() moved: use {_MOVED_TO_VIZ[name]}")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-        return explanation_overlays(self, inputs, colormap=colormap, alpha=alpha)
 
-    def show(self, inputs: Any, index: int = 0, class_names: Any = None) -> Figure:
-        """A figure of input ``index`` and its maps, one panel per target titled with the class
-        (``class_names[target]`` when given) and score; a notebook displays it by itself.
-        Needs the ``viz`` extra."""
-        from camlens.viz.grid import explanation_grid
-
-        return explanation_grid(self, inputs, index=index, class_names=class_names)
+_MOVED_TO_VIZ = {
+    "overlay": "camlens.viz.explanation_overlays(exp, inputs, colormap=..., alpha=...)",
+    "show": "camlens.viz.explanation_grid(exp, inputs, index=..., class_names=...)",
+}

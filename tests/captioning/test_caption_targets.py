@@ -94,7 +94,7 @@ def test_adapter_for_a_users_captioning_model(scenes):
     inputs, scored = teacher_forcing_tokens(scenes["caption"], scenes["count"])
     # log_softmax leaves log-probabilities unchanged, so the log-probability maps agree
     target = CaptionTarget(scored, per_token=True, score="logprob",
-                           logits=lambda out: out["scores"])
+                           output_fn=lambda out: out["scores"])
     exp = camlens.explain(model, (scenes["image"], inputs), layer="inner.encoder", target=target,
                           output_fn=lambda out: out)
     direct = explain_caption(model.inner, scenes["image"], inputs, scored, score="logprob")
@@ -125,3 +125,11 @@ def test_greedy_and_beam_decoding_agree_in_form(captioner, scenes):
     assert len(greedy) == len(beam) == 3
     assert all(all(0 <= token < 10 for token in words) and len(words) <= MAX_TOKENS
                for words in greedy + beam)
+
+
+def test_the_old_logits_option_still_works_with_a_deprecation(scenes):
+    inputs, scored = teacher_forcing_tokens(scenes["caption"], scenes["count"])
+    pick = lambda out: out["scores"]  # noqa: E731
+    with pytest.warns(DeprecationWarning, match="output_fn"):
+        target = CaptionTarget(scored, per_token=True, logits=pick)
+    assert target.output_fn is pick

@@ -39,3 +39,19 @@ def test_bad_names_exit_with_status_2(arguments, message, tmp_path):
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not (tmp_path / "report.html").exists()
+
+
+def test_the_recorded_command_keeps_every_option_that_decides_the_result(tmp_path):
+    weights = weights_path("digits-gap")
+    out = tmp_path / "audit"
+    result = CliRunner().invoke(audit, [
+        "--model", str(weights), "--arch", "digits-gap", "--weights", str(weights),
+        "--size", "4", "--seed", "3", "--method", "layercam", "--layer", "features.9",
+        "--target", "label", "--batch-size", "3", "--top", "1", "--device", "cpu",
+        "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    command = json.loads((out / "summary.json").read_text())["command"]
+    for expected in ("--arch digits-gap", f"--weights {weights}", "--size 4", "--seed 3",
+                     "--method layercam", "--layer features.9", "--target label",
+                     "--batch-size 3", "--top 1", "--device cpu", f"--out {out}"):
+        assert expected in command, expected

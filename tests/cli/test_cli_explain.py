@@ -221,6 +221,11 @@ def test_verbose_shows_the_traceback(digit_folder, tmp_path, monkeypatch):
     loud = CliRunner().invoke(main, ["--verbose", "explain", str(digit_folder), "--model",
                                      "digits-gap", "--out", str(tmp_path / "b")])
     assert isinstance(loud.exception, RuntimeError)
+    # the sub-command's own --verbose (and -v) means the same
+    for flag in ("--verbose", "-v"):
+        after = CliRunner().invoke(main, ["explain", str(digit_folder), "--model", "digits-gap",
+                                          "--out", str(tmp_path / "c"), flag])
+        assert isinstance(after.exception, RuntimeError), after.output
 
 
 def test_demo_writes_a_page_with_its_pictures(tmp_path):
@@ -232,3 +237,30 @@ def test_demo_writes_a_page_with_its_pictures(tmp_path):
     assert len(images) >= 20 and all((tmp_path / "demo" / name).is_file() for name in images)
     difference = float(re.search(r"at most <b>([0-9.e+-]+)</b>", page).group(1))
     assert difference < 1e-5
+
+
+def test_an_unreachable_hub_is_offline_for_the_load_only(monkeypatch):
+    """Loading timm:NAME without --weights on an offline machine reads the local cache only,
+    for that call: HF_HUB_OFFLINE is not left set for the rest of the process."""
+    import os
+
+    import huggingface_hub.constants
+    import timm
+
+    from camlens import models
+
+    seen = []
+
+    def create_model(name, pretrained=False, **kwargs):
+        seen.append((os.environ.get("HF_HUB_OFFLINE"), huggingface_hub.constants.HF_HUB_OFFLINE))
+        raise OSError("no network")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    before = huggingface_hub.constants.HF_HUB_OFFLINE
+    monkeypatch.setattr(models, "host_reachable", lambda host, timeout=2.0: False)
+    monkeypatch.setattr(timm, "create_model", create_model)
+    with pytest.raises(models.ModelLoadError, match="offline"):
+        models.load_model("timm:resnet18")
+    assert seen == [("1", True)]  # offline during the load
+    assert "HF_HUB_OFFLINE" not in os.environ  # and not after it
+    assert huggingface_hub.constants.HF_HUB_OFFLINE == before

@@ -115,7 +115,7 @@ def test_save_figure_writes_a_png_pillow_opens(tmp_path):
 
 def test_explanation_overlay_nests_per_input_and_target(model, inputs):
     explanation = camlens.explain(model, inputs, target=[[0, 1], [2, 0]])
-    pictures = explanation.overlay(inputs, colormap="jet", alpha=0.4)
+    pictures = camlens.viz.explanation_overlays(explanation, inputs, colormap="jet", alpha=0.4)
     assert len(pictures) == 2 and all(len(per_input) == 2 for per_input in pictures)
     assert all(p.size == (10, 8) and p.mode == "RGB" for row in pictures for p in row)
     expected = overlay(inputs[1], explanation.maps[1, 1], alpha=0.4)
@@ -124,16 +124,28 @@ def test_explanation_overlay_nests_per_input_and_target(model, inputs):
 
 def test_explanation_overlay_one_target_gives_a_flat_list(model, inputs):
     explanation = camlens.explain(model, inputs)
-    pictures = explanation.overlay([camlens.viz.to_pil(image) for image in inputs])
+    pictures = camlens.viz.explanation_overlays(explanation,
+                                                [camlens.viz.to_pil(image) for image in inputs])
     assert len(pictures) == 2 and all(isinstance(p, Image.Image) for p in pictures)
     assert pictures[0].size == (10, 8)
     with pytest.raises(ValueError, match="2 input"):
-        explanation.overlay(inputs[:1])
+        camlens.viz.explanation_overlays(explanation, inputs[:1])
 
 
-def test_explanation_show_returns_the_grid_figure(model, inputs):
+def test_explanation_is_plain_data_and_names_where_its_pictures_went(model, inputs):
+    explanation = camlens.explain(model, inputs)
+    with pytest.raises(AttributeError, match=r"camlens\.viz\.explanation_overlays"):
+        explanation.overlay(inputs)
+    with pytest.raises(AttributeError, match=r"camlens\.viz\.explanation_grid"):
+        explanation.show(inputs)
+    with pytest.raises(AttributeError, match="no attribute 'mapz'"):
+        explanation.mapz  # noqa: B018
+    assert getattr(explanation, "anything", None) is None
+
+
+def test_explanation_grid_titles_each_target(model, inputs):
     explanation = camlens.explain(model, inputs, target=camlens.TopK(2))
-    figure = explanation.show(inputs, index=1, class_names=CLASS_NAMES)
+    figure = camlens.viz.explanation_grid(explanation, inputs, index=1, class_names=CLASS_NAMES)
     assert isinstance(figure, Figure)
     classes = explanation.targets[1].tolist()
     scores = explanation.scores[1].tolist()

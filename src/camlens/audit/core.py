@@ -31,9 +31,28 @@ from camlens.explanation import normalize, upsample
 from camlens.methods import get_method
 from camlens.metrics.pointing import energy_pointing_game
 from camlens.model_state import model_device
-from camlens.targets import predicted_classes
+from camlens.targets import Target, TopK, predicted_classes
 
-TARGETS = ("predicted", "label")
+__all__ = ["audit", "counterfactual", "region_shares"]
+
+
+def _audit_target(target: Target | str) -> tuple[Target | str, str]:
+    """(the target to explain, how the result names it)."""
+    if target is None or target == "predicted":
+        return None, "predicted"
+    if target == "label":
+        return "label", "label"
+    if isinstance(target, str):
+        raise ValueError(f"unknown target {target!r}; use None or 'predicted' (the predicted "
+                         "class), 'label' (the true class), a class index, TopK(1) or a callable")
+    if isinstance(target, int) and not isinstance(target, bool):
+        return target, f"class {target}"
+    if isinstance(target, TopK):
+        return target, f"top-{target.k}"
+    if callable(target):
+        return target, getattr(target, "__name__", "custom score")
+    raise TypeError(f"audit's target must be None, 'predicted', 'label', an int, TopK(1) or a "
+                    f"callable; got {type(target).__name__}")
 
 
 def audit(
@@ -43,7 +62,7 @@ def audit(
     method: str = "gradcam",
     *,
     layer: str | nn.Module | None = None,
-    target: str | None = None,
+    target: Target | str = None,
     batch_size: int = 64,
     input_key: str | int = "image",
     label_key: str | int | None = "label",
@@ -65,8 +84,10 @@ def audit(
     - ``regions``: name -> where each item's region is: an item key holding a box ``(4,)``
       ``(x0, y0, x1, y1)`` in input pixels, boxes ``(N, 4)`` or a bool mask ``(H, W)``; or a
       callable ``item -> box, mask or None``. Example: ``{"object": "box", "cue": "mark_box"}``.
-    - ``target``: ``None`` or ``"predicted"`` explains the predicted class; ``"label"`` the true
-      one. ``layer`` and ``options`` (``output_fn``, ...) go to the method as in
+    - ``target``: what each map explains, in the forms of :mod:`camlens.targets` that give one
+      map per input: ``None`` (or ``"predicted"``) the predicted class, an int that class,
+      ``TopK(1)``, or a callable ``score_fn(output) -> (B,)``; ``"label"`` the item's true
+      class. ``layer`` and ``options`` (``output_fn``, ...) go to the method as in
       :func:`camlens.explain`; the model is left exactly as it was found.
     - ``keep``: how many inputs with the highest share to keep per region, with their pictures
       and maps, for the report. ``class_names``: default the model's ``.class_names``, if any.
@@ -81,9 +102,7 @@ def audit(
     before min-max normalisation (after ReLU, upsampled to the input); a uniform map scores the
     region's area share. See :class:`~camlens.audit.result.AuditResult`.
     """
-    target = "predicted" if target is None else target
-    if target not in TARGETS:
-        raise ValueError(f"target must be None, 'predicted' or 'label', got {target!r}")
+    target, described = _audit_target(target)
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
         raise ValueError(f"keep must be an int >= 0, got {keep!r}")
     specs = check_region_specs(regions)
@@ -103,13 +122,15 @@ def audit(
             if (batch.labels == NO_LABEL).any():
                 raise ValueError("target='label' needs a label in every item (label_key="
                                  f"{label_key!r})")
-            predictions = predicted_classes(model, inputs, output_fn)
             explanation = explainer(inputs, target=batch.labels.to(inputs.device))
         else:
-            explanation = explainer(inputs, target=None)
-            predictions = explanation.targets
-            if predictions is None:  # a class-free method (eigencam)
-                predictions = predicted_classes(model, inputs, output_fn)
+            explanation = explainer(inputs, target=target)
+        if explanation.scores.ndim != 1:
+            raise ValueError(f"audit explains one target per input; target {target!r} gives "
+                             f"{explanation.scores.shape[1]} per input")
+        predictions = explanation.targets
+        if target is not None or predictions is None:  # not the predicted class's map
+            predictions = predicted_classes(model, inputs, output_fn)
         if len(explanation.input_size) != 2 or explanation.raw.ndim != 3:
             raise ValueError(
                 f"audit needs one image map per input (B, H, W); {explanation.method} at layer "
@@ -139,7 +160,7 @@ def audit(
         regions=names,
         method=explainer.name,
         layer=layer_name,
-        target=target,
+        target=described,
         indices=torch.arange(offset),
         labels=concatenate(columns["labels"], (0,), torch.long),
         predictions=concatenate(columns["predictions"], (0,), torch.long),

@@ -248,12 +248,17 @@ def cases_section(result: AuditResult, top: int) -> str:
     return "".join(parts)
 
 
+def _target_words(target: str) -> str:
+    """How the report names what the maps explain."""
+    return {"predicted": "predicted class", "label": "true class"}.get(target, target)
+
+
 def render_html(result: AuditResult, title: str = "camlens bias audit",
                 description: str | None = None, top: int = 8) -> str:
     """The whole report as one HTML string (pictures embedded)."""
     settings = (f"method <code>{html.escape(result.method)}</code> at layer "
                 f"<code>{html.escape(result.layer)}</code>, map of the "
-                f"{'predicted' if result.target == 'predicted' else 'true'} class")
+                f"{html.escape(_target_words(result.target))}")
     intro = f"<p>{html.escape(description)}</p>" if description else ""
     notes = "".join(f"<li>{html.escape(note)}</li>" for note in result.notes)
     histogram = ""

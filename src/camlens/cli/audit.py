@@ -28,7 +28,7 @@ def summary_lines(result, model_name: str, data) -> list[str]:
 
     summary = result.summary()
     lines = [f"{model_name} on {data.description}",
-             f"{result.method} at {result.layer!r}, map of the {result.target} class; "
+             f"{result.method} at {result.layer!r}, map of the {result.target}; "
              f"accuracy {percent(summary['accuracy'])}",
              f"{'region':<10} {'mean share':>11} {'area':>8} {'lift':>7}"]
     for name, stats in summary["regions"].items():
@@ -53,6 +53,22 @@ def summary_lines(result, model_name: str, data) -> list[str]:
             lines.append(f"  {variant.name:<{width}} {percent(variant.accuracy):>8} {delta:>12} "
                          f"{percent(variant.cue_following):>16}")
     return lines
+
+
+def reproduction_command(**options) -> str:
+    """The ``camlens audit`` command line that reruns this audit: every option that decides
+    the result (the model and its weights, data, method, layer, target, batch size, device)."""
+    flags = {"model_spec": "--model", "weights": "--weights", "arch": "--arch",
+             "data": "--data", "size": "--size", "seed": "--seed", "method": "--method",
+             "layer": "--layer", "target": "--target", "batch_size": "--batch-size",
+             "top": "--top", "device": "--device", "out": "--out"}
+    words = ["camlens", "audit"]
+    for key, flag in flags.items():
+        if options.get(key) is not None:
+            words += [flag, str(options[key])]
+    if options.get("trust_checkpoint"):
+        words.append("--trust-checkpoint")
+    return shlex.join(words)
 
 
 @click.command("audit")
@@ -103,9 +119,10 @@ def audit(model_spec, weights, arch, trust_checkpoint, data_name, size, seed, me
         counterfactuals=data.variants, cue_key=data.cue_key, progress=sys.stderr.isatty(),
     )
     out.mkdir(parents=True, exist_ok=True)
-    command = shlex.join(["camlens", "audit", "--model", model_spec, "--data", data_name,
-                          "--size", str(size), "--seed", str(seed), "--method", method_name,
-                          "--target", target, "--out", str(out)])
+    command = reproduction_command(model_spec=model_spec, weights=weights, arch=arch,
+                                   trust_checkpoint=trust_checkpoint, data=data_name, size=size,
+                                   seed=seed, method=method_name, layer=layer, target=target,
+                                   batch_size=batch_size, top=top, out=out, device=device)
     report = write_report(result, out / "report.html", title=f"Bias audit of {loaded.name}",
                           description=data.description, top=top)
     summary = {"model": loaded.name, "data": data_name, "size": size, "seed": seed,

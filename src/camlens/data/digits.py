@@ -129,7 +129,8 @@ class DigitDataset(Dataset):
             raise IndexError(f"index {index} is out of range for a data set of {self.size}")
         return item_generator(self.seed, self.split, index, self.salt)
 
-    def pick_source(self, generator: torch.Generator, label: int | None = None) -> torch.Tensor:
+    def pick_source(self, generator: torch.Generator, label: int | None = None
+                    ) -> tuple[torch.Tensor, int]:
         """A random source digit, of ``label`` when given, and its label."""
         if label is None:
             choice = randint(generator, 0, len(self.source_labels) - 1)

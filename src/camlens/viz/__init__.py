@@ -5,7 +5,8 @@ Needs the ``viz`` extra (Pillow and matplotlib): ``pip install 'camlens[viz]'``.
 
     from camlens.viz import overlay, explanation_grid, save_figure
     overlay(image, exp.maps[0]).save("overlay.png")
-    save_figure(explanation_grid(exp, images, class_names=model.class_names), "grid.png")
+    explanation_overlays(exp, images)             # one PIL image per input (K per input)
+    save_figure(explanation_grid(exp, images, class_names=names), "grid.png")
 """
 
 try:
@@ -19,7 +20,15 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 
 from camlens.viz.grid import explanation_grid, grid, save_figure
 from camlens.viz.images import IMAGENET_MEAN, IMAGENET_STD, denormalize, to_pil
-from camlens.viz.overlay import colorbar, colorize, draw_boxes, get_colormap, overlay, resize_map
+from camlens.viz.overlay import (
+    colorbar,
+    colorize,
+    draw_boxes,
+    explanation_overlays,
+    get_colormap,
+    overlay,
+    resize_map,
+)
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -29,6 +38,7 @@ __all__ = [
     "denormalize",
     "draw_boxes",
     "explanation_grid",
+    "explanation_overlays",
     "get_colormap",
     "grid",
     "overlay",
