@@ -100,3 +100,11 @@ def test_predicted_classes_restores_every_modules_flag():
         expected = model(torch.ones(2, 4)).argmax(dim=1)
     torch.testing.assert_close(camlens.targets.predicted_classes(model, torch.ones(2, 4)),
                                expected)
+
+
+def test_the_import_graph_has_no_circle_and_no_upward_arrow():
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "import_graph.py")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    assert "upward arrows (against the layers of pyproject.toml): 0" in result.stdout
+    assert "circles: 0" in result.stdout

@@ -237,11 +237,47 @@ def test_shares_by_whether_the_prediction_follows_the_cue():
     assert audit(InputMap(), data, {"a": "a"}, layer="features").by_cue() is None
 
 
-def test_camlens_audit_is_the_function():
-    assert camlens.audit is audit
-    assert "audit" in camlens.__all__
+def test_camlens_audit_is_the_package_and_still_runs_the_function():
+    import camlens.audit as package
+
+    assert camlens.audit is package and package.audit is audit
+    assert callable(camlens.audit)  # with a DeprecationWarning (tests/test_structure.py)
+    assert "audit" not in camlens.__all__  # the root exports the engine only
 
 
 def test_progress_bar_counts_the_items(capsys):
     audit(InputMap(), items(5), {"a": "a"}, layer="features", batch_size=2, progress=True)
     assert "auditing" in capsys.readouterr().err
+
+
+def test_targets_read_like_everywhere_else(gap_net):
+    """audit(target=...) takes the forms of camlens.targets that give one map per input."""
+    torch.manual_seed(4)
+    data = [{"image": torch.randn(3, 6, 6), "label": index % 5,
+             "box": torch.tensor([0, 0, 3, 3])} for index in range(6)]
+    regions = {"object": "box"}
+    predicted = audit(gap_net, data, regions, layer="features")
+    assert predicted.target == "predicted"
+    same = audit(gap_net, data, regions, layer="features", target=camlens.TopK(1))
+    torch.testing.assert_close(same.shares, predicted.shares)
+    fixed = audit(gap_net, data, regions, layer="features", target=2)
+    assert fixed.target == "class 2"
+    by_hand = camlens.explain(gap_net, torch.stack([item["image"] for item in data]),
+                              layer="features", target=2)
+    torch.testing.assert_close(fixed.scores, by_hand.scores)
+    torch.testing.assert_close(fixed.predictions, predicted.predictions)  # still the model's
+
+    def margin(logits):
+        return logits[:, 1] - logits[:, 0]
+
+    custom = audit(gap_net, data, regions, layer="features", target=margin)
+    assert custom.target == "margin"
+    torch.testing.assert_close(custom.scores, margin(gap_net(by_hand_inputs(data))).detach())
+    with pytest.raises(ValueError, match="one target per input"):
+        audit(gap_net, data, regions, layer="features", target=camlens.TopK(2))
+    with pytest.raises(ValueError, match="unknown target 'labels'"):
+        audit(gap_net, data, regions, layer="features", target="labels")
+
+
+def by_hand_inputs(data):
+    return torch.stack([item["image"] for item in data])

@@ -38,7 +38,7 @@ __all__ = ["audit", "counterfactual", "region_shares"]
 
 def _audit_target(target: Target | str) -> tuple[Target | str, str]:
     """(the target to explain, how the result names it)."""
-    if target is None or target == "predicted":
+    if target is None or target == "predicted" or target == TopK(1):
         return None, "predicted"
     if target == "label":
         return "label", "label"
@@ -48,7 +48,7 @@ def _audit_target(target: Target | str) -> tuple[Target | str, str]:
     if isinstance(target, int) and not isinstance(target, bool):
         return target, f"class {target}"
     if isinstance(target, TopK):
-        return target, f"top-{target.k}"
+        return target, f"top-{target.k}"  # refused at the first batch: K maps per input
     if callable(target):
         return target, getattr(target, "__name__", "custom score")
     raise TypeError(f"audit's target must be None, 'predicted', 'label', an int, TopK(1) or a "
