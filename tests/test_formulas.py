@@ -242,3 +242,40 @@ def test_guided_gradcam_is_guided_backprop_times_upsampled_gradcam(gap_net, imag
     gradcam = camlens.explain(gap_net, images, method="gradcam", layer="features", target=1)
     combined = camlens.explain(gap_net, images, method="guided-gradcam", layer="features", target=1)
     torch.testing.assert_close(combined.raw, guided.raw * gradcam.maps)
+
+
+class AttentionPool(nn.Module):
+    """h (B, T, D) -> alpha = softmax_t(h w) over H heads (B, H, T) -> e = mean_h alpha_h h ->
+    linear: attention pooling whose weights pass through ``weights``."""
+
+    def __init__(self, dim: int = 5, heads: int = 2, classes: int = 3) -> None:
+        super().__init__()
+        self.score = nn.Linear(dim, heads)
+        self.weights = nn.Identity()
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        alpha = self.weights(self.score(states).softmax(dim=1).transpose(1, 2))  # (B, H, T)
+        pooled = (alpha @ states).mean(dim=1)  # (B, D)
+        return self.head(pooled)
+
+
+def test_attention_methods_by_hand():
+    torch.manual_seed(3)
+    model = AttentionPool().eval()
+    states = torch.randn(2, 7, 5)
+    alpha = model.score(states).softmax(dim=1).transpose(1, 2).detach()
+    weights = camlens.explain(model, states, method="attention", layer="weights", target=1,
+                              input_size=(7,))  # the input is (B, T, D): maps over T
+    torch.testing.assert_close(weights.raw, alpha.mean(dim=1))
+    assert weights.maps.shape == (2, 7)
+
+    leaf = alpha.clone().requires_grad_(True)
+    score = model.head((leaf @ states).mean(dim=1))[:, 1].sum()
+    (gradient,) = torch.autograd.grad(score, leaf)
+    expected = torch.relu((leaf * gradient).sum(dim=1)).detach()
+    product = camlens.explain(model, states, method="attention-gradient", layer="weights",
+                              target=1)
+    torch.testing.assert_close(product.raw, expected)
+    assert "attention" in camlens.available_methods()
+    assert "attention-gradient" in camlens.available_methods()
