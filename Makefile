@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # torch and torchvision are pinned to the releases on this workplace's disk (a CPU-capable build).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# `make test` skips the tests marked slow; `make test PYTEST_FLAGS=` (what .ci/run does) runs all.
+PYTEST_FLAGS ?= -m "not slow"
 
 .PHONY: venv test lint bench demo clean
 
@@ -18,7 +20,9 @@ venv: $(BIN)/.installed
 
 test: venv
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q $(PYTEST_FLAGS)
 
 lint: venv
 	$(BIN)/ruff check .

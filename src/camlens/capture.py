@@ -48,7 +48,7 @@ def named_module(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Modu
         )
     # Walk the dotted path (cost: its depth, not the model's size); list every name only for
     # the error message.
-    module: nn.Module = model
+    module = model
     resolved: list[str] = []
     for part in layer.split(".") if layer else []:
         children = dict(module.named_children())
@@ -152,6 +152,7 @@ class LayerCapture:
         passed_on = self.replace(activation) if self.replace else activation.clone()
         if isinstance(output, torch.Tensor):
             return passed_on
+        assert isinstance(output, (tuple, list))  # first_tensor found its first element
         rest = list(output[1:])
         return [passed_on, *rest] if isinstance(output, list) else (passed_on, *rest)
 

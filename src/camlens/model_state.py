@@ -61,8 +61,8 @@ def model_device(model: nn.Module) -> torch.device | None:
     """The device of the model's first parameter or buffer, or None for a stateless model."""
     for tensor in model.parameters():
         return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
+    for buffer in model.buffers():
+        return buffer.device
     return None
 
 

@@ -11,9 +11,10 @@ restored in ``finally``.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
@@ -71,7 +72,7 @@ def record_prefix(model: nn.Module, target: nn.Module) -> Iterator[PrefixRecord]
 def replay_prefix(record: PrefixRecord) -> Iterator[None]:
     """For the body, the recorded module calls return their recorded outputs without running."""
     counters: dict[nn.Module, int] = defaultdict(int)
-    patched: list[tuple[nn.Module, object]] = []
+    patched: list[tuple[nn.Module, Callable[..., Any] | None]] = []
 
     def replaying(module: nn.Module, original):
         def forward(*args, **kwargs):

@@ -82,6 +82,7 @@ class ResolvedTarget:
         if self.score_fn is not None:
             scores = self.score_fn(output)
             return scores.unsqueeze(1) if scores.ndim == 1 else scores
+        assert self.classes is not None  # a target without a score_fn has classes
         classes = self.classes if rows is None else self.classes[rows]
         logits = class_logits(output)
         if classes.shape[0] != logits.shape[0]:
@@ -223,7 +224,9 @@ def one_class_per_input(target: Target, output: Any, batch_size: int, what: str
     if callable(target) and not isinstance(target, (torch.Tensor, TopK)):
         raise TypeError(f"{what} needs a class per input; a callable target is not accepted here")
     resolved, _ = resolve_target(target, output, batch_size)
-    if resolved.classes is None or resolved.classes.shape[1] != 1:
+    classes = resolved.classes
+    assert classes is not None  # only a callable target (refused above) resolves to no classes
+    if classes.shape[1] != 1:
         raise ValueError(f"{what} needs one class per input; target {target!r} gives "
-                         f"{resolved.classes.shape[1]} per input")
-    return resolved.classes[:, 0]
+                         f"{classes.shape[1]} per input")
+    return classes[:, 0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 import camlens
@@ -29,6 +30,7 @@ def test_train_unknown_model_exits_2_with_the_closest_name():
     assert "digits-gap" in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_reproduce_small(tmp_path):
     out = tmp_path / "results.md"
     result = CliRunner().invoke(main, ["reproduce", "localization", "--test-size", "12",

@@ -155,7 +155,7 @@ class CAMMethod:
     ) -> Explanation:
         """Package ``raw`` maps ``(B, K, *spatial)`` (ReLU applied here) as an Explanation."""
         spatial_ndim = raw.ndim - 2
-        input_size = self.options.input_size or tuple(inputs[0].shape[-spatial_ndim:])
+        input_size = tuple(self.options.input_size or inputs[0].shape[-spatial_ndim:])
         resolved = forward.target
         classes = resolved.classes
         return Explanation(

@@ -33,7 +33,7 @@ class CAM(LayerMapMethod):
         """Record every linear layer's input and output during the forward pass."""
         linear_calls: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]] = []
 
-        def record(linear: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        def record(linear: nn.Linear, args: tuple, output: torch.Tensor) -> None:
             if args and isinstance(args[0], torch.Tensor):
                 linear_calls.append((linear, args[0], output))
 

@@ -6,8 +6,9 @@ therefore score each row of the output on its own.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -117,7 +118,8 @@ class AblationCAM(CAMMethod):
             forwards.append(forward)
             raw_rows.append(raw)
         last = forwards[-1].target
-        classes = None if last.classes is None else torch.cat([f.target.classes for f in forwards])
+        classes = None if last.classes is None else torch.cat(
+            cast("list[torch.Tensor]", [f.target.classes for f in forwards]))
         summary = Forward(
             None,
             inputs[0],
@@ -151,6 +153,7 @@ class AblationCAM(CAMMethod):
         prefix = PrefixRecord()
         checks: list[torch.Tensor] = []
         position, num_channels = 0, None
+        context: AbstractContextManager[PrefixRecord | None]
         while num_channels is None or position < num_channels:
             if forward is None and replay:
                 context = record_prefix(self.model, module)
@@ -163,6 +166,8 @@ class AblationCAM(CAMMethod):
             if isinstance(recorded, PrefixRecord) and not ablation.replicated:
                 prefix = recorded
             num_channels, channels = ablation.num_channels, ablation.channels
+            # The hook ran (ablated_forward checked the capture), so these are set.
+            assert ablation.layout is not None and channels is not None
             if forward is None:
                 first = output[:1] if isinstance(output, torch.Tensor) else output
                 resolved, scores = resolve_target(target, first, 1)
@@ -177,11 +182,12 @@ class AblationCAM(CAMMethod):
             scale = torch.where(original != 0, original.abs(), torch.ones_like(original))
             weights[0, :, channels] = ((original - ablated_scores) / scale).T
             position += len(channels)
+        assert forward is not None  # the loop runs at least once
         return forward, weights, checks
 
     def ablated_forward(
         self, single: tuple[torch.Tensor, ...], module: nn.Module, layer_name: str, position: int
-    ) -> tuple[object, torch.Tensor, _Ablation]:
+    ) -> tuple[Any, torch.Tensor, _Ablation]:
         """Run the model once with the layer's output replaced by the original followed by copies
         with one channel each zeroed, for channels ``position`` onward (at most batch_size)."""
         ablation = _Ablation()
@@ -196,7 +202,7 @@ class AblationCAM(CAMMethod):
             channels = torch.arange(position, min(stop, num_channels), device=activation.device)
             ablation.num_channels, ablation.channels = num_channels, channels
             copies = activation[:1].expand(len(channels) + 1, *activation.shape[1:]).clone()
-            index = [slice(None)] * activation.ndim
+            index: list[slice | torch.Tensor] = [slice(None)] * activation.ndim
             index[0] = torch.arange(1, len(channels) + 1, device=activation.device)
             index[axis] = channels
             copies[tuple(index)] = 0
@@ -208,12 +214,14 @@ class AblationCAM(CAMMethod):
             try:
                 with capture_layer(module, track_grad=False, replace=ablate) as capture:
                     output = adapt_output(self.model(*single), output_fn)
-                rows_follow = _batch_rows(output) == len(ablation.channels) + 1
+                # channels is None only when the layer did not run (len raises TypeError as before)
+                rows_follow = _batch_rows(output) == len(cast(torch.Tensor, ablation.channels)) + 1
             except RuntimeError as error:
                 if ablation.channels is None or _out_of_memory(error):
                     raise  # before the target layer (the model's own error), or out of memory
                 first_error, rows_follow = error, False
             if not rows_follow:  # the copies did not go through as a batch: copy the input
+                assert ablation.channels is not None  # set when the first try got this far
                 copies = len(ablation.channels) + 1
                 replicated = tuple(t.expand(copies, *t.shape[1:]) for t in single)
                 ablation.replicated = True
