@@ -104,3 +104,19 @@ def test_a_model_error_after_the_layer_surfaces_as_the_models_own():
                         layer="features", target=0)
     assert model.calls == 2  # the batched try, then the copied input; both fail the same way
     assert isinstance(raised.value.__cause__, RuntimeError)  # the first failure is kept
+
+
+def test_a_layer_the_forward_never_reaches_is_named():
+    class Skips(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Conv2d(3, 4, 3)
+            self.unused = nn.Conv2d(4, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.features(x)
+
+    model = Skips()
+    with pytest.raises(ValueError, match="'unused' was not called"):
+        camlens.explain(model.eval(), torch.randn(1, 3, 6, 6), method="ablationcam",
+                        layer="unused", target=lambda out: out.sum(dim=(1, 2, 3)))

@@ -11,10 +11,14 @@ status 1 when there is an upward arrow or a circle. Uses grimp, which import-lin
 from __future__ import annotations
 
 import sys
-import tomllib
 from pathlib import Path
 
 import grimp
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

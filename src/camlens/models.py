@@ -24,6 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LoadedModel", "ModelLoadError", "host_reachable",
+           "load_model"]
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -45,13 +48,13 @@ class LoadedModel:
     std: tuple[float, ...] | None = None
 
 
-def read_state_dict(path: Path, trust_checkpoint: bool = False) -> dict[str, torch.Tensor]:
+def _read_state_dict(path: Path, trust_checkpoint: bool = False) -> dict[str, torch.Tensor]:
     """A state dict from safetensors, or from a pickle with ``weights_only=True``."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    loaded = safe_torch_load(path, trust_checkpoint)
+    loaded = _safe_torch_load(path, trust_checkpoint)
     if isinstance(loaded, nn.Module):
         return loaded.state_dict()
     if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"],
@@ -63,7 +66,7 @@ def read_state_dict(path: Path, trust_checkpoint: bool = False) -> dict[str, tor
     return loaded
 
 
-def safe_torch_load(path: Path, trust_checkpoint: bool):
+def _safe_torch_load(path: Path, trust_checkpoint: bool):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises several kinds for a refused pickle
@@ -77,7 +80,7 @@ def safe_torch_load(path: Path, trust_checkpoint: bool):
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def fit_state_dict(build: Callable[..., nn.Module], state: dict[str, torch.Tensor]) -> nn.Module:
+def _fit_state_dict(build: Callable[..., nn.Module], state: dict[str, torch.Tensor]) -> nn.Module:
     """Build the architecture and load ``state``; a classifier of another size is rebuilt with
     that many classes (a fine-tuned model)."""
     model = build()
@@ -98,7 +101,7 @@ def fit_state_dict(build: Callable[..., nn.Module], state: dict[str, torch.Tenso
     return model
 
 
-def load_torchvision(name: str, weights_file: Path | None, trust: bool) -> LoadedModel:
+def _load_torchvision(name: str, weights_file: Path | None, trust: bool) -> LoadedModel:
     import torchvision
 
     known = torchvision.models.list_models()
@@ -107,8 +110,8 @@ def load_torchvision(name: str, weights_file: Path | None, trust: bool) -> Loade
         raise ModelLoadError(f"unknown torchvision model {name!r}; closest: {', '.join(close)}")
     weights_enum = torchvision.models.get_model_weights(name).DEFAULT
     if weights_file is not None:
-        state = read_state_dict(weights_file, trust)
-        model = fit_state_dict(lambda **kw: torchvision.models.get_model(name, **kw), state)
+        state = _read_state_dict(weights_file, trust)
+        model = _fit_state_dict(lambda **kw: torchvision.models.get_model(name, **kw), state)
     else:
         try:
             model = torchvision.models.get_model(name, weights=weights_enum)
@@ -121,20 +124,20 @@ def load_torchvision(name: str, weights_file: Path | None, trust: bool) -> Loade
             ) from None
     transform = weights_enum.transforms()
     categories = weights_enum.meta.get("categories")
-    classes = tuple(categories) if categories and model_classes(model) == len(categories) else None
+    classes = tuple(categories) if categories and _model_classes(model) == len(categories) else None
     return LoadedModel(model.eval(), f"torchvision:{name}", lambda image: transform(image)[None],
                        classes, None, tuple(transform.mean), tuple(transform.std))
 
 
-def load_timm(name: str, weights_file: Path | None, trust: bool) -> LoadedModel:
+def _load_timm(name: str, weights_file: Path | None, trust: bool) -> LoadedModel:
     import timm
 
     if not timm.list_models(name) and not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=3)
         raise ModelLoadError(f"unknown timm model {name!r}; closest: {', '.join(close)}")
     if weights_file is not None:
-        state = read_state_dict(weights_file, trust)
-        model = fit_state_dict(lambda **kw: timm.create_model(name, pretrained=False, **kw), state)
+        state = _read_state_dict(weights_file, trust)
+        model = _fit_state_dict(lambda **kw: timm.create_model(name, pretrained=False, **kw), state)
     else:
         offline = not host_reachable("huggingface.co")
         try:
@@ -150,7 +153,7 @@ def load_timm(name: str, weights_file: Path | None, trust: bool) -> LoadedModel:
     config = timm.data.resolve_data_config({}, model=model)
     transform = timm.data.create_transform(**config)
     classes = None
-    if model_classes(model) == 1000:
+    if _model_classes(model) == 1000:
         try:
             classes = tuple(timm.data.ImageNetInfo().label_descriptions())
         except Exception:  # noqa: BLE001 - older timm has no ImageNetInfo
@@ -190,13 +193,13 @@ def host_reachable(host: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def model_classes(model: nn.Module) -> int | None:
+def _model_classes(model: nn.Module) -> int | None:
     """The number of outputs of the model's last linear layer."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     return linears[-1].out_features if linears else None
 
 
-def generic_preprocess(size: int) -> Callable:
+def _generic_preprocess(size: int) -> Callable:
     """Resize to ``size`` x ``size`` and normalise with ImageNet statistics."""
     import numpy as np
 
@@ -223,19 +226,19 @@ def load_model(spec: str, *, weights: str | Path | None = None, arch: str | None
         return LoadedModel(model, spec, zoo_weights.preprocess, zoo_weights.class_names,
                            zoo_weights.target_layer)
     if spec.startswith("torchvision:"):
-        return load_torchvision(spec.split(":", 1)[1], weights_file, trust_checkpoint)
+        return _load_torchvision(spec.split(":", 1)[1], weights_file, trust_checkpoint)
     if spec.startswith("timm:"):
-        return load_timm(spec.split(":", 1)[1], weights_file, trust_checkpoint)
+        return _load_timm(spec.split(":", 1)[1], weights_file, trust_checkpoint)
     path = Path(spec)
     if path.is_file():
-        return load_file_model(path, arch, trust_checkpoint, input_size)
+        return _load_file_model(path, arch, trust_checkpoint, input_size)
     names = [*REGISTRY, "torchvision:NAME", "timm:NAME", "a .safetensors/.pt file"]
     close = difflib.get_close_matches(spec, list(REGISTRY), n=3)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise ModelLoadError(f"unknown model {spec!r}; {hint}accepted: {', '.join(names)}")
 
 
-def load_file_model(path: Path, arch: str | None, trust: bool, input_size: int) -> LoadedModel:
+def _load_file_model(path: Path, arch: str | None, trust: bool, input_size: int) -> LoadedModel:
     """A model from a local file: safetensors or a state dict with ``--arch``, TorchScript, or a
     pickled module with ``--trust-checkpoint``."""
     if arch is not None:
@@ -254,11 +257,11 @@ def load_file_model(path: Path, arch: str | None, trust: bool, input_size: int) 
     except Exception:  # noqa: BLE001 - not a TorchScript archive
         scripted = None
     if scripted is not None:
-        return LoadedModel(scripted.eval(), str(path), generic_preprocess(input_size),
+        return LoadedModel(scripted.eval(), str(path), _generic_preprocess(input_size),
                            mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    loaded = safe_torch_load(path, trust)
+    loaded = _safe_torch_load(path, trust)
     if isinstance(loaded, nn.Module):
-        return LoadedModel(loaded.eval(), str(path), generic_preprocess(input_size),
+        return LoadedModel(loaded.eval(), str(path), _generic_preprocess(input_size),
                            mean=IMAGENET_MEAN, std=IMAGENET_STD)
     raise ModelLoadError(
         f"{path} holds a state dict, not a model; say which architecture it belongs to with "

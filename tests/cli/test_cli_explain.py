@@ -263,4 +263,4 @@ def test_an_unreachable_hub_is_offline_for_the_load_only(monkeypatch):
         models.load_model("timm:resnet18")
     assert seen == [("1", True)]  # offline during the load
     assert "HF_HUB_OFFLINE" not in os.environ  # and not after it
-    assert huggingface_hub.constants.HF_HUB_OFFLINE == before
+    assert before == huggingface_hub.constants.HF_HUB_OFFLINE

@@ -1,4 +1,4 @@
-"""grid, explanation_grid, save_figure and the Explanation.overlay / show methods."""
+"""grid, explanation_grid, explanation_overlays and save_figure."""
 
 from __future__ import annotations
 

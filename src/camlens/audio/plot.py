@@ -16,12 +16,14 @@ from matplotlib.transforms import blended_transform_factory
 from camlens.audio.relevance import METHOD_TITLES, AudioRelevance
 from camlens.zoo.audio_features import SAMPLE_RATE, LogMel, waveform_input
 
+__all__ = ["INFORMATIVE_COLOUR", "METHOD_COLOURS", "relevance_figure", "save_relevance_figure"]
+
 METHOD_COLOURS = {"attention": "tab:red", "attention-gradient": "tab:purple",
                   "gradcam": "tab:blue"}
 INFORMATIVE_COLOUR = "tab:green"
 
 
-def relevance_density(relevance: AudioRelevance, method: str) -> np.ndarray:
+def _relevance_density(relevance: AudioRelevance, method: str) -> np.ndarray:
     """``(F,)`` relevance per second relative to uniform: 1 where a frame gets its share of the
     duration, 2 where it gets twice that."""
     widths = (relevance.frame_edges[1:] - relevance.frame_edges[:-1]).double()
@@ -53,7 +55,7 @@ def relevance_figure(
 
     times = np.arange(len(waveform)) / SAMPLE_RATE
     peak = max(float(waveform.abs().max()), 1e-6)
-    density = relevance_density(relevance, shade)
+    density = _relevance_density(relevance, shade)
     # Uniform relevance (1) stays pale; the colour saturates at the recording's peak.
     wave_axes.pcolormesh(edges, [-peak, peak], density[None, :], cmap="Oranges", alpha=0.8,
                          vmin=0, vmax=max(float(density.max()), 3.0), shading="flat")
@@ -70,7 +72,7 @@ def relevance_figure(
     mel_axes.set_ylabel("mel band")
 
     for method in methods:
-        values = relevance_density(relevance, method)
+        values = _relevance_density(relevance, method)
         colour = METHOD_COLOURS.get(method)
         relevance_axes.stairs(values, edges, color=colour, linewidth=1.2,
                               label=METHOD_TITLES.get(method, method))

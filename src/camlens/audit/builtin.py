@@ -12,6 +12,8 @@ from typing import Any
 
 from camlens.audit.regions import RegionSpec
 
+__all__ = ["AUDIT_DATA", "AuditData"]
+
 
 @dataclass(frozen=True)
 class AuditData:
@@ -25,7 +27,7 @@ class AuditData:
     cue_key: str | None = None  # the item key of the class the cue points at
 
 
-def biased_digits(size: int, seed: int = 0) -> AuditData:
+def _biased_digits(size: int, seed: int = 0) -> AuditData:
     """Test images of :class:`~camlens.data.BiasedDigits`: the mark at a random border spot
     (independent of the label); variants with the mark at the label's spot, at another class's
     spot, and without it. Regions: the digit's box (``object``) and the mark's (``mark``)."""
@@ -53,4 +55,4 @@ def biased_digits(size: int, seed: int = 0) -> AuditData:
     )
 
 
-AUDIT_DATA: dict[str, Callable[[int, int], AuditData]] = {"biased-digits": biased_digits}
+AUDIT_DATA: dict[str, Callable[[int, int], AuditData]] = {"biased-digits": _biased_digits}

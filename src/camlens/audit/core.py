@@ -90,7 +90,8 @@ def audit(
       class. ``layer`` and ``options`` (``output_fn``, ...) go to the method as in
       :func:`camlens.explain`; the model is left exactly as it was found.
     - ``keep``: how many inputs with the highest share to keep per region, with their pictures
-      and maps, for the report. ``class_names``: default the model's ``.class_names``, if any.
+      and maps, for the report. ``class_names``: the label of each class (default: the model's own
+      ``class_names`` attribute if it has one, else the indices).
     - ``cue_key``: the item key (or a callable) of the class a suspected cue points at (-1: no
       cue); the result then compares the shares when the prediction is the cue's class with
       the others (:meth:`~camlens.audit.result.AuditResult.by_cue`).
@@ -168,7 +169,7 @@ def audit(
         shares=concatenate(columns["shares"], (0, count), torch.float32),
         areas=concatenate(columns["areas"], (0, count), torch.float32),
         empty=concatenate(columns["empty"], (0,), torch.bool),
-        class_names=class_names or getattr(model, "class_names", None),
+        class_names=class_names or getattr(model, "class_names", None),  # a user's attribute
         cues=concatenate(columns["cues"], (0,), torch.long) if cue_key is not None else None,
         examples={name: [example for _, _, example in sorted(heap, key=lambda e: (-e[0], -e[1]))]
                   for name, heap in kept.items()},

@@ -17,6 +17,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from camlens.audit.regions import RegionSpec, read_region, region_mask
 
+__all__ = ["Batch", "ItemReader", "IterableItems", "NO_LABEL", "stream"]
+
 #: Label of an item that has none.
 NO_LABEL = -1
 
@@ -103,7 +105,7 @@ class IterableItems(IterableDataset):
         return iter(self.items)
 
 
-def dataset_length(dataset: Any) -> int | None:
+def _dataset_length(dataset: Any) -> int | None:
     try:
         return len(dataset)
     except TypeError:
@@ -135,7 +137,7 @@ def stream(dataset: Any, reader: ItemReader, batch_size: int, num_workers: int =
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=dataset_length(dataset), desc=description, unit="item", leave=False)
+        bar = tqdm(total=_dataset_length(dataset), desc=description, unit="item", leave=False)
     try:
         for batch in loader:
             yield batch

@@ -20,6 +20,8 @@ import torch
 
 from camlens.metrics.localization import box_masks
 
+__all__ = ["RegionSpec", "check_region_specs", "mask_box", "read_region", "region_mask"]
+
 RegionSpec = str | int | Callable[[Any], Any]
 
 

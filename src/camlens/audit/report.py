@@ -23,6 +23,9 @@ from camlens.audit.result import AuditExample, AuditResult
 from camlens.viz import draw_boxes, overlay, to_pil
 from camlens.viz.overlay import BOX_COLORS
 
+__all__ = ["LIFT_HIGHLIGHT", "PICTURE_SIDE", "STYLE", "displayable", "example_picture", "number",
+           "percent", "render_html", "share_digits", "table", "write_report"]
+
 #: Longest side, in pixels, of a worst-case picture (small inputs are enlarged, nearest neighbour).
 PICTURE_SIDE = 192
 #: A region whose lift reaches this is highlighted: its share is this many times a uniform map's.
@@ -41,7 +44,7 @@ code { background: #f3f3f3; padding: 0 0.2em; }
 """
 
 
-def data_uri(picture: Image.Image | Figure, dpi: float = 100) -> str:
+def _data_uri(picture: Image.Image | Figure, dpi: float = 100) -> str:
     """A ``data:image/png;base64,...`` URI of a PIL image or a matplotlib figure."""
     buffer = io.BytesIO()
     if isinstance(picture, Figure):
@@ -51,7 +54,7 @@ def data_uri(picture: Image.Image | Figure, dpi: float = 100) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def region_color(column: int) -> tuple[int, int, int]:
+def _region_color(column: int) -> tuple[int, int, int]:
     return BOX_COLORS[column % len(BOX_COLORS)]
 
 
@@ -75,10 +78,10 @@ def example_picture(example: AuditExample, alpha: float = 0.5) -> Image.Image:
     if not columns:
         return picture
     boxes = np.array([mask_box(example.masks[c]) for c in columns], dtype=np.float64) * scale
-    return draw_boxes(picture, boxes, colors=[region_color(c) for c in columns])
+    return draw_boxes(picture, boxes, colors=[_region_color(c) for c in columns])
 
 
-def histogram_figure(result: AuditResult) -> Figure:
+def _histogram_figure(result: AuditResult) -> Figure:
     """One panel per region: the histogram of shares, right and wrong predictions stacked, with
     the mean share and the mean area share (what a uniform map would score) marked."""
     count = len(result.regions)
@@ -137,7 +140,7 @@ def share_digits(value: float | None) -> str:
     return percent(value, 1 if value is None or value >= 0.01 else 3)
 
 
-def overall_section(result: AuditResult) -> str:
+def _overall_section(result: AuditResult) -> str:
     summary = result.summary()
     rows, flags, sentences = [], [], []
     for column, (name, stats) in enumerate(summary["regions"].items()):
@@ -147,7 +150,7 @@ def overall_section(result: AuditResult) -> str:
                      number(lift)])
         flags.append(lift is not None and lift >= LIFT_HIGHLIGHT)
         if stats["mean_share"] is not None and lift is not None:
-            color = "rgb({},{},{})".format(*region_color(column))
+            color = "rgb({},{},{})".format(*_region_color(column))
             sentences.append(
                 f'<li><span class="swatch" style="border-color:{color}"></span> '
                 f"<b>{html.escape(name)}</b>: the maps put {share_digits(stats['mean_share'])} of "
@@ -168,7 +171,7 @@ def overall_section(result: AuditResult) -> str:
     )
 
 
-def counterfactual_section(result: AuditResult) -> str:
+def _counterfactual_section(result: AuditResult) -> str:
     checks = result.counterfactual
     if checks is None:
         return ""
@@ -187,7 +190,7 @@ def counterfactual_section(result: AuditResult) -> str:
     )
 
 
-def group_table(first_column: str, groups: dict, regions) -> str:
+def _group_table(first_column: str, groups: dict, regions) -> str:
     """One row per group of inputs (a class, a cue condition): its size, accuracy, and each
     region's mean share of the map and lift."""
     header = [first_column, "inputs", "accuracy"] + [f"share {n}" for n in regions] + [
@@ -201,29 +204,29 @@ def group_table(first_column: str, groups: dict, regions) -> str:
     return table(header, rows)
 
 
-def cue_section(result: AuditResult) -> str:
+def _cue_section(result: AuditResult) -> str:
     groups = result.by_cue()
     if groups is None:
         return ""
     return ("<h2>Does the map follow the cue?</h2>"
-            + group_table("inputs with a cue", groups, result.regions)
+            + _group_table("inputs with a cue", groups, result.regions)
             + "<p>A model that leans on the cue puts more of the map's mass on it when it "
             "predicts the class the cue points at.</p>")
 
 
-def per_class_section(result: AuditResult) -> str:
+def _per_class_section(result: AuditResult) -> str:
     per_class = result.per_class()
     if not per_class:
         return ""
-    return "<h2>Per class (by label)</h2>" + group_table("class", per_class, result.regions)
+    return "<h2>Per class (by label)</h2>" + _group_table("class", per_class, result.regions)
 
 
-def cases_section(result: AuditResult, top: int) -> str:
+def _cases_section(result: AuditResult, top: int) -> str:
     parts = ["<h2>The inputs whose maps lean most on each region</h2>",
              "<p>Map of the explained class over the input; boxes around the regions: "]
     parts.append(", ".join(
         f'<span class="swatch" style="border-color:rgb({r},{g},{b})"></span> {html.escape(n)}'
-        for n, (r, g, b) in ((n, region_color(c)) for c, n in enumerate(result.regions))))
+        for n, (r, g, b) in ((n, _region_color(c)) for c, n in enumerate(result.regions))))
     parts.append(".</p>")
     row_of = {index: row for row, index in enumerate(result.indices.tolist())}
     for name in result.regions:
@@ -242,7 +245,7 @@ def cases_section(result: AuditResult, top: int) -> str:
                        f"{result.class_name(record['prediction'])}{verdict}<br>{html.escape(name)}"
                        f" share {share_digits(record['share'][name])}")
             cards.append(f'<figure><img alt="input {example.index}" '
-                         f'src="{data_uri(example_picture(example))}">'
+                         f'src="{_data_uri(example_picture(example))}">'
                          f"<figcaption>{caption}</figcaption></figure>")
         parts.append(f'<div class="cases">{"".join(cards)}</div>')
     return "".join(parts)
@@ -263,16 +266,16 @@ def render_html(result: AuditResult, title: str = "camlens bias audit",
     notes = "".join(f"<li>{html.escape(note)}</li>" for note in result.notes)
     histogram = ""
     if len(result):
-        figure = histogram_figure(result)
+        figure = _histogram_figure(result)
         histogram = (f'<h2>Shares, input by input</h2><img alt="histograms of the region shares" '
-                     f'src="{data_uri(figure)}">')
+                     f'src="{_data_uri(figure)}">')
     return (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>{intro}<p>{settings}.</p>"
-        + overall_section(result) + counterfactual_section(result) + cue_section(result)
+        + _overall_section(result) + _counterfactual_section(result) + _cue_section(result)
         + histogram
-        + per_class_section(result) + cases_section(result, top)
+        + _per_class_section(result) + _cases_section(result, top)
         + (f"<h2>Notes</h2><ul>{notes}</ul>" if notes else "")
         + "</body></html>"
     )

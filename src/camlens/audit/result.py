@@ -22,6 +22,9 @@ import torch
 
 from camlens.audit.items import NO_LABEL
 
+__all__ = ["AuditExample", "AuditResult", "CounterfactualResult", "VariantResult", "concatenate",
+           "rounded"]
+
 
 @dataclass(eq=False)
 class AuditExample:

@@ -17,10 +17,12 @@ import click
 from camlens.audio.relevance import METHODS
 from camlens.cli.options import VERBOSE_OPTION
 
+__all__ = ["AUDIO_MODELS", "explain_audio"]
+
 AUDIO_MODELS = ("accent-attention", "accent-cnn")
 
 
-def load_zoo_model(name: str, weights: Path | None, option: str):
+def _load_zoo_model(name: str, weights: Path | None, option: str):
     """(model, weights description) of a zoo audio model, or a usage error naming what is
     accepted."""
     from camlens import zoo
@@ -38,7 +40,7 @@ def load_zoo_model(name: str, weights: Path | None, option: str):
         raise click.UsageError(f"cannot load {name}: {error}") from None
 
 
-def read_words(path: Path, required: bool) -> list[dict] | None:
+def _read_words(path: Path, required: bool) -> list[dict] | None:
     """Word stamps from a JSON file: a list of ``{"word", "start_s", "end_s"}`` objects or an
     object with such a list under ``"words"`` (the sidecar of the accent data sets). A sidecar
     that is not such a file is ignored (``required=False``); a ``--words`` file must be one."""
@@ -90,11 +92,11 @@ def explain_audio(file: Path, model_name: str, weights: Path | None, cnn_name: s
     from camlens.audio.relevance import audio_relevance
     from camlens.io.audio import load_audio
 
-    model, description = load_zoo_model(model_name, weights, "--model")
+    model, description = _load_zoo_model(model_name, weights, "--model")
     cnn = None
     if model_name == "accent-attention" and cnn_name.lower() != "none":
-        cnn = load_zoo_model(cnn_name, None, "--cnn")
-    words = read_words(words_path, required=True) if words_path is not None else None
+        cnn = _load_zoo_model(cnn_name, None, "--cnn")
+    words = _read_words(words_path, required=True) if words_path is not None else None
     try:
         waveform, _ = load_audio(file)
         if float(waveform.abs().max()) == 0.0:
@@ -104,7 +106,7 @@ def explain_audio(file: Path, model_name: str, weights: Path | None, cnn_name: s
         sys.exit(1)
     sidecar = file.with_suffix(".json")
     if words is None and sidecar.is_file():
-        words = read_words(sidecar, required=False)
+        words = _read_words(sidecar, required=False)
     if model_name == "accent-attention":
         plan = [(model, description, ("attention", "attention-gradient"))]
         if cnn is not None:

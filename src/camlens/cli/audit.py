@@ -21,8 +21,10 @@ from camlens.cli.options import (
     load_or_exit,
 )
 
+__all__ = ["audit"]
 
-def summary_lines(result, model_name: str, data) -> list[str]:
+
+def _summary_lines(result, model_name: str, data) -> list[str]:
     """The summary the command prints: accuracy, region shares and the counterfactual check."""
     from camlens.audit.report import number, percent, share_digits
 
@@ -55,7 +57,7 @@ def summary_lines(result, model_name: str, data) -> list[str]:
     return lines
 
 
-def reproduction_command(**options) -> str:
+def _reproduction_command(**options) -> str:
     """The ``camlens audit`` command line that reruns this audit: every option that decides
     the result (the model and its weights, data, method, layer, target, batch size, device)."""
     flags = {"model_spec": "--model", "weights": "--weights", "arch": "--arch",
@@ -119,7 +121,7 @@ def audit(model_spec, weights, arch, trust_checkpoint, data_name, size, seed, me
         counterfactuals=data.variants, cue_key=data.cue_key, progress=sys.stderr.isatty(),
     )
     out.mkdir(parents=True, exist_ok=True)
-    command = reproduction_command(model_spec=model_spec, weights=weights, arch=arch,
+    command = _reproduction_command(model_spec=model_spec, weights=weights, arch=arch,
                                    trust_checkpoint=trust_checkpoint, data=data_name, size=size,
                                    seed=seed, method=method_name, layer=layer, target=target,
                                    batch_size=batch_size, top=top, out=out, device=device)
@@ -128,6 +130,6 @@ def audit(model_spec, weights, arch, trust_checkpoint, data_name, size, seed, me
     summary = {"model": loaded.name, "data": data_name, "size": size, "seed": seed,
                "command": command, "description": data.description, **result.to_dict(top=top)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    for line in summary_lines(result, loaded.name, data):
+    for line in _summary_lines(result, loaded.name, data):
         click.echo(line)
     click.echo(f"wrote {report.resolve()} and {(out / 'summary.json').resolve()}")

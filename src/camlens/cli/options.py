@@ -11,6 +11,9 @@ import click
 if TYPE_CHECKING:
     import torch
 
+__all__ = ["DEVICE_OPTION", "MODEL_OPTIONS", "VERBOSE_OPTION", "device_option", "layer_option",
+           "load_or_exit", "model_options"]
+
 def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if value:
         ctx.ensure_object(dict)["verbose"] = True

@@ -25,6 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+__all__ = ["BiasedDigits", "Box", "CLASS_NAMES", "ClutteredDigits", "DigitCanvasConfig",
+           "DigitDataset", "DigitScenes", "MARK_SIZE", "MARK_SPOTS", "SOURCE_SPLIT_SEED",
+           "SPLITS", "TEST_FRACTION", "materialize", "overlaps", "paste", "randint",
+           "source_digits"]
+
 CLASS_NAMES = tuple(str(digit) for digit in range(10))
 SPLITS = ("train", "test")
 TEST_FRACTION = 0.3
@@ -54,7 +59,7 @@ def source_digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return images[chosen], labels[chosen]
 
 
-def item_generator(seed: int, split: str, index: int, salt: str) -> torch.Generator:
+def _item_generator(seed: int, split: str, index: int, salt: str) -> torch.Generator:
     """A generator seeded from the item's identity, so item i is the same on every access."""
     key = f"{salt}:{seed}:{split}:{index}".encode()
     return torch.Generator().manual_seed(zlib.crc32(key))
@@ -65,14 +70,14 @@ def randint(generator: torch.Generator, low: int, high: int) -> int:
     return int(torch.randint(low, high + 1, (1,), generator=generator))
 
 
-def upscale(digit: torch.Tensor, size: int) -> torch.Tensor:
+def _upscale(digit: torch.Tensor, size: int) -> torch.Tensor:
     """An 8x8 digit resized to size x size (bilinear), values kept in [0, 1]."""
     resized = F.interpolate(digit[None, None], size=(size, size), mode="bilinear",
                             align_corners=False)
     return resized[0, 0].clamp(0, 1)
 
 
-def ink_box(patch: torch.Tensor, top: int, left: int, level: float = 0.1) -> Box:
+def _ink_box(patch: torch.Tensor, top: int, left: int, level: float = 0.1) -> Box:
     """The tight box of the pixels of ``patch`` above ``level``, in canvas coordinates."""
     rows = torch.nonzero(patch.amax(dim=1) > level).flatten()
     cols = torch.nonzero(patch.amax(dim=0) > level).flatten()
@@ -127,7 +132,7 @@ class DigitDataset(Dataset):
     def generator(self, index: int) -> torch.Generator:
         if not 0 <= index < self.size:
             raise IndexError(f"index {index} is out of range for a data set of {self.size}")
-        return item_generator(self.seed, self.split, index, self.salt)
+        return _item_generator(self.seed, self.split, index, self.salt)
 
     def pick_source(self, generator: torch.Generator, label: int | None = None
                     ) -> tuple[torch.Tensor, int]:
@@ -152,8 +157,8 @@ class DigitDataset(Dataset):
         for _ in range(attempts):
             size = randint(generator, *self.config.digit_size)
             top, left = randint(generator, 0, height - size), randint(generator, 0, width - size)
-            patch = upscale(digit, size)
-            box = ink_box(patch, top, left)
+            patch = _upscale(digit, size)
+            box = _ink_box(patch, top, left)
             if not overlaps(box, taken, margin=2):
                 paste(canvas, patch, top, left)
                 return box
@@ -168,7 +173,7 @@ class DigitDataset(Dataset):
             side = randint(generator, *config.fragment)
             row, col = randint(generator, 0, 8 - side), randint(generator, 0, 8 - side)
             piece = digit[row : row + side, col : col + side]
-            patch = upscale(piece, side * config.fragment_scale)
+            patch = _upscale(piece, side * config.fragment_scale)
             for _ in range(20):
                 top = randint(generator, 0, height - patch.shape[0])
                 left = randint(generator, 0, width - patch.shape[1])
@@ -227,9 +232,9 @@ class DigitScenes(DigitDataset):
             size = min(randint(generator, *self.config.digit_size), slot, height)
             top = randint(generator, 0, height - size)
             left = index * slot + randint(generator, 0, slot - size)
-            patch = upscale(digit, size)
+            patch = _upscale(digit, size)
             paste(canvas, patch, top, left)
-            placed.append((ink_box(patch, top, left), label))
+            placed.append((_ink_box(patch, top, left), label))
         self.add_clutter(canvas, generator, [b for b, _ in placed])
         count = len(placed)
         labels = torch.full((4,), -1, dtype=torch.long)

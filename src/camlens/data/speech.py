@@ -48,6 +48,13 @@ from torch.utils.data import Dataset
 from camlens.data.digits import SPLITS
 from camlens.io.audio import resample
 
+__all__ = ["ACCENTS", "ACCENT_WORDS", "AUDIO_OUTPUT_SYNCHRONOUS", "AccentRecordings",
+           "COMMON_WORDS", "ESPEAK_CHARS_UTF8", "ESPEAK_INITIALIZE_DONT_EXIT", "ESPEAK_VOICES",
+           "EspeakSynthesizer", "FORMAT_VERSION", "GAP_KINDS", "GapSpan", "KINDS",
+           "NEUTRAL_VOICE", "POS_CHARACTER", "Recording", "SAMPLE_RATE", "SPEAKERS",
+           "SYNTH_CALLBACK", "SpeechConfig", "TEST_FRACTION", "WORD_SPLIT_SEED", "WordStamp",
+           "default_cache_dir", "integer", "synthesizer", "word_lists"]
+
 ACCENTS = ("en-gb", "en-us")
 NEUTRAL_VOICE = "en-029"
 #: Our voice tags and the eSpeak NG voice each names (``en`` is eSpeak's British English).
@@ -63,13 +70,13 @@ TEST_FRACTION = 0.3
 #: The permutation that splits the word lists is fixed, whatever a data set's seed.
 WORD_SPLIT_SEED = 1066
 
-def word_tuple(text: str) -> tuple[str, ...]:
+def _word_tuple(text: str) -> tuple[str, ...]:
     """The distinct white-space separated words of ``text``, in order."""
     return tuple(dict.fromkeys(text.split()))
 
 
 #: Words whose British and American pronunciations differ (vowels, rhotic r, flapped t, stress).
-ACCENT_WORDS = word_tuple("""
+ACCENT_WORDS = _word_tuple("""
     tomato water schedule dance herb route either neither privacy vitamin garage leisure
     can't car better aunt banana basil bath butter clerk data dynasty fertile missile mobile
     fragile hostile laboratory lieutenant oregano pasta path patriot tuesday news new duty tube
@@ -84,7 +91,7 @@ ACCENT_WORDS = word_tuple("""
     """)
 
 #: Everyday words whose two pronunciations are close.
-_COMMON_WORDS = word_tuple("""
+_COMMON_WORDS = _word_tuple("""
     big sit will him fish pink milk ring sing king thin kid ten pen red bed egg leg sun fun bus
     cup much jump sleep green tree see tea me feel leave sweet wheel key eat meet need blue food
     moon soon shoe fly time nice like bike ride five line kite day name game rain train play
@@ -124,7 +131,7 @@ SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), 
                                   ctypes.c_void_p)
 
 
-def espeak_paths() -> tuple[str, str | None]:
+def _espeak_paths() -> tuple[str, str | None]:
     """(library path, data path or None for the library's default) of eSpeak NG.
 
     ``espeakng-loader`` first (it ships both), then a system ``libespeak-ng``."""
@@ -208,10 +215,10 @@ class EspeakSynthesizer:
 @cache
 def synthesizer() -> EspeakSynthesizer:
     """The process's eSpeak NG synthesizer, started on first use."""
-    return EspeakSynthesizer(*espeak_paths())
+    return EspeakSynthesizer(*_espeak_paths())
 
 
-def trim(waveform: np.ndarray, level: float = 0.01, margin_s: float = 0.005) -> np.ndarray:
+def _trim(waveform: np.ndarray, level: float = 0.01, margin_s: float = 0.005) -> np.ndarray:
     """``waveform`` without the near-silence (below ``level`` of its peak) at its two ends."""
     magnitude = np.abs(waveform)
     loud = np.flatnonzero(magnitude > level * magnitude.max(initial=0.0))
@@ -318,7 +325,7 @@ class SpeechConfig:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def item_rng(seed: int, split: str, kind: str, index: int) -> np.random.Generator:
+def _item_rng(seed: int, split: str, kind: str, index: int) -> np.random.Generator:
     """A random generator seeded from the item's identity, so item i is the same on every
     access and on every machine."""
     return np.random.default_rng(zlib.crc32(f"accents:{seed}:{split}:{kind}:{index}".encode()))
@@ -329,7 +336,7 @@ def integer(rng: np.random.Generator, low: int, high: int) -> int:
     return int(rng.integers(low, high + 1))
 
 
-def coloured_noise(samples: int, rng: np.random.Generator, pink: bool) -> np.ndarray:
+def _coloured_noise(samples: int, rng: np.random.Generator, pink: bool) -> np.ndarray:
     """(samples,) white or pink (power ~ 1/f) noise with unit RMS."""
     noise = rng.standard_normal(samples)
     if pink and samples > 1:
@@ -339,7 +346,7 @@ def coloured_noise(samples: int, rng: np.random.Generator, pink: bool) -> np.nda
     return noise / max(float(np.sqrt(np.mean(noise**2))), 1e-12)
 
 
-def compose(rng: np.random.Generator, label: int, kind: str, accent_words: tuple[str, ...],
+def _compose(rng: np.random.Generator, label: int, kind: str, accent_words: tuple[str, ...],
             common_words: tuple[str, ...], config: SpeechConfig) -> Recording:
     """One recording of ``kind`` in accent ``ACCENTS[label]``, drawn with ``rng``.
 
@@ -367,7 +374,7 @@ def compose(rng: np.random.Generator, label: int, kind: str, accent_words: tuple
         voice = ACCENTS[label] if position in informative else NEUTRAL_VOICE
         audio = engine.synthesize(word, ESPEAK_VOICES[voice], speaker, rate_wpm, pitch,
                                   seed=voice_seed + position)
-        spoken.append((word, voice, position in informative, trim(audio.numpy())))
+        spoken.append((word, voice, position in informative, _trim(audio.numpy())))
     speech_peak = max(float(np.abs(audio).max(initial=0.0)) for *_, audio in spoken)
     if speech_peak == 0:
         raise RuntimeError(f"eSpeak NG produced silence for {words}")
@@ -382,7 +389,7 @@ def compose(rng: np.random.Generator, label: int, kind: str, accent_words: tuple
         samples = round(rng.uniform(*seconds) * SAMPLE_RATE)
         if gap_kind == "noise":
             pink = bool(rng.random() < 0.5)
-            pieces.append(coloured_noise(samples, rng, pink) * rng.uniform(*config.noise_rms))
+            pieces.append(_coloured_noise(samples, rng, pink) * rng.uniform(*config.noise_rms))
         else:
             pieces.append(np.zeros(samples))
         gaps.append(GapSpan(gap_kind, cursor / SAMPLE_RATE, (cursor + samples) / SAMPLE_RATE))
@@ -404,16 +411,16 @@ def compose(rng: np.random.Generator, label: int, kind: str, accent_words: tuple
 
     waveform = np.concatenate(pieces) * rng.uniform(*config.peak)
     waveform += config.dither * rng.standard_normal(len(waveform))
-    return Recording(torch.from_numpy(dequantize(quantize(waveform))), SAMPLE_RATE, label, stamps,
+    return Recording(torch.from_numpy(_dequantize(_quantize(waveform))), SAMPLE_RATE, label, stamps,
                      gaps, speaker)
 
 
-def quantize(waveform: np.ndarray) -> np.ndarray:
+def _quantize(waveform: np.ndarray) -> np.ndarray:
     """``waveform`` in [-1, 1] as 16-bit integers, as the cache stores it."""
     return np.clip(np.round(waveform * 32767), -32767, 32767).astype(np.int16)
 
 
-def dequantize(samples: np.ndarray) -> np.ndarray:
+def _dequantize(samples: np.ndarray) -> np.ndarray:
     return samples.astype(np.float32) / 32767
 
 
@@ -468,10 +475,10 @@ class AccentRecordings(Dataset):
             import soundfile
 
             samples, _ = soundfile.read(audio_path, dtype="int16")
-            waveform = torch.from_numpy(dequantize(samples))
+            waveform = torch.from_numpy(_dequantize(samples))
             return Recording.from_metadata(waveform, json.loads(sidecar_path.read_text()))
-        rng = item_rng(self.seed, self.split, self.kind, index)
-        recording = compose(rng, index % 2, self.kind, self.accent_words,
+        rng = _item_rng(self.seed, self.split, self.kind, index)
+        recording = _compose(rng, index % 2, self.kind, self.accent_words,
                             self.common_words, self.config)
         self.store(index, recording)
         return recording
@@ -486,7 +493,7 @@ class AccentRecordings(Dataset):
         except OSError as error:
             raise OSError(f"cannot create the speech cache {self.folder}: {error}; set "
                           "CAMLENS_CACHE or pass cache_dir") from error
-        samples = quantize(recording.waveform.numpy())
+        samples = _quantize(recording.waveform.numpy())
         suffix = f".{os.getpid()}.tmp"  # several workers may write the same item at once
         soundfile.write(str(audio_path) + suffix, samples, recording.sample_rate, format="FLAC",
                         subtype="PCM_16")

@@ -42,6 +42,11 @@ from camlens.experiments.audio_batches import RaggedWaveforms, predict
 from camlens.zoo.accent import ACCENTS
 from camlens.zoo.audio_features import LogMel
 
+__all__ = ["BASELINE", "BLOCK_S", "FRACTIONS", "RANDOM_REPEATS", "RecordingResult", "TITLES",
+           "block_relevance", "blocks", "deletion_curve", "evaluate", "explain_test_set", "fmt",
+           "gap_shares", "informative_word_ratios", "masked_waveform", "random_ranking",
+           "relevance_ranking", "span_union_share", "word_ranking"]
+
 BLOCK_S = 0.1
 FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 RANDOM_REPEATS = 3
@@ -49,7 +54,7 @@ BASELINE = "loudness"
 TITLES = {**METHOD_TITLES, BASELINE: "loudness (baseline)"}
 
 
-def loudness_relevance(relevance: AudioRelevance, waveform: torch.Tensor) -> torch.Tensor:
+def _loudness_relevance(relevance: AudioRelevance, waveform: torch.Tensor) -> torch.Tensor:
     """``(F,)`` a relevance that only hears sound: each frame's mean log-mel level above the
     floor, as a distribution."""
     with torch.no_grad():
@@ -99,7 +104,7 @@ def explain_test_set(attention: nn.Module, cnn: nn.Module, dataset, kind: str,
         by_cnn = audio_relevance(cnn, waveform, methods=("gradcam",), layer="features",
                                  class_names=ACCENTS)
         by_attention = by_attention.merge(by_cnn)
-        by_attention.frame_relevance[BASELINE] = loudness_relevance(by_attention, waveform)
+        by_attention.frame_relevance[BASELINE] = _loudness_relevance(by_attention, waveform)
         results.append(RecordingResult(
             kind, recording.label, [stamp._asdict() for stamp in recording.words],
             [gap._asdict() for gap in recording.gaps], by_attention,
@@ -357,7 +362,7 @@ def evaluate(out: str | Path, test_size: int = 400, progress: bool = False,
             lines.append(f"| {fraction:.0%} | " + " | ".join(cells) + " |")
         lines.append("")
     deletion_path = out.parent / "audio_deletion.png"
-    save_relevance_figure(deletion_figure(curves, explained_by), deletion_path)
+    save_relevance_figure(_deletion_figure(curves, explained_by), deletion_path)
     lines += [f"![deletion curves]({deletion_path.name})", ""]
 
     # words of whole recordings
@@ -418,7 +423,7 @@ def evaluate(out: str | Path, test_size: int = 400, progress: bool = False,
     return markdown
 
 
-def deletion_figure(curves, explained_by):
+def _deletion_figure(curves, explained_by):
     """Accuracy against the masked fraction: one panel per kind of recording."""
     from matplotlib.figure import Figure
 

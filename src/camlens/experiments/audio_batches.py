@@ -8,6 +8,8 @@ import torch
 
 from camlens.model_state import preserved_model_state
 
+__all__ = ["FULL_SCALE", "RaggedWaveforms", "predict"]
+
 FULL_SCALE = 32767  # the speech cache stores 16-bit samples, so this keeps them exactly
 
 
@@ -44,7 +46,7 @@ class RaggedWaveforms:
         return self.samples[start:end].float() / FULL_SCALE
 
 
-def length_batches(lengths: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+def _length_batches(lengths: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     """Row indices in batches of similar length (less padding), covering every row once."""
     order = torch.argsort(lengths, stable=True)
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
@@ -58,7 +60,7 @@ def predict(model: torch.nn.Module, waveforms: RaggedWaveforms, batch_size: int 
     logits: list[torch.Tensor] = []
     rows_seen: list[torch.Tensor] = []
     with preserved_model_state(model):
-        for rows in length_batches(waveforms.lengths, batch_size):
+        for rows in _length_batches(waveforms.lengths, batch_size):
             logits.append(model(waveforms[rows], waveforms.lengths[rows]))
             rows_seen.append(rows)
     ordered = torch.empty(len(waveforms), logits[0].shape[1])

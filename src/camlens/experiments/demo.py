@@ -23,6 +23,8 @@ from camlens.api import explain
 from camlens.data import ClutteredDigits, DigitScenes, materialize
 from camlens.zoo import get_weights, load
 
+__all__ = ["SCALE", "build_demo", "enlarged"]
+
 SCALE = 3  # the 64-pixel canvases are drawn three times larger
 
 
@@ -32,7 +34,7 @@ def enlarged(picture):
     return picture.resize((picture.width * SCALE, picture.height * SCALE), Image.NEAREST)
 
 
-def figure_tag(src: str, caption: str) -> str:
+def _figure_tag(src: str, caption: str) -> str:
     return (f'<figure><img src="{html.escape(src)}" alt="{html.escape(caption)}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
@@ -67,7 +69,7 @@ def build_demo(out: Path, count: int = 6) -> Path:
         for column, (caption, image) in enumerate(cells):
             name = f"digit{index}_{column}.png"
             enlarged(image).save(out / name)
-            tags.append(figure_tag(name, caption))
+            tags.append(_figure_tag(name, caption))
         rows.append(f'<div class="row">{"".join(tags)}</div>')
     sections.append(
         "<h2>1-2. CAM and Grad-CAM agree on a GAP model; Grad-CAM also explains an FC head</h2>"
@@ -86,7 +88,7 @@ def build_demo(out: Path, count: int = 6) -> Path:
         figure = explanation_grid(exp, scene, class_names=get_weights("digits-gap").class_names)
         name = f"scene{index}.png"
         save_figure(figure, out / name)
-        scene_rows.append(figure_tag(name, f"scene with {classes[0]} and {classes[1]}: "
+        scene_rows.append(_figure_tag(name, f"scene with {classes[0]} and {classes[1]}: "
                                            "one Grad-CAM map per digit class"))
     sections.append("<h2>3. One map per class in the same image</h2><p>Each scene holds two "
                     "digits; asking for each digit's class gives a map on that digit.</p>"
@@ -101,7 +103,7 @@ def build_demo(out: Path, count: int = 6) -> Path:
                            colors=["lime", "red"])
         name = f"box{index}.png"
         drawn.save(out / name)
-        box_tags.append(figure_tag(name, f"IoU {overlaps[index]:.2f}"))
+        box_tags.append(_figure_tag(name, f"IoU {overlaps[index]:.2f}"))
     hits = metrics.localization_hits(found, boxes, cam.targets, labels)
     sections.append(
         "<h2>4. Localization from the map (the CAM paper's protocol)</h2><p>Keep the CAM above "

@@ -26,6 +26,9 @@ from camlens.api import explain
 from camlens.data import ClutteredDigits, materialize
 from camlens.zoo import get_weights, load
 
+__all__ = ["COLUMNS", "FAITHFULNESS_STEPS", "MODELS", "POINTING_TOLERANCE", "TABLE_METHODS",
+           "localization_table"]
+
 TABLE_METHODS = ("cam", "gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigencam",
                  "scorecam", "ablationcam", "guided-backprop", "guided-gradcam")
 MODELS = ("digits-gap", "digits-fc")
@@ -33,7 +36,7 @@ POINTING_TOLERANCE = metrics.pointing.DIGITS_TOLERANCE
 FAITHFULNESS_STEPS = 32
 
 
-def batched_maps(model, images, method: str, targets: torch.Tensor, batch: int = 200,
+def _batched_maps(model, images, method: str, targets: torch.Tensor, batch: int = 200,
                  layer: str = "features"):
     """Normalised maps at input resolution for ``targets``, ``batch`` images at a time."""
     maps = []
@@ -44,7 +47,7 @@ def batched_maps(model, images, method: str, targets: torch.Tensor, batch: int =
     return torch.cat(maps)
 
 
-def evaluate_maps(model, images, labels, boxes, predicted, maps_predicted, maps_true,
+def _evaluate_maps(model, images, labels, boxes, predicted, maps_predicted, maps_true,
                   faithfulness_size: int) -> dict[str, float]:
     """Every metric of one method (or baseline map) on one model."""
     row = {}
@@ -68,7 +71,7 @@ def evaluate_maps(model, images, labels, boxes, predicted, maps_predicted, maps_
     return row
 
 
-def box_baseline(labels, boxes, predicted, box: torch.Tensor) -> dict[str, float]:
+def _box_baseline(labels, boxes, predicted, box: torch.Tensor) -> dict[str, float]:
     boxes_guess = box.expand(len(labels), 4)
     row = {}
     for threshold in (0.20, 0.15):
@@ -87,7 +90,7 @@ COLUMNS = (("loc@0.20", "top-1 loc. error % (20%)", "{:.1f}"),
            ("increase", "increase in conf. %", "{:.1f}"))
 
 
-def markdown_row(label: str, row: dict[str, float]) -> str:
+def _markdown_row(label: str, row: dict[str, float]) -> str:
     cells = [fmt.format(row[key]) if key in row else "-" for key, _, fmt in COLUMNS]
     return f"| {label} | " + " | ".join(cells) + " |"
 
@@ -134,29 +137,29 @@ def localization_table(test_size: int = 1000, faithfulness_size: int = 250,
         for method in TABLE_METHODS:
             label = f"{name} {method}"
             try:
-                maps_predicted = batched_maps(model, images, method, predicted)
+                maps_predicted = _batched_maps(model, images, method, predicted)
             except ValueError as error:
                 lines.append(f"| {label} | refused: {str(error).split(';')[0]} |")
                 continue
-            maps_true = batched_maps(model, images, method, labels)
+            maps_true = _batched_maps(model, images, method, labels)
             say(f"{label} ...")
-            row = evaluate_maps(model, images, labels, boxes, predicted, maps_predicted,
+            row = _evaluate_maps(model, images, labels, boxes, predicted, maps_predicted,
                                 maps_true, faithfulness_size)
-            lines.append(markdown_row(label, row))
+            lines.append(_markdown_row(label, row))
         generator = torch.Generator().manual_seed(0)
         noise = torch.rand(len(images), 1, 16, 16, generator=generator)
         random_maps = F.interpolate(noise, size=size, mode="bilinear", align_corners=False)[:, 0]
-        lines.append(markdown_row(f"{name} baseline: random map", evaluate_maps(
+        lines.append(_markdown_row(f"{name} baseline: random map", _evaluate_maps(
             model, images, labels, boxes, predicted, random_maps, random_maps, faithfulness_size)))
-        lines.append(markdown_row(f"{name} baseline: centred box of average size", box_baseline(
+        lines.append(_markdown_row(f"{name} baseline: centred box of average size", _box_baseline(
             labels, boxes, predicted, metrics.center_box(size, mean_size))))
-        lines.append(markdown_row(f"{name} baseline: full image", box_baseline(
+        lines.append(_markdown_row(f"{name} baseline: full image", _box_baseline(
             labels, boxes, predicted, metrics.full_image_box(size))))
-    lines += ["", *sanity_lines(models["digits-gap"], images[:50])]
+    lines += ["", *_sanity_lines(models["digits-gap"], images[:50])]
     return "\n".join(lines) + "\n"
 
 
-def sanity_lines(model, images: torch.Tensor) -> list[str]:
+def _sanity_lines(model, images: torch.Tensor) -> list[str]:
     """Cascading randomization of digits-gap: Spearman correlation after each step."""
     lines = ["Sanity check (Adebayo et al. 2018), digits-gap, 50 test images: Spearman rank "
              "correlation between the maps of the trained model and of the model with its layers "

@@ -20,6 +20,9 @@ from camlens.model_state import preserved_model_state
 from camlens.targets import predicted_classes
 from camlens.zoo.registry import get_weights, weights_path
 
+__all__ = ["AccentTask", "CaptionTask", "ClassificationTask", "RECIPES", "TASKS", "TEST_SEED",
+           "TrainingRecipe", "accuracy", "caption_accuracy", "datasets", "train"]
+
 TEST_SEED = 0
 
 
@@ -55,12 +58,12 @@ def datasets(kind: str, train_size: int, test_size: int, seed: int):
     if kind == "scenes":
         return (DigitScenes(train_size, "train", seed), DigitScenes(test_size, "test", TEST_SEED))
     if kind == "accents":
-        return accent_datasets(train_size, test_size, seed)
+        return _accent_datasets(train_size, test_size, seed)
     raise ValueError(f"unknown training data set {kind!r}; known: cluttered, biased, scenes, "
                      "accents")
 
 
-def accent_datasets(train_size: int, test_size: int, seed: int):
+def _accent_datasets(train_size: int, test_size: int, seed: int):
     """(train, test) accent recordings, each half mixed and half whole (:mod:`camlens.data.
     speech`); the test recordings use the test split's words, which no training recording has.
 

@@ -214,7 +214,8 @@ class AblationCAM(CAMMethod):
             try:
                 with capture_layer(module, track_grad=False, replace=ablate) as capture:
                     output = adapt_output(self.model(*single), output_fn)
-                # channels is None only when the layer did not run (len raises TypeError as before)
+                if ablation.channels is None:  # the layer did not run: say so
+                    checked_activation(capture, layer_name)
                 rows_follow = _batch_rows(output) == len(cast(torch.Tensor, ablation.channels)) + 1
             except RuntimeError as error:
                 if ablation.channels is None or _out_of_memory(error):

@@ -30,6 +30,9 @@ from camlens.explanation import upsample
 from camlens.model_state import model_device, preserved_model_state
 from camlens.targets import Target, adapt_output, class_logits, one_class_per_input
 
+__all__ = ["PerturbationCurves", "Substrate", "average_drop_increase", "deletion_insertion",
+           "gaussian_blur", "gaussian_kernel", "probabilities"]
+
 Substrate = torch.Tensor | float | Callable[[torch.Tensor], torch.Tensor] | None
 
 
@@ -110,11 +113,11 @@ def deletion_insertion(
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    check_batch_size(batch_size)
-    images, saliency = checked_images_and_maps(model, images, maps)
+    _check_batch_size(batch_size)
+    images, saliency = _checked_images_and_maps(model, images, maps)
     if substrate is None:
         substrate = 0.0 if mode == "deletion" else gaussian_blur
-    background = substrate_for(substrate, images)
+    background = _substrate_for(substrate, images)
     start, finish = (images, background) if mode == "deletion" else (background, images)
 
     batch, positions = images.shape[0], saliency[0].numel()
@@ -125,7 +128,7 @@ def deletion_insertion(
     changed_counts = torch.arange(steps + 1, device=images.device) * positions // steps
 
     with preserved_model_state(model), torch.no_grad():
-        targets = resolve_targets(model, images, targets, batch_size, output_fn)
+        targets = _resolve_targets(model, images, targets, batch_size, output_fn)
         # one flat list of (image, step) pairs, scored batch_size at a time
         pairs = torch.arange(batch * (steps + 1), device=images.device)
         scores = []
@@ -162,10 +165,10 @@ def average_drop_increase(
 
     ``targets`` default to the class predicted on each image.
     """
-    check_batch_size(batch_size)
-    images, saliency = checked_images_and_maps(model, images, maps)
+    _check_batch_size(batch_size)
+    images, saliency = _checked_images_and_maps(model, images, maps)
     with preserved_model_state(model), torch.no_grad():
-        targets = resolve_targets(model, images, targets, batch_size, output_fn)
+        targets = _resolve_targets(model, images, targets, batch_size, output_fn)
         full, masked = [], []
         for index in torch.arange(images.shape[0], device=images.device).split(batch_size):
             chunk, chunk_targets = images[index], targets[index]
@@ -189,12 +192,12 @@ def average_drop_increase(
 # --- shared steps --------------------------------------------------------------------------------
 
 
-def check_batch_size(batch_size: int) -> None:
+def _check_batch_size(batch_size: int) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
 
 
-def checked_images_and_maps(
+def _checked_images_and_maps(
     model: nn.Module, images: torch.Tensor, maps: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``images (B, C, *spatial)`` and ``maps`` resized to ``(B, *spatial)`` on their device."""
@@ -224,7 +227,7 @@ def checked_images_and_maps(
     return images, upsample(maps, spatial)
 
 
-def substrate_for(substrate: Substrate, images: torch.Tensor) -> torch.Tensor:
+def _substrate_for(substrate: Substrate, images: torch.Tensor) -> torch.Tensor:
     """The substrate as a tensor shaped like ``images``."""
     if callable(substrate) and not isinstance(substrate, torch.Tensor):
         value = substrate(images)
@@ -262,7 +265,7 @@ def probabilities(
     return logits.float().softmax(dim=1).gather(1, targets[:, None]).squeeze(1)
 
 
-def resolve_targets(
+def _resolve_targets(
     model: nn.Module,
     images: torch.Tensor,
     targets: Target,

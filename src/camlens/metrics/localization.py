@@ -22,6 +22,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+__all__ = ["box_iou", "box_masks", "center_box", "connected_components", "full_image_box",
+           "largest_component_boxes", "localization_error", "localization_hits"]
+
 
 def connected_components(foreground: torch.Tensor) -> torch.Tensor:
     """Labels ``(N, H, W)`` long of the 8-connected components of boolean masks ``(N, H, W)``.
@@ -95,13 +98,13 @@ def largest_component_boxes(maps: torch.Tensor, threshold: float = 0.2) -> torch
     sizes[:, 0] = 0  # background is not a component
     largest = sizes.argmax(dim=1)  # the first (smallest) label among ties
     component = (labels == largest[:, None]).reshape(-1, height, width)
-    boxes = mask_extent(component)
+    boxes = _mask_extent(component)
     full = full_image_box((height, width), device=maps.device).expand_as(boxes)
     boxes = torch.where((peak.reshape(-1, 1) > 0), boxes, full)
     return boxes.reshape(*leading, 4)
 
 
-def mask_extent(masks: torch.Tensor) -> torch.Tensor:
+def _mask_extent(masks: torch.Tensor) -> torch.Tensor:
     """The tightest box ``(N, 4)`` around the True pixels of each mask ``(N, H, W)``; an empty
     mask gets the empty box ``(0, 0, 0, 0)``."""
     height, width = masks.shape[-2:]
@@ -118,7 +121,7 @@ def box_masks(boxes: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Boolean masks ``(..., H, W)`` of boxes ``(..., 4)``: pixel ``(y, x)`` is inside when its
     centre is, ``x0 <= x + 0.5 < x1`` and ``y0 <= y + 0.5 < y1`` (exactly the pixels
     ``x0 .. x1 - 1`` and ``y0 .. y1 - 1`` for integer boxes)."""
-    check_boxes(boxes, "boxes")
+    _check_boxes(boxes, "boxes")
     height, width = size
     boxes = boxes.float()
     xs = torch.arange(width, device=boxes.device, dtype=torch.float32) + 0.5
@@ -129,7 +132,7 @@ def box_masks(boxes: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return inside_y[..., :, None] & inside_x[..., None, :]
 
 
-def box_area(boxes: torch.Tensor) -> torch.Tensor:
+def _box_area(boxes: torch.Tensor) -> torch.Tensor:
     """``(x1 - x0) * (y1 - y0)`` of boxes ``(..., 4)``; an inverted box has area 0."""
     widths = (boxes[..., 2] - boxes[..., 0]).clamp_min(0)
     heights = (boxes[..., 3] - boxes[..., 1]).clamp_min(0)
@@ -141,14 +144,14 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
     ``IoU = |a ∩ b| / (|a| + |b| - |a ∩ b|)``; two boxes with no area at all have IoU 0.
     """
-    check_boxes(a, "a")
-    check_boxes(b, "b")
+    _check_boxes(a, "a")
+    _check_boxes(b, "b")
     a, b = a.float(), b.float()
     overlap = torch.cat(
         [torch.maximum(a[..., :2], b[..., :2]), torch.minimum(a[..., 2:], b[..., 2:])], dim=-1
     )
-    intersection = box_area(overlap)
-    union = box_area(a) + box_area(b) - intersection
+    intersection = _box_area(overlap)
+    union = _box_area(a) + _box_area(b) - intersection
     return torch.where(union > 0, intersection / union.clamp_min(1e-12), torch.zeros_like(union))
 
 
@@ -171,8 +174,8 @@ def localization_hits(
     A prediction hits a ground-truth box when their classes agree and their IoU reaches
     ``iou_threshold`` (0.5 in ILSVRC, CAM and Grad-CAM).
     """
-    pred_boxes, pred_classes = with_box_axis(pred_boxes, pred_classes, "pred")
-    true_boxes, true_classes = with_box_axis(true_boxes, true_classes, "true")
+    pred_boxes, pred_classes = _with_box_axis(pred_boxes, pred_classes, "pred")
+    true_boxes, true_classes = _with_box_axis(true_boxes, true_classes, "true")
     if pred_boxes.shape[0] != true_boxes.shape[0]:
         raise ValueError(
             f"pred_boxes hold {pred_boxes.shape[0]} images but true_boxes {true_boxes.shape[0]}"
@@ -226,18 +229,18 @@ def center_box(
 # --- shape checks --------------------------------------------------------------------------------
 
 
-def check_boxes(boxes: torch.Tensor, name: str) -> None:
+def _check_boxes(boxes: torch.Tensor, name: str) -> None:
     if not isinstance(boxes, torch.Tensor) or boxes.ndim < 1 or boxes.shape[-1] != 4:
         shape = tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__
         raise ValueError(f"{name} must be a tensor of boxes (..., 4) (x0, y0, x1, y1), got {shape}")
 
 
-def with_box_axis(
+def _with_box_axis(
     boxes: torch.Tensor, classes: torch.Tensor, which: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(B, N, 4)`` boxes and ``(B, N)`` classes from ``(B, 4)`` / ``(B, N, 4)`` boxes and
     ``(B,)`` / ``(B, N)`` classes."""
-    check_boxes(boxes, f"{which}_boxes")
+    _check_boxes(boxes, f"{which}_boxes")
     classes = torch.as_tensor(classes, device=boxes.device)
     if boxes.ndim == 2:
         boxes = boxes[:, None, :]

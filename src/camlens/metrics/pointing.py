@@ -17,12 +17,14 @@ import torch
 
 from camlens.metrics.localization import box_masks
 
+__all__ = ["DIGITS_TOLERANCE", "energy_pointing_game", "pointing_accuracy", "pointing_game"]
+
 #: The pointing game's 15 px tolerance on a 224-px image (Zhang et al.) scaled to the 64-px-high
 #: digit canvases of :mod:`camlens.data`: 4 px, one cell of the digit models' feature maps.
 DIGITS_TOLERANCE = 4
 
 
-def region_masks(regions: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+def _region_masks(regions: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     """Boolean masks shaped like ``maps (..., H, W)`` from masks or boxes ``(..., 4)``."""
     if not isinstance(regions, torch.Tensor):
         raise TypeError(f"regions must be a tensor of masks or boxes, got {type(regions).__name__}")
@@ -43,7 +45,7 @@ def region_masks(regions: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     return box_masks(regions, maps.shape[-2:])
 
 
-def check_maps(maps: torch.Tensor) -> None:
+def _check_maps(maps: torch.Tensor) -> None:
     if not isinstance(maps, torch.Tensor) or maps.ndim < 2:
         shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
         raise ValueError(f"maps must be a tensor (..., H, W), got {shape}")
@@ -61,10 +63,10 @@ def pointing_game(
     An empty region is a miss (the benchmark skips such image/class pairs: drop them first).
     ``maps (..., H, W)``; ``regions``: masks ``(..., H, W)`` bool or boxes ``(..., 4)``.
     """
-    check_maps(maps)
+    _check_maps(maps)
     if tolerance < 0:
         raise ValueError(f"tolerance is a distance in pixels and must be >= 0, got {tolerance}")
-    masks = region_masks(regions, maps)
+    masks = _region_masks(regions, maps)
     height, width = maps.shape[-2:]
     flat = maps.reshape(-1, height * width)
     peak = flat.argmax(dim=1)
@@ -89,10 +91,10 @@ def energy_pointing_game(maps: torch.Tensor, regions: torch.Tensor) -> torch.Ten
     ``Explanation.maps`` are min-max normalised, which subtracts each map's minimum; for the mass
     as the method computed it pass ``camlens.explanation.upsample(exp.raw, exp.input_size)``.
     """
-    check_maps(maps)
+    _check_maps(maps)
     if (maps < 0).any():
         raise ValueError("energy_pointing_game needs non-negative maps (mass), got negative values")
-    masks = region_masks(regions, maps)
+    masks = _region_masks(regions, maps)
     maps = maps if maps.is_floating_point() else maps.float()
     total = maps.sum(dim=(-2, -1))
     inside = (maps * masks).sum(dim=(-2, -1))

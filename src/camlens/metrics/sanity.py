@@ -28,6 +28,9 @@ from camlens.capture import named_module
 from camlens.model_state import input_tensors, preserved_model_state
 from camlens.targets import Target
 
+__all__ = ["average_ranks", "cascading_randomization", "independent_randomization",
+           "reinitialize", "spearman"]
+
 
 def average_ranks(values: torch.Tensor) -> torch.Tensor:
     """Ranks ``(N, L)`` float64, 1 to L, of each row of ``values (N, L)``; tied values share the
@@ -99,7 +102,7 @@ def cascading_randomization(
       caller's random state is unchanged and results repeat.
     - The copy costs one more model in memory.
     """
-    return model_randomization(
+    return _model_randomization(
         model, inputs, method, layer, target, seed, layers, options, cascading=True
     )
 
@@ -117,7 +120,7 @@ def independent_randomization(
     """Independent model-parameter randomization (Adebayo et al., NeurIPS 2018): like
     :func:`cascading_randomization`, but each module is re-initialised alone, every other module
     keeping its trained parameters (the previous module is restored before the next step)."""
-    return model_randomization(
+    return _model_randomization(
         model, inputs, method, layer, target, seed, layers, options, cascading=False
     )
 
@@ -125,7 +128,7 @@ def independent_randomization(
 # --- the shared loop -----------------------------------------------------------------------------
 
 
-def model_randomization(
+def _model_randomization(
     model: nn.Module,
     inputs: torch.Tensor | Sequence[torch.Tensor],
     method: str,
@@ -146,7 +149,7 @@ def model_randomization(
 
     randomized = copy.deepcopy(model)
     if layers is None:
-        order = list(reversed(call_order(randomized, tensors)))
+        order = list(reversed(_call_order(randomized, tensors)))
     else:
         order = [named_module(randomized, name)[0] for name in layers]
     modules = dict(randomized.named_modules())
@@ -172,7 +175,7 @@ def model_randomization(
     return results
 
 
-def call_order(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[str]:
+def _call_order(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[str]:
     """Names of the modules with parameters of their own, in the order a forward pass first
     calls them (one eval-mode forward of ``model`` under ``torch.no_grad()``)."""
     owners = {

@@ -19,6 +19,8 @@ from camlens.explanation import Explanation
 from camlens.viz.images import ImageLike, select_image, to_pil
 from camlens.viz.overlay import MapLike, get_colormap, image_maps, overlay
 
+__all__ = ["PANEL_INCHES", "explanation_grid", "grid", "save_figure"]
+
 # Inches per panel when no figsize is given.
 PANEL_INCHES = 2.6
 
@@ -67,8 +69,8 @@ def explanation_grid(
     - A list of Explanations (different methods on the same inputs): panels titled
       "<method>: <class> (score <score>)".
 
-    The class is ``class_names[target]`` when names are given (a zoo model's ``.class_names``),
-    else the index; scores are the explained scores (``Explanation.scores``, raw logits for
+    The class is ``class_names[target]`` when names are given (for a zoo model:
+    ``camlens.zoo.get_weights(name).class_names``), else the index; scores are the explained scores (``Explanation.scores``, raw logits for
     class targets)."""
     single = isinstance(explanations, Explanation)
     explanation_list = [explanations] if single else list(explanations)

@@ -9,6 +9,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+__all__ = ["CHANNEL_COUNTS", "FLOAT_TOLERANCE", "IMAGENET_MEAN", "IMAGENET_STD", "ImageLike",
+           "count_images", "denormalize", "select_image", "to_pil"]
+
 ImageLike = Image.Image | torch.Tensor | np.ndarray
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -18,6 +18,10 @@ from camlens.viz.images import ImageLike, count_images, select_image, to_pil
 if TYPE_CHECKING:
     from camlens.explanation import Explanation
 
+__all__ = ["BOX_COLORS", "COMMON_COLORMAPS", "Color", "MAP_TOLERANCE", "MapLike", "colorbar",
+           "colorize", "draw_boxes", "explanation_overlays", "get_colormap", "image_maps",
+           "overlay", "resize_map"]
+
 MapLike = torch.Tensor | np.ndarray
 Color = str | tuple[int, int, int]
 
@@ -153,7 +157,22 @@ def explanation_overlays(
     alpha: float = 0.5,
 ) -> list:
     """One overlay per input of ``explanation.maps`` on ``inputs``; a list of K overlays per
-    input when the explanation has K targets per input (see ``Explanation.overlay``)."""
+    input when the explanation has K targets per input.
+
+    Args:
+        explanation: what :func:`camlens.explain` returned, with image maps.
+        inputs: a ``(B, C, H, W)`` tensor with values in [0, 1] or 0..255 (see
+            :func:`~camlens.viz.images.denormalize`) or a list of B images.
+        colormap: a matplotlib colormap name or object.
+        alpha: the weight of the map's colours over the picture.
+
+    Returns:
+        RGB PIL images, ``[B]`` or ``[B][K]``.
+
+    Example:
+        >>> explanation_overlays(camlens.explain(model, images), images)[0].save("0.png")
+        ... # doctest: +SKIP
+    """
     _check_alpha(alpha)
     get_colormap(colormap)
     maps = image_maps(explanation)

@@ -33,12 +33,15 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from camlens.zoo.audio_features import FrameGrid, LogMel, LogMelConfig, padded_frames, segment_count
 from camlens.zoo.module import ZooModule
 
+__all__ = ["ACCENTS", "AccentAttention", "AccentCNN", "AttentionPooling", "SEGMENT_HOP_S",
+           "SEGMENT_S"]
+
 ACCENTS = ("en-gb", "en-us")
 SEGMENT_S = 0.3
 SEGMENT_HOP_S = 0.1
 
 
-def conv1d_block(in_channels: int, out_channels: int, kernel: int, dilation: int = 1
+def _conv1d_block(in_channels: int, out_channels: int, kernel: int, dilation: int = 1
                  ) -> list[nn.Module]:
     padding = dilation * (kernel - 1) // 2
     return [nn.Conv1d(in_channels, out_channels, kernel, padding=padding, dilation=dilation,
@@ -78,9 +81,9 @@ class AccentAttention(ZooModule):
         self.segment_frames = round(segment_s / config.frame_s)
         self.hop_frames = round(segment_hop_s / config.frame_s)
         self.frames = nn.Sequential(
-            *conv1d_block(config.n_mels, channels, 5),
-            *conv1d_block(channels, channels, 3, dilation=2),
-            *conv1d_block(channels, channels, 1),
+            *_conv1d_block(config.n_mels, channels, 5),
+            *_conv1d_block(channels, channels, 3, dilation=2),
+            *_conv1d_block(channels, channels, 1),
         )
         self.segments = nn.Sequential(nn.Linear(2 * channels, embedding), nn.ReLU(inplace=True))
         self.blstm = nn.LSTM(embedding, hidden, batch_first=True, bidirectional=True)
@@ -136,12 +139,12 @@ class AccentCNN(ZooModule):
         self.logmel = LogMel(LogMelConfig())
         n_mels = self.logmel.config.n_mels
         self.features = nn.Sequential(
-            *conv1d_block(n_mels, channels, 5),
+            *_conv1d_block(n_mels, channels, 5),
             nn.MaxPool1d(2),
-            *conv1d_block(channels, channels, 5),
+            *_conv1d_block(channels, channels, 5),
             nn.MaxPool1d(2),
-            *conv1d_block(channels, channels, 3),
-            *conv1d_block(channels, 128, 3),
+            *_conv1d_block(channels, channels, 3),
+            *_conv1d_block(channels, 128, 3),
         )
         self.classifier = nn.Linear(128, num_classes)
 

@@ -17,33 +17,37 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+__all__ = ["FrameGrid", "LogMel", "LogMelConfig", "SAMPLE_RATE", "mel_filterbank",
+           "padded_frames", "segment_count", "waveform_input"]
+
 SAMPLE_RATE = 16000
 
 
-def hz_to_mel(frequency: torch.Tensor | float) -> torch.Tensor:
+def _hz_to_mel(frequency: torch.Tensor | float) -> torch.Tensor:
     """HTK mel scale: ``2595 log10(1 + f / 700)``."""
     return 2595.0 * torch.log10(1.0 + torch.as_tensor(frequency, dtype=torch.float64) / 700.0)
 
 
-def mel_to_hz(mel: torch.Tensor | float) -> torch.Tensor:
+def _mel_to_hz(mel: torch.Tensor | float) -> torch.Tensor:
     return 700.0 * (10.0 ** (torch.as_tensor(mel, dtype=torch.float64) / 2595.0) - 1.0)
 
 
-def mel_points(n_mels: int, f_min: float, f_max: float) -> torch.Tensor:
+def _mel_points(n_mels: int, f_min: float, f_max: float) -> torch.Tensor:
     """The ``n_mels + 2`` edge and centre frequencies (Hz) of the triangular filters, equally
     spaced in mel."""
-    return mel_to_hz(torch.linspace(float(hz_to_mel(f_min)), float(hz_to_mel(f_max)), n_mels + 2))
+    low, high = float(_hz_to_mel(f_min)), float(_hz_to_mel(f_max))
+    return _mel_to_hz(torch.linspace(low, high, n_mels + 2))
 
 
 def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float, f_max: float
                    ) -> torch.Tensor:
     """``(n_mels, n_fft // 2 + 1)`` triangular filters: filter m rises from point m to point m + 1
-    and falls to point m + 2 (:func:`mel_points`), with peak 1 at its centre frequency."""
+    and falls to point m + 2 (:func:`_mel_points`), with peak 1 at its centre frequency."""
     if not 0 <= f_min < f_max <= sample_rate / 2:
         raise ValueError(f"need 0 <= f_min < f_max <= {sample_rate / 2} Hz, got f_min={f_min}, "
                          f"f_max={f_max}")
     bins = torch.linspace(0.0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
-    points = mel_points(n_mels, f_min, f_max)
+    points = _mel_points(n_mels, f_min, f_max)
     lower, centre, upper = points[:-2, None], points[1:-1, None], points[2:, None]
     rising = (bins - lower) / (centre - lower)
     falling = (upper - bins) / (upper - centre)
@@ -71,7 +75,7 @@ class LogMelConfig:
 
     def band_centres(self) -> torch.Tensor:
         """``(n_mels,)`` centre frequency of each mel band, in Hz."""
-        return mel_points(self.n_mels, self.f_min, self.f_max)[1:-1].float()
+        return _mel_points(self.n_mels, self.f_min, self.f_max)[1:-1].float()
 
 
 class LogMel(nn.Module):

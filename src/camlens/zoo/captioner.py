@@ -21,6 +21,9 @@ from torch import nn
 from camlens.zoo.digits import digits_trunk
 from camlens.zoo.module import ZooModule
 
+__all__ = ["DIGITS", "DigitsCaptioner", "END", "MAX_TOKENS", "START", "VOCABULARY",
+           "teacher_forcing_tokens"]
+
 DIGITS = 10
 END = 10
 START = 11

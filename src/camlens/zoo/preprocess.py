@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+__all__ = ["CANVAS", "digit_canvas"]
+
 CANVAS = (64, 64)
 
 
