@@ -70,8 +70,8 @@ def explanation_grid(
       "<method>: <class> (score <score>)".
 
     The class is ``class_names[target]`` when names are given (for a zoo model:
-    ``camlens.zoo.get_weights(name).class_names``), else the index; scores are the explained scores (``Explanation.scores``, raw logits for
-    class targets)."""
+    ``camlens.zoo.get_weights(name).class_names``), else the index; scores are the explained
+    scores (``Explanation.scores``, raw logits for class targets)."""
     single = isinstance(explanations, Explanation)
     explanation_list = [explanations] if single else list(explanations)
     if not explanation_list:
