@@ -61,13 +61,20 @@ class Forward:
 class CAMMethod:
     """Base of all methods: ``method(inputs, target=None) -> Explanation``.
 
-    ``layer``: a dotted name from ``model.named_modules()`` (negative indices allowed, e.g.
-    ``"blocks.-1.norm1"``), a module, or ``None`` for the last layer with a spatial output.
-    ``output_fn``: turns the model output into the tensor the targets read.
-    ``channels_last``: the layer outputs ``(B, h, w, C)`` (Swin). ``token_grid`` and
-    ``prefix_tokens``: how to fold a token sequence ``(B, N, C)`` onto the patch grid (inferred
-    from the input's aspect ratio when not given). ``input_size``: the spatial size ``maps`` are
-    upsampled to (default: the input's trailing axes).
+    Args:
+        model: the model to explain; it is left exactly as it was found by every call.
+        layer: a dotted name from ``model.named_modules()`` (negative indices allowed, e.g.
+            ``"blocks.-1.norm1"``), a module, or ``None`` for the last layer with a spatial
+            output.
+        output_fn: turns the model output into the tensor the targets read.
+        channels_last: the layer outputs ``(B, h, w, C)`` (Swin).
+        token_grid, prefix_tokens: how to fold a token sequence ``(B, N, C)`` onto the patch
+            grid (inferred from the input's aspect ratio when not given).
+        input_size: the spatial size ``maps`` are upsampled to (default: the input's trailing
+            axes).
+
+    Calling the method with ``(inputs, target=None)`` returns an
+    :class:`~camlens.explanation.Explanation` (targets as in :func:`camlens.explain`).
     """
 
     name: ClassVar[str] = ""

@@ -24,7 +24,11 @@ __all__ = ["CAM", "gap_linear_weights"]
 class CAM(LayerMapMethod):
     """CAM: ``M^c = sum_k w_k^c f_k`` with ``w`` the weights of the linear layer after global
     average pooling (found by watching the forward pass: the linear layer whose input is the
-    spatial mean, or sum, of the target layer's output and whose output is the model's)."""
+    spatial mean, or sum, of the target layer's output and whose output is the model's).
+
+    Example:
+        >>> exp = CAM(model, layer="layer4")(images, target="all")  # doctest: +SKIP
+    """
 
     name = "cam"
 

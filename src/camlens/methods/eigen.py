@@ -16,7 +16,11 @@ __all__ = ["EigenCAM"]
 
 
 class EigenCAM(LayerMapMethod):
-    """Eigen-CAM: the activations projected on their first principal direction (class-agnostic)."""
+    """Eigen-CAM: the activations projected on their first principal direction (class-agnostic).
+
+    Example:
+        >>> exp = EigenCAM(model, layer="layer4")(images)  # doctest: +SKIP
+    """
 
     name = "eigencam"
 

@@ -25,6 +25,9 @@ class GradCAM(GradientCAM):
 
     ``alpha_k^c = (1/Z) sum_ij d y^c / d A^k_ij`` and ``L^c = ReLU(sum_k alpha_k^c A^k)``.
     On a global-average-pooling + linear head ``alpha_k^c = w_k^c / Z``: the CAM map up to scale.
+
+    Example:
+        >>> exp = GradCAM(model, layer="layer4")(images, target=TopK(3))  # doctest: +SKIP
     """
 
     name = "gradcam"
@@ -40,6 +43,9 @@ class HiResCAM(GradientCAM):
     ``L^c = ReLU(sum_k g^k * A^k)`` (element-wise): no averaging of the gradient over positions, so
     on a conv -> flatten -> linear head the map sums to ``y^c - b_c`` and shows only positions the
     model used. Equals Grad-CAM on a global-average-pooling + linear head.
+
+    Example:
+        >>> exp = HiResCAM(model, layer="features")(images)  # doctest: +SKIP
     """
 
     name = "hirescam"
@@ -53,6 +59,9 @@ class XGradCAM(GradientCAM):
 
     ``alpha_k^c = sum_ij (A^k_ij / sum_ab A^k_ab) * d y^c / d A^k_ij``; a channel whose
     activations sum to zero gets weight zero. ``L^c = ReLU(sum_k alpha_k^c A^k)``.
+
+    Example:
+        >>> exp = XGradCAM(model, layer="layer4")(images, target=3)  # doctest: +SKIP
     """
 
     name = "xgradcam"
@@ -73,6 +82,9 @@ class GradCAMPlusPlus(GradientCAM):
     ``a_ij^kc = g_ij^2 / (2 g_ij^2 + sum_ab A^k_ab g_ij^3)`` (zero where the denominator is zero),
     the channel weights ``w_k^c = sum_ij a_ij^kc ReLU(g_ij)``, and ``L^c = ReLU(sum_k w_k^c A^k)``,
     where ``g = d S^c / d A^k``.
+
+    Example:
+        >>> exp = GradCAMPlusPlus(model, layer="layer4")(images)  # doctest: +SKIP
     """
 
     name = "gradcam++"
@@ -93,6 +105,9 @@ class LayerCAM(GradientCAM):
 
     ``L^c = ReLU(sum_k ReLU(g^k) * A^k)`` (element-wise): positive gradients weight each position,
     which keeps fine detail when explaining shallow layers.
+
+    Example:
+        >>> exp = LayerCAM(model, layer="layer2")(images)  # doctest: +SKIP
     """
 
     name = "layercam"

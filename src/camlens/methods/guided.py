@@ -58,7 +58,11 @@ class GuidedReLUMode(TorchFunctionMode):
 
 
 class GuidedBackprop(CAMMethod):
-    """Guided backpropagation: input-resolution maps, no target layer (``layer`` is ignored)."""
+    """Guided backpropagation: input-resolution maps, no target layer (``layer`` is ignored).
+
+    Example:
+        >>> exp = GuidedBackprop(model)(images).attributions  # doctest: +SKIP
+    """
 
     name = "guided-backprop"
 
@@ -86,7 +90,11 @@ class GuidedBackprop(CAMMethod):
 
 class GuidedGradCAM(CAMMethod):
     """Guided Grad-CAM: guided backpropagation times the upsampled, normalised Grad-CAM map of the
-    same targets (Selvaraju et al. 2017), at the input's resolution."""
+    same targets (Selvaraju et al. 2017), at the input's resolution.
+
+    Example:
+        >>> exp = GuidedGradCAM(model, layer="layer4")(images)  # doctest: +SKIP
+    """
 
     name = "guided-gradcam"
 

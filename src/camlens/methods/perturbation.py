@@ -45,6 +45,9 @@ class ScoreCAM(LayerMapMethod):
     ``L = ReLU(sum_k C(A^k) A^k)``. ``f`` is the softmax probability of the class (the paper's
     Section 3.2; its Algorithm 1 instead takes a softmax over channels of logit differences), or
     the callable target's score. At most ``batch_size`` masked copies are in memory at once.
+
+    Example:
+        >>> exp = ScoreCAM(model, layer="layer4", batch_size=64)(images)  # doctest: +SKIP
     """
 
     name = "scorecam"
@@ -100,6 +103,9 @@ class AblationCAM(CAMMethod):
     the input itself is copied instead. ``batch_size`` caps the copies per forward (default: all
     channels at once); later chunks replay the recorded outputs of the layers before the target
     (:mod:`camlens.replay`), checking that the unablated copy still gives the original score.
+
+    Example:
+        >>> exp = AblationCAM(model, layer="layer4", batch_size=128)(images)  # doctest: +SKIP
     """
 
     name = "ablationcam"
