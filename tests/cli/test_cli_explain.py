@@ -71,7 +71,7 @@ def test_bad_files_are_reported_and_the_others_explained(digit_folder, tmp_path)
     assert result.exit_code == 1
     assert "broken.png" in result.output and "empty file" in result.output
     assert "no such file" in result.output and "Traceback" not in result.output
-    assert "explained 1 of 4" in result.output
+    assert "explained 1, failed 3, skipped 0 (done before) of 4" in result.output
     assert len(json.loads((out / "explanations.json").read_text())) == 1
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import difflib
-import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
+from camlens.cli.index import RunIndex
 from camlens.cli.options import (
     DEVICE_OPTION,
     VERBOSE_OPTION,
@@ -124,21 +128,26 @@ def display_image(loaded, tensor):
               help="top1, topK (e.g. top3), a class index or a class name.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (created).")
+@click.option("--resume", is_flag=True,
+              help="Go on with an interrupted run into the same --out: skip the images its "
+                   "index says are done (same settings only).")
 @click.option("--colormap", default="jet", show_default=True)
 @click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--max-pixels", default=40_000_000, show_default=True, type=click.IntRange(min=1),
               help="Refuse larger images (decompression bombs).")
+@click.option("--max-aspect", default=20.0, show_default=True, type=click.FloatRange(min=1),
+              help="Refuse images whose long side is more than this many times the short one "
+                   "(resizing them to the model's input needs unbounded memory).")
 @DEVICE_OPTION
 @VERBOSE_OPTION
 def explain(paths, model_spec, weights, arch, trust_checkpoint, layer, method_names, target, out,
-            colormap, alpha, max_pixels, device) -> None:
+            resume, colormap, alpha, max_pixels, max_aspect, device) -> None:
     """Explain the model's prediction for each image (folders are walked): one PNG per image and
-    method, a grid when several, and explanations.json."""
-    from tqdm import tqdm
-
-    from camlens.io.images import ImageFileError, find_images, read_image
+    method, a grid when several, and the index (explanations.jsonl as it goes,
+    explanations.json at the end)."""
+    from camlens.io.images import find_images
     from camlens.methods import get_method
-    from camlens.viz import explanation_grid, get_colormap, overlay, save_figure
+    from camlens.viz import get_colormap
 
     methods = []
     for name in method_names:
@@ -158,6 +167,7 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer, method_na
                 f"layers that have one: {', '.join(close)} (see `camlens layers`)",
                 param_hint="--layer")
     chosen_target = parse_target(target, loaded.class_names)
+    _check_target_fits(loaded, chosen_target, target)
     device = device_option(device)
     loaded.model.to(device)
     try:
@@ -166,27 +176,96 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer, method_na
         raise click.BadParameter(str(error), param_hint="--colormap") from None
 
     files = find_images(list(paths))
-    inputs = {path.resolve() for path in files if path.exists()}
+    if not files:
+        click.echo(f"warning: no image files in {', '.join(str(p) for p in paths)}", err=True)
+        sys.exit(1)
     out.mkdir(parents=True, exist_ok=True)
-    records, failures, taken = [], [], set()
-    for path in tqdm(files, desc="explaining", unit="image", disable=not sys.stderr.isatty()):
+    settings = {"model": model_spec, "weights": str(weights) if weights else None,
+                "arch": arch, "layer": layer, "methods": [m.name for m in methods],
+                "target": target, "colormap": colormap, "alpha": alpha}
+    run = _Run(loaded, methods, layer, chosen_target, device, out, colormap, alpha,
+               max_pixels, max_aspect, {path.resolve() for path in files if path.exists()})
+    index = RunIndex(out, settings, resume)
+    run.taken |= index.outputs()
+    counts = {"explained": 0, "failed": 0, "skipped": 0}
+    failures: list[str] = []
+    interrupted = False
+    with _sigterm_as_interrupt():
         try:
-            image = read_image(path, max_pixels)
+            for path in _progress(files):
+                if index.done(path):
+                    counts["skipped"] += 1
+                    continue
+                try:
+                    records = run.one(path)
+                except _FileFailed as failure:
+                    counts["failed"] += 1
+                    failures.append(str(failure))
+                    click.echo(f"error: {failure}", err=True)
+                    index.add(path, [], error=str(failure))
+                else:
+                    counts["explained"] += 1
+                    index.add(path, records)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            summary = index.close()
+    click.echo(f"explained {counts['explained']}, failed {counts['failed']}, skipped "
+               f"{counts['skipped']} (done before) of {len(files)} images with "
+               f"{', '.join(m.name for m in methods)}; wrote {summary}")
+    if failures:
+        click.echo(f"{len(failures)} file(s) failed:", err=True)
+        for failure in failures:
+            click.echo(f"  {failure}", err=True)
+    if interrupted:
+        click.echo("interrupted: the index holds what was done; rerun with --resume to go on",
+                   err=True)
+        sys.exit(130)
+    if failures:
+        sys.exit(1)
+
+
+class _FileFailed(Exception):
+    """One input could not be explained or written; the message names the file and why."""
+
+
+class _Run:
+    """What explaining one file needs, and doing it."""
+
+    def __init__(self, loaded, methods, layer, target, device, out: Path, colormap: str,
+                 alpha: float, max_pixels: int, max_aspect: float, inputs: set[Path]) -> None:
+        self.loaded, self.methods, self.layer, self.target = loaded, methods, layer, target
+        self.device, self.out, self.colormap, self.alpha = device, out, colormap, alpha
+        self.max_pixels, self.max_aspect, self.inputs = max_pixels, max_aspect, inputs
+        self.taken: set[Path] = set()
+
+    def one(self, path: Path) -> list[dict]:
+        """Explain ``path`` and write its pictures; the index records, or :class:`_FileFailed`."""
+        from camlens.io.images import ImageFileError, read_image
+
+        loaded = self.loaded
+        try:
+            image = read_image(path, self.max_pixels, max_aspect=self.max_aspect)
             tensor = loaded.preprocess(image)
         except ImageFileError as error:
-            failures.append(str(error))
-            click.echo(f"error: {error}", err=True)
-            continue
+            raise _FileFailed(str(error)) from None
         picture = display_image(loaded, tensor)
         try:
             explanations = [
-                method(loaded.model, layer)(tensor.to(device), target=chosen_target).to("cpu")
-                for method in methods]
+                method(loaded.model, self.layer)(tensor.to(self.device), target=self.target)
+                .to("cpu") for method in self.methods]
         except (ValueError, TypeError, IndexError, RuntimeError) as error:
-            failures.append(f"{path}: {error}")
-            click.echo(f"error: {path}: {error}", err=True)
-            continue
-        for method, exp in zip(methods, explanations, strict=True):
+            raise _FileFailed(f"{path}: {error}") from None
+        try:
+            return self.write(path, picture, explanations)
+        except OSError as error:
+            raise _FileFailed(f"{path}: cannot write its pictures ({error})") from None
+
+    def write(self, path: Path, picture, explanations) -> list[dict]:
+        from camlens.viz import explanation_grid, overlay, save_figure
+
+        loaded, records = self.loaded, []
+        for method, exp in zip(self.methods, explanations, strict=True):
             maps = exp.maps[0] if exp.maps.ndim == 4 else exp.maps[0][None]
             targets = exp.targets[0].reshape(-1).tolist() if exp.targets is not None else [None]
             scores = exp.scores[0].reshape(-1).tolist()
@@ -194,28 +273,79 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer, method_na
                 name = class_label(class_index, loaded.class_names) if class_index is not None \
                     else "custom"
                 suffix = method.name if len(targets) == 1 else f"{method.name}_{name}"
-                destination = output_path(out, path.stem, suffix, inputs, taken)
-                overlay(picture, map_, colormap=colormap, alpha=alpha).save(destination)
+                destination = output_path(self.out, path.stem, suffix, self.inputs, self.taken)
+                overlay(picture, map_, colormap=self.colormap, alpha=self.alpha).save(destination)
                 records.append({"file": str(path), "model": loaded.name, "layer": exp.layer,
                                 "method": method.name, "target": class_index,
                                 "target_name": name, "score": round(float(score), 6),
-                                "output": str(destination)})
+                                "output": str(destination), "notes": list(exp.notes)})
         if len(explanations) > 1 or explanations[0].maps.ndim == 4:
             figure = explanation_grid(explanations if len(explanations) > 1 else explanations[0],
                                       picture, class_names=loaded.class_names,
-                                      colormap=colormap, alpha=alpha)
-            grid_path = output_path(out, path.stem, "grid", inputs, taken)
+                                      colormap=self.colormap, alpha=self.alpha)
+            grid_path = output_path(self.out, path.stem, "grid", self.inputs, self.taken)
             save_figure(figure, grid_path)
             records.append({"file": str(path), "grid": str(grid_path)})
-    (out / "explanations.json").write_text(json.dumps(records, indent=2))
-    explained = len(files) - len(failures)
-    click.echo(f"explained {explained} of {len(files)} images with "
-               f"{', '.join(m.name for m in methods)}; wrote {out / 'explanations.json'}")
-    if failures:
-        click.echo(f"{len(failures)} file(s) failed:", err=True)
-        for failure in failures:
-            click.echo(f"  {failure}", err=True)
-        sys.exit(1)
+        return records
+
+
+def _progress(files: list[Path]):
+    from tqdm import tqdm
+
+    return tqdm(files, desc="explaining", unit="image", disable=not sys.stderr.isatty())
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block SIGTERM stops the run like Ctrl-C (the index is closed properly)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _check_target_fits(loaded, chosen, text: str) -> None:
+    """A class index or topK that the model's output cannot give is a usage error before any
+    image is read (one forward of a blank picture tells the number of classes)."""
+    from camlens.targets import TopK
+
+    if chosen is None:
+        return
+    count = len(loaded.class_names) if loaded.class_names is not None else _output_classes(loaded)
+    if count is None:
+        return
+    wanted = chosen.k if isinstance(chosen, TopK) else chosen + 1
+    if wanted > count:
+        what = f"top{chosen.k}" if isinstance(chosen, TopK) else f"class index {chosen}"
+        raise click.BadParameter(f"{what} does not fit a model with {count} classes "
+                                 f"(valid: top1 to top{count}, 0 to {count - 1})",
+                                 param_hint="--target")
+
+
+def _output_classes(loaded) -> int | None:
+    """The number of classes the model outputs for a blank picture, or None when its output is
+    not ``(1, classes)``."""
+    import torch
+    from PIL import Image
+
+    from camlens.model_state import preserved_model_state
+    from camlens.targets import adapt_output
+
+    example = loaded.preprocess(Image.new("RGB", (256, 256)))
+    try:
+        with preserved_model_state(loaded.model), torch.no_grad():
+            output = adapt_output(loaded.model(example))
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return int(output.shape[1]) if isinstance(output, torch.Tensor) and output.ndim == 2 else None
 
 
 @click.command()

@@ -5,6 +5,7 @@
 
 from camlens.io.audio import MIN_DURATION_S, load_audio, read_waveform, resample
 from camlens.io.images import (
+    DEFAULT_MAX_ASPECT,
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     ImageFileError,
@@ -13,6 +14,7 @@ from camlens.io.images import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_ASPECT",
     "DEFAULT_MAX_PIXELS",
     "IMAGE_SUFFIXES",
     "MIN_DURATION_S",

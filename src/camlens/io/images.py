@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "ImageFileError", "find_images", "read_image"]
+__all__ = ["DEFAULT_MAX_ASPECT", "DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "ImageFileError",
+           "find_images", "read_image"]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
                             ".ppm", ".pgm"})
 #: Refuse images above this many pixels (decompression bombs); 40 megapixels by default.
 DEFAULT_MAX_PIXELS = 40_000_000
+#: Refuse images whose long side is more than this many times their short side.
+DEFAULT_MAX_ASPECT = 20.0
 
 
 class ImageFileError(ValueError):
@@ -28,13 +31,24 @@ def find_images(paths: list[Path]) -> list[Path]:
     return found
 
 
-def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS):
-    """The picture in ``path`` as a PIL image in mode ``RGB`` (8-bit), or :class:`ImageFileError`.
+def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
+               max_aspect: float = DEFAULT_MAX_ASPECT):
+    """The picture in ``path`` as a PIL image in mode ``RGB`` (8-bit), as a photo viewer shows
+    it, or :class:`ImageFileError` naming the file and why.
 
-    Grayscale, palette, RGBA (composited over black) and 16-bit images are converted; an image
-    over ``max_pixels`` is refused before it is decoded."""
+    - Refused before decoding: over ``max_pixels`` pixels (decompression bombs), or a long side
+      more than ``max_aspect`` times the short one (a 12000x1 strip resized to a model's input
+      would need gigabytes).
+    - The EXIF orientation is applied (a phone's portrait photo stands upright).
+    - Grayscale, palette and 16-bit images are converted; RGBA is composited over black; float
+      images (``F``, e.g. float32 TIFF) in [0, 1] are scaled to 0..255, others clipped to it.
+
+    Example:
+        >>> read_image(Path("cat.jpg")).size  # doctest: +SKIP
+        (640, 480)
+    """
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not path.exists():
         raise ImageFileError(f"{path}: no such file")
@@ -50,10 +64,25 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS):
                     f"{path}: {width}x{height} = {width * height:,} pixels is over the limit of "
                     f"{max_pixels:,} (raise it with --max-pixels if you trust the file)"
                 )
+            aspect = max(width, height) / max(min(width, height), 1)
+            if aspect > max_aspect:
+                raise ImageFileError(
+                    f"{path}: {width}x{height} has a long side {aspect:,.0f} times its short "
+                    f"side, over the limit of {max_aspect:g} (raise it with --max-aspect)"
+                )
             image.load()
+            image = ImageOps.exif_transpose(image)
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 scaled = np.asarray(image, dtype=np.float64) / 65535.0 * 255.0
                 return Image.fromarray(scaled.clip(0, 255).astype(np.uint8)).convert("RGB")
+            if image.mode == "F":
+                values = np.asarray(image, dtype=np.float64)
+                if not np.isfinite(values).all():
+                    raise ImageFileError(f"{path}: the image holds NaN or infinite values")
+                if values.max(initial=0.0) <= 1.0:
+                    values = values * 255.0
+                return Image.fromarray(values.clip(0, 255).round().astype(np.uint8)).convert(
+                    "RGB")
             if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and
                                                        "transparency" in image.info):
                 rgba = image.convert("RGBA")
