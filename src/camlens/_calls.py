@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["CallToken", "active_call", "is_current"]
+__all__ = ["CallToken", "active_call", "current", "is_current"]
 
 _local = threading.local()
 
@@ -51,3 +51,9 @@ def is_current(token: CallToken | None) -> bool:
         return True
     stack = getattr(_local, "stack", None)
     return bool(stack) and stack[-1] is token
+
+
+def current() -> CallToken | None:
+    """The innermost call running on this thread, or None outside any call."""
+    stack = getattr(_local, "stack", None)
+    return stack[-1] if stack else None

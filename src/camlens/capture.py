@@ -8,7 +8,9 @@ The canonical layout of an activation is channels first, ``(B, C, *spatial)``:
   leading class/register tokens and fold the rest onto the patch grid ``(B, C, h, w)``;
 - channels-last outputs ``(B, h, w, C)`` (Swin) are permuted when ``channels_last=True``.
 
-Hooks registered here live for one forward and are removed in ``finally``.
+Hooks registered here live for one forward and are removed in ``finally``; they act only for the
+call that registered them (:mod:`camlens._calls`), so forwards of other threads and of calls
+re-entered from inside the forward pass through untouched.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from camlens._calls import CallToken, current, is_current
 
 __all__ = ["CaptureOptions", "LayerCapture", "Layout", "capture_layer", "checked_activation",
            "choose_layer", "detect_layout", "first_tensor", "has_spatial_axis",
@@ -91,9 +95,12 @@ def choose_layer(model: nn.Module, run_forward: Callable[[], object], input_ndim
     shapes: dict[str, torch.Size] = {}
     order: list[str] = []
     handles = []
+    token = current()
 
     def make_hook(name: str):
         def hook(module, args, output):
+            if not is_current(token):
+                return
             tensor = first_tensor(output)
             if tensor is not None:
                 shapes[name] = tensor.shape
@@ -134,8 +141,11 @@ class LayerCapture:
     activation: torch.Tensor | None = None
     calls: int = 0
     handles: list = field(default_factory=list)
+    token: CallToken | None = field(default_factory=current)
 
     def hook(self, module: nn.Module, args: tuple, output: object) -> object:
+        if not is_current(self.token):  # another thread's forward, or an inner call's
+            return None
         tensor = first_tensor(output)
         if tensor is None:
             raise TypeError(

@@ -3,44 +3,77 @@
 Every explanation runs inside :func:`preserved_model_state`: the model is put in eval mode (so
 BatchNorm running statistics and dropout do not change), and on the way out, also when something
 raises, each module's train/eval flag, each parameter's ``requires_grad`` flag and ``.grad``, and
-the autograd mode are put back. Hooks are the caller's job and are removed in their own
-``finally`` blocks (see :mod:`camlens.capture`).
+the autograd mode are put back. Calls that overlap on one model (threads of a server, a call
+re-entered from a forward hook) share one record: the last call out restores it. Hooks are the
+caller's job and are removed in their own ``finally`` blocks (see :mod:`camlens.capture`).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
+__all__ = ["check_inputs", "input_tensors", "model_device", "preserved_model_state",
+           "unique_parameters"]
 
-@contextmanager
-def preserved_model_state(model: nn.Module) -> Iterator[None]:
-    """Run the body with ``model`` in eval mode and restore modes, flags and gradients after."""
-    modules = list(model.modules())
-    training_flags = {module: module.training for module in modules}
-    parameters = unique_parameters(modules)
-    requires_grad_flags = [parameter.requires_grad for parameter in parameters]
-    gradients = [parameter.grad for parameter in parameters]
-    grad_mode = torch.is_grad_enabled()
-    if any(training_flags.values()):  # most models come in eval mode: no per-module writes
-        model.eval()
-    try:
-        yield
-    finally:
-        torch.set_grad_enabled(grad_mode)
-        for module, training in training_flags.items():
+
+class _SavedState:
+    """A model's flags and gradients as found by the first of the calls that share it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        modules = list(model.modules())
+        self.training_flags = {module: module.training for module in modules}
+        self.parameters = unique_parameters(modules)
+        self.requires_grad_flags = [parameter.requires_grad for parameter in self.parameters]
+        self.gradients = [parameter.grad for parameter in self.parameters]
+        self.users = 0
+        if any(self.training_flags.values()):  # most models come in eval mode: no writes
+            model.eval()
+
+    def restore(self) -> None:
+        for module, training in self.training_flags.items():
             if module.training != training:
                 module.training = training
         for parameter, requires_grad, gradient in zip(
-            parameters, requires_grad_flags, gradients, strict=True
+            self.parameters, self.requires_grad_flags, self.gradients, strict=True
         ):
             if parameter.requires_grad != requires_grad:
                 parameter.requires_grad_(requires_grad)
             if parameter.grad is not gradient:
                 parameter.grad = gradient
+
+
+#: Models some call is explaining now, with the state the first call found. Calls on one model
+#: from several threads (or re-entered) share it: the first one in records and sets eval mode,
+#: the last one out restores. The lock is held only for that bookkeeping, never for a forward.
+_ACTIVE: dict[nn.Module, _SavedState] = {}
+_ACTIVE_LOCK = threading.Lock()
+
+
+@contextmanager
+def preserved_model_state(model: nn.Module) -> Iterator[None]:
+    """Run the body with ``model`` in eval mode and restore modes, flags and gradients after,
+    also when calls on the same model overlap (threads, re-entry): then the state found by the
+    first call is restored when the last one ends."""
+    with _ACTIVE_LOCK:
+        saved = _ACTIVE.get(model)
+        if saved is None:
+            saved = _ACTIVE[model] = _SavedState(model)
+        saved.users += 1
+    grad_mode = torch.is_grad_enabled()  # per thread, like the rest of autograd's modes
+    try:
+        yield
+    finally:
+        torch.set_grad_enabled(grad_mode)
+        with _ACTIVE_LOCK:
+            saved.users -= 1
+            if saved.users == 0:
+                del _ACTIVE[model]
+                saved.restore()
 
 
 def unique_parameters(modules: list[nn.Module]) -> list[nn.Parameter]:

@@ -4,12 +4,15 @@ Ablation-CAM runs the network many times on the same input with only the target 
 changed. What ran before that layer gives the same results each time, so the first forward records
 the outputs of the module calls that finished before the layer started (the largest such calls:
 ``layer1``, not its convolutions), and later forwards get those outputs back without computing them.
-The recorded modules' ``forward`` is replaced by an instance attribute for the replay only and
-restored in ``finally``.
+The recorded modules' ``forward`` is replaced by an instance attribute, a dispatcher shared by
+the calls that replay through that module at the same time (threads of a server): it hands back
+the recorded output only to the call that recorded it (:mod:`camlens._calls`) and runs the
+module's own ``forward`` for everything else. The last call out puts the module back as found.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
+
+from camlens._calls import CallToken, current, is_current
+
+__all__ = ["PrefixRecord", "record_prefix", "replay_prefix"]
 
 
 @dataclass
@@ -36,9 +43,12 @@ def record_prefix(model: nn.Module, target: nn.Module) -> Iterator[PrefixRecord]
     finished: list[tuple[nn.Module, int, object, tuple[nn.Module, int] | None]] = []
     open_at_target: set[tuple[nn.Module, int]] = set()
     target_calls = 0
+    token = current()
 
     def before(module: nn.Module, args: tuple) -> None:
         nonlocal target_calls
+        if not is_current(token):  # another thread's (or an inner call's) forward
+            return
         call = (module, calls[module])
         calls[module] += 1
         if module is target:
@@ -48,6 +58,8 @@ def record_prefix(model: nn.Module, target: nn.Module) -> Iterator[PrefixRecord]
         stack.append(call)
 
     def after(module: nn.Module, args: tuple, output: object) -> None:
+        if not is_current(token):
+            return
         module_call = stack.pop()
         if target_calls == 0:
             caller = stack[-1] if stack else None
@@ -68,30 +80,58 @@ def record_prefix(model: nn.Module, target: nn.Module) -> Iterator[PrefixRecord]
     record.usable = target_calls == 1 and bool(record.outputs)
 
 
+class _Dispatcher:
+    """The ``forward`` of a module while calls replay through it: each call's recorded outputs
+    for that call, the module's own ``forward`` for everyone else."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.own_forward = module.__dict__.get("forward")  # an instance attribute, if any
+        self.original: Callable[..., Any] = module.forward
+        self.plans: dict[CallToken | None, tuple[PrefixRecord, dict[nn.Module, int]]] = {}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        plan = self.plans.get(current())
+        if plan is not None:
+            record, counters = plan
+            ordinal = counters[self.module]
+            counters[self.module] += 1
+            if ordinal in record.outputs[self.module]:
+                return record.outputs[self.module][ordinal]
+        return self.original(*args, **kwargs)
+
+    def restore(self) -> None:
+        if self.own_forward is None:
+            del self.module.forward
+        else:
+            self.module.forward = self.own_forward
+
+
+_DISPATCHERS: dict[nn.Module, _Dispatcher] = {}
+_DISPATCH_LOCK = threading.Lock()
+
+
 @contextmanager
 def replay_prefix(record: PrefixRecord) -> Iterator[None]:
-    """For the body, the recorded module calls return their recorded outputs without running."""
+    """For the body, the recorded module calls return their recorded outputs without running,
+    in this call only."""
+    token = current()
     counters: dict[nn.Module, int] = defaultdict(int)
-    patched: list[tuple[nn.Module, Callable[..., Any] | None]] = []
-
-    def replaying(module: nn.Module, original):
-        def forward(*args, **kwargs):
-            ordinal = counters[module]
-            counters[module] += 1
-            if ordinal in record.outputs[module]:
-                return record.outputs[module][ordinal]
-            return original(*args, **kwargs)
-
-        return forward
-
+    modules = list(record.outputs)
+    with _DISPATCH_LOCK:
+        for module in modules:
+            dispatcher = _DISPATCHERS.get(module)
+            if dispatcher is None:
+                dispatcher = _DISPATCHERS[module] = _Dispatcher(module)
+                module.forward = dispatcher
+            dispatcher.plans[token] = (record, counters)
     try:
-        for module in record.outputs:
-            patched.append((module, module.__dict__.get("forward")))
-            module.forward = replaying(module, module.forward)
         yield
     finally:
-        for module, own_forward in patched:
-            if own_forward is None:
-                del module.forward
-            else:
-                module.forward = own_forward
+        with _DISPATCH_LOCK:
+            for module in modules:
+                dispatcher = _DISPATCHERS[module]
+                del dispatcher.plans[token]
+                if not dispatcher.plans:
+                    del _DISPATCHERS[module]
+                    dispatcher.restore()

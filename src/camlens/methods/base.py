@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from camlens._calls import active_call
 from camlens.capture import (
     CaptureOptions,
     Layout,
@@ -112,7 +113,7 @@ class CAMMethod:
     ) -> Explanation:
         tensors = input_tensors(inputs)
         check_inputs(self.model, tensors)
-        with preserved_model_state(self.model):
+        with active_call(), preserved_model_state(self.model):
             return self.explain(tensors, target)
 
     # --- steps shared by the methods -----------------------------------------------------------

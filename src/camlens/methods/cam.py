@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from camlens._calls import current, is_current
 from camlens.methods.base import Forward, LayerMapMethod, nearly_equal, spatial_axes
 from camlens.methods.gradient import weighted_channel_sum
 
@@ -36,9 +37,10 @@ class CAM(LayerMapMethod):
     def watch(self) -> Iterator[list[tuple[nn.Linear, torch.Tensor, torch.Tensor]]]:
         """Record every linear layer's input and output during the forward pass."""
         linear_calls: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]] = []
+        token = current()
 
         def record(linear: nn.Linear, args: tuple, output: torch.Tensor) -> None:
-            if args and isinstance(args[0], torch.Tensor):
+            if is_current(token) and args and isinstance(args[0], torch.Tensor):
                 linear_calls.append((linear, args[0], output))
 
         handles = [module.register_forward_hook(record) for module in self.model.modules()
