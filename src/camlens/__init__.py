@@ -14,7 +14,7 @@ from typing import Any
 
 from camlens import _moved
 from camlens.api import explain
-from camlens.explanation import Explanation
+from camlens.explanation import Explanation, ExplanationWarning
 from camlens.methods import (
     CAM,
     AblationCAM,
@@ -57,6 +57,7 @@ __all__ = [
     "CAMMethod",
     "EigenCAM",
     "Explanation",
+    "ExplanationWarning",
     "GradCAM",
     "GradCAMPlusPlus",
     "GuidedBackprop",

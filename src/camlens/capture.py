@@ -16,7 +16,6 @@ re-entered from inside the forward pass through untouched.
 from __future__ import annotations
 
 import difflib
-import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,13 +26,11 @@ import torch
 from torch import nn
 
 from camlens._calls import CallToken, current, is_current
+from camlens.layouts import Layout, detect_layout, infer_token_grid
 
 __all__ = ["CaptureOptions", "LayerCapture", "Layout", "capture_layer", "checked_activation",
-           "choose_layer", "detect_layout", "first_tensor", "has_spatial_axis",
-           "infer_token_grid", "named_module"]
+           "detect_layout", "first_tensor", "infer_token_grid", "named_module"]
 
-#: How many leading (class, distillation, register) tokens a token layout may carry.
-MAX_PREFIX_TOKENS = 16
 
 
 def named_module(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
@@ -81,48 +78,6 @@ def first_tensor(output: object) -> torch.Tensor | None:
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
     return None
-
-
-def has_spatial_axis(shape: torch.Size, input_ndim: int) -> bool:
-    """Whether a layer output of ``shape`` has positions to put a map on."""
-    if len(shape) == 3 and input_ndim == 4:  # tokens (B, N, C) of an image model
-        return shape[1] > 1
-    return len(shape) >= 3 and math.prod(shape[2:]) > 1
-
-
-def choose_layer(model: nn.Module, run_forward: Callable[[], object], input_ndim: int) -> str:
-    """The last module, in order of completion, whose output has a spatial or token axis."""
-    shapes: dict[str, torch.Size] = {}
-    order: list[str] = []
-    handles = []
-    token = current()
-
-    def make_hook(name: str):
-        def hook(module, args, output):
-            if not is_current(token):
-                return
-            tensor = first_tensor(output)
-            if tensor is not None:
-                shapes[name] = tensor.shape
-                order.append(name)
-
-        return hook
-
-    try:
-        for name, module in model.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(make_hook(name)))
-        with torch.no_grad():
-            run_forward()
-    finally:
-        for handle in handles:
-            handle.remove()
-    for name in reversed(order):
-        if has_spatial_axis(shapes[name], input_ndim):
-            return name
-    raise ValueError(
-        "found no layer with a spatial or token output to explain; pass layer= explicitly"
-    )
 
 
 @dataclass
@@ -200,112 +155,56 @@ def checked_activation(capture: LayerCapture, layer_name: str) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class Layout:
-    """How a layer's raw output maps onto the canonical ``(B, C, *spatial)`` layout."""
-
-    kind: str  # "channels_first", "tokens" or "channels_last"
-    prefix_tokens: int = 0
-    grid: tuple[int, ...] = ()
-
-    def to_canonical(self, raw: torch.Tensor) -> torch.Tensor:
-        if self.kind == "channels_first":
-            return raw
-        if self.kind == "channels_last":
-            return raw.movedim(-1, 1)
-        patches = raw[:, self.prefix_tokens :, :]
-        return patches.transpose(1, 2).reshape(raw.shape[0], raw.shape[2], *self.grid)
-
-
-def infer_token_grid(
-    num_tokens: int, input_size: tuple[int, ...], prefix_tokens: int | None = None
-) -> tuple[int, tuple[int, int]]:
-    """(prefix tokens, (h, w)): the fewest leading tokens whose removal leaves a patch grid with
-    the input's aspect ratio."""
-    height, width = input_size[-2], input_size[-1]
-    candidates = range(MAX_PREFIX_TOKENS + 1) if prefix_tokens is None else [prefix_tokens]
-    for prefix in candidates:
-        patches = num_tokens - prefix
-        if patches <= 0:
-            continue
-        rows = max(1, round(math.sqrt(patches * height / width)))
-        if patches % rows == 0:
-            cols = patches // rows
-            if abs(rows / cols - height / width) <= 0.1 * (height / width):
-                return prefix, (rows, cols)
-    raise ValueError(
-        f"cannot fold {num_tokens} tokens onto a patch grid for an input of size "
-        f"{height}x{width}; pass token_grid=(h, w) (and prefix_tokens=...)"
-    )
-
-
-def detect_layout(
-    raw_shape: torch.Size,
-    input_shape: torch.Size,
-    *,
-    channels_last: bool = False,
-    token_grid: tuple[int, int] | None = None,
-    prefix_tokens: int | None = None,
-    layer_name: str = "",
-) -> Layout:
-    """The layout of a layer output of ``raw_shape`` for a model input of ``input_shape``."""
-    if not has_spatial_axis(raw_shape, len(input_shape)) and token_grid is None:
-        raise ValueError(
-            f"layer {layer_name!r} outputs shape {tuple(raw_shape)}, which has no spatial or token "
-            "axis to put a map on; choose an earlier layer (see `camlens layers`)"
-        )
-    if channels_last:
-        return Layout("channels_last")
-    is_tokens = token_grid is not None or (len(raw_shape) == 3 and len(input_shape) == 4)
-    if not is_tokens:
-        return Layout("channels_first")
-    num_tokens = raw_shape[1]
-    if token_grid is not None:
-        prefix = num_tokens - math.prod(token_grid) if prefix_tokens is None else prefix_tokens
-        if prefix < 0 or prefix + math.prod(token_grid) != num_tokens:
-            raise ValueError(
-                f"token_grid={token_grid} with prefix_tokens={prefix_tokens} does not match the "
-                f"{num_tokens} tokens of layer {layer_name!r}"
-            )
-        return Layout("tokens", prefix, tuple(token_grid))
-    prefix, grid = infer_token_grid(num_tokens, tuple(input_shape[2:]), prefix_tokens)
-    return Layout("tokens", prefix, grid)
-
-
-@dataclass(frozen=True)
 class CaptureOptions:
     """How one method reads its target layer and the model's output; every method takes them.
 
     Attributes:
         output_fn: turns the model output into what the targets read (default: see
             :func:`camlens.targets.adapt_output`).
-        channels_last: the layer outputs ``(B, h, w, C)`` (Swin).
+        channels_last: the layer outputs ``(B, h, w, C)`` (True) or ``(B, C, h, w)`` (False);
+            None detects it from the shapes (:mod:`camlens.layouts`).
         token_grid: the patch grid ``(h, w)`` of a token sequence ``(B, N, C)`` (inferred from
-            the input's aspect ratio when None).
+            the explained input's aspect ratio when None).
         prefix_tokens: how many leading class/register tokens to drop (inferred when None).
-        input_size: the spatial size ``maps`` are upsampled to (default: the input's).
+        input_size: the spatial size ``maps`` are upsampled to (default: the explained
+            input's).
+        input_index: which of the model's positional inputs is explained (the maps lie over
+            its grid; the others are held fixed).
     """
 
     output_fn: Callable[[Any], Any] | None = None
-    channels_last: bool = False
+    channels_last: bool | None = None
     token_grid: tuple[int, int] | None = None
     prefix_tokens: int | None = None
     input_size: Sequence[int] | None = None
+    input_index: int = 0
 
     def __post_init__(self) -> None:
         if self.input_size is not None:
             object.__setattr__(self, "input_size", tuple(self.input_size))
         if self.token_grid is not None:
             object.__setattr__(self, "token_grid", tuple(self.token_grid))
+        if isinstance(self.input_index, bool) or not isinstance(self.input_index, int) or (
+                self.input_index < 0):
+            raise ValueError(f"input_index must be an int >= 0, got {self.input_index!r}")
 
-    def layout(self, raw_shape: torch.Size, input_shape: torch.Size, layer_name: str) -> Layout:
-        """The :class:`Layout` of a layer output of ``raw_shape`` for an input of
-        ``input_shape`` under these options (:func:`detect_layout`)."""
-        return detect_layout(raw_shape, input_shape, channels_last=self.channels_last,
+    def explained(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The input the maps lie over."""
+        if self.input_index >= len(inputs):
+            raise ValueError(f"input_index={self.input_index}, but the model gets "
+                             f"{len(inputs)} input(s)")
+        return inputs[self.input_index]
+
+    def layout(self, raw_shape: torch.Size, explained_shape: torch.Size, layer_name: str,
+               module: nn.Module | None = None) -> Layout:
+        """The :class:`~camlens.layouts.Layout` of a layer output of ``raw_shape`` over an
+        explained input of ``explained_shape`` under these options."""
+        return detect_layout(raw_shape, explained_shape, channels_last=self.channels_last,
                              token_grid=self.token_grid, prefix_tokens=self.prefix_tokens,
-                             layer_name=layer_name)
+                             layer_name=layer_name, module=module)
 
     def as_keywords(self) -> dict[str, Any]:
         """The options as the keyword arguments a method takes."""
         return {"output_fn": self.output_fn, "channels_last": self.channels_last,
                 "token_grid": self.token_grid, "prefix_tokens": self.prefix_tokens,
-                "input_size": self.input_size}
+                "input_size": self.input_size, "input_index": self.input_index}

@@ -12,7 +12,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Explanation", "normalize", "upsample"]
+__all__ = ["Explanation", "ExplanationWarning", "normalize", "upsample"]
+
+
+class ExplanationWarning(UserWarning):
+    """A result camlens returns but does not stand behind (all-zero maps, ...); the same words
+    are in ``Explanation.notes``."""
 
 INTERPOLATION_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 

@@ -180,7 +180,7 @@ def test_layers_lists_candidates_with_shapes():
     result = run("layers", "digits-gap")
     assert result.exit_code == 0, result.output
     assert "features" in result.output and "(1, 128, 16, 16)" in result.output
-    assert "<- default" in result.output
+    assert "<- model's layer, automatic" in result.output
     assert "classifier" not in result.output
     assert "classifier" in run("layers", "digits-gap", "--all").output
 

@@ -18,6 +18,7 @@ from camlens.cli.options import (
     VERBOSE_OPTION,
     device_option,
     layer_option,
+    layout_options,
     load_or_exit,
     model_options,
 )
@@ -36,13 +37,16 @@ def methods() -> None:
         click.echo(f"{name:<16} {summary}")
 
 
-def layer_shapes(loaded):
-    """(example input, {layer: output tensor}, candidate layers) from one forward of a blank
-    picture: what `camlens layers` lists and what --layer is checked against."""
+def layer_shapes(loaded, channels_last: bool | None = None,
+                 token_grid: tuple[int, int] | None = None):
+    """(example input, {layer: output tensor}, {layer: layout}) from one forward of a blank
+    picture: what `camlens layers` lists and what --layer is checked against. A layer is a
+    candidate when its output can be laid over the input's grid (:mod:`camlens.layouts`)."""
     import torch
     from PIL import Image
 
-    from camlens.capture import first_tensor, has_spatial_axis
+    from camlens.capture import first_tensor
+    from camlens.layouts import LayoutError, detect_layout
 
     if isinstance(loaded.model, torch.jit.ScriptModule):
         raise click.UsageError(
@@ -50,8 +54,9 @@ def layer_shapes(loaded):
             "see its layers; save the eager model's state dict as safetensors and pass --arch")
     example = loaded.preprocess(Image.new("RGB", (256, 256)))
     shapes, handles = {}, []
+    modules = dict(loaded.model.named_modules())
     try:
-        for name, module in loaded.model.named_modules():
+        for name, module in modules.items():
             if name:
                 handles.append(module.register_forward_hook(
                     lambda m, a, o, name=name: shapes.__setitem__(name, first_tensor(o))))
@@ -60,9 +65,35 @@ def layer_shapes(loaded):
     finally:
         for handle in handles:
             handle.remove()
-    candidates = [n for n, t in shapes.items()
-                  if t is not None and has_spatial_axis(t.shape, example.ndim)]
-    return example, shapes, candidates
+    layouts = {}
+    for name, tensor in shapes.items():
+        if tensor is None or tensor.ndim < 3 or tensor.shape[0] != example.shape[0]:
+            continue
+        try:
+            layouts[name] = detect_layout(tensor.shape, example.shape,
+                                          channels_last=channels_last, token_grid=token_grid,
+                                          layer_name=name, module=modules[name], strict=True)
+        except LayoutError:
+            continue
+    return example, shapes, layouts
+
+
+def automatic_layer(loaded, example, channels_last: bool | None = None) -> str | None:
+    """The layer ``layer=None`` would explain for the predicted class of ``example`` (None when
+    camlens cannot choose one)."""
+    from camlens.layer_choice import LayerChoiceError, choose_layer
+    from camlens.model_state import preserved_model_state
+    from camlens.targets import adapt_output, resolve_target
+
+    def scores_of(output):
+        return resolve_target(None, adapt_output(output), example.shape[0])[1]
+
+    try:
+        with preserved_model_state(loaded.model):
+            return choose_layer(loaded.model, (example,), example, scores_of,
+                                channels_last=channels_last).name
+    except (LayerChoiceError, TypeError, ValueError, RuntimeError):
+        return None
 
 
 def parse_target(text: str, class_names):
@@ -138,10 +169,12 @@ def display_image(loaded, tensor):
 @click.option("--max-aspect", default=20.0, show_default=True, type=click.FloatRange(min=1),
               help="Refuse images whose long side is more than this many times the short one "
                    "(resizing them to the model's input needs unbounded memory).")
+@layout_options
 @DEVICE_OPTION
 @VERBOSE_OPTION
 def explain(paths, model_spec, weights, arch, trust_checkpoint, layer, method_names, target, out,
-            resume, colormap, alpha, max_pixels, max_aspect, device) -> None:
+            resume, colormap, alpha, max_pixels, max_aspect, channels_last, token_grid,
+            device) -> None:
     """Explain the model's prediction for each image (folders are walked): one PNG per image and
     method, a grid when several, and the index (explanations.jsonl as it goes,
     explanations.json at the end)."""
@@ -158,14 +191,15 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer, method_na
     loaded = load_or_exit(model_spec, weights, arch, trust_checkpoint)
     layer = layer_option(loaded, layer)
     if layer is not None:
-        _, shapes, candidates = layer_shapes(loaded)
-        if layer not in candidates:
+        _, shapes, layouts = layer_shapes(loaded, channels_last, token_grid)
+        if layer not in layouts:
+            candidates = list(layouts)
             shape = tuple(shapes[layer].shape) if shapes.get(layer) is not None else "no tensor"
             close = difflib.get_close_matches(layer, candidates, n=3, cutoff=0.3) or candidates[-3:]
             raise click.BadParameter(
-                f"layer {layer!r} outputs {shape}, with no spatial or token axis to put a map on; "
-                f"layers that have one: {', '.join(close)} (see `camlens layers`)",
-                param_hint="--layer")
+                f"layer {layer!r} outputs {shape}, which does not lie over the input's grid (no "
+                f"spatial or token axis, or not the batch first); layers that do: "
+                f"{', '.join(close)} (see `camlens layers`)", param_hint="--layer")
     chosen_target = parse_target(target, loaded.class_names)
     _check_target_fits(loaded, chosen_target, target)
     device = device_option(device)
@@ -182,9 +216,11 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer, method_na
     out.mkdir(parents=True, exist_ok=True)
     settings = {"model": model_spec, "weights": str(weights) if weights else None,
                 "arch": arch, "layer": layer, "methods": [m.name for m in methods],
-                "target": target, "colormap": colormap, "alpha": alpha}
+                "target": target, "colormap": colormap, "alpha": alpha,
+                "channels_last": channels_last, "token_grid": token_grid}
     run = _Run(loaded, methods, layer, chosen_target, device, out, colormap, alpha,
-               max_pixels, max_aspect, {path.resolve() for path in files if path.exists()})
+               max_pixels, max_aspect, {path.resolve() for path in files if path.exists()},
+               {"channels_last": channels_last, "token_grid": token_grid})
     index = RunIndex(out, settings, resume)
     run.taken |= index.outputs()
     counts = {"explained": 0, "failed": 0, "skipped": 0}
@@ -233,10 +269,12 @@ class _Run:
     """What explaining one file needs, and doing it."""
 
     def __init__(self, loaded, methods, layer, target, device, out: Path, colormap: str,
-                 alpha: float, max_pixels: int, max_aspect: float, inputs: set[Path]) -> None:
+                 alpha: float, max_pixels: int, max_aspect: float, inputs: set[Path],
+                 layout: dict) -> None:
         self.loaded, self.methods, self.layer, self.target = loaded, methods, layer, target
         self.device, self.out, self.colormap, self.alpha = device, out, colormap, alpha
         self.max_pixels, self.max_aspect, self.inputs = max_pixels, max_aspect, inputs
+        self.layout = layout
         self.taken: set[Path] = set()
 
     def one(self, path: Path) -> list[dict]:
@@ -252,7 +290,8 @@ class _Run:
         picture = display_image(loaded, tensor)
         try:
             explanations = [
-                method(loaded.model, self.layer)(tensor.to(self.device), target=self.target)
+                method(loaded.model, self.layer, **self.layout)(tensor.to(self.device),
+                                                                target=self.target)
                 .to("cpu") for method in self.methods]
         except (ValueError, TypeError, IndexError, RuntimeError) as error:
             raise _FileFailed(f"{path}: {error}") from None
@@ -354,17 +393,29 @@ def _output_classes(loaded) -> int | None:
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--arch")
 @click.option("--trust-checkpoint", is_flag=True)
-@click.option("--all", "show_all", is_flag=True, help="Also list layers without a spatial output.")
-def layers(model_spec, weights, arch, trust_checkpoint, show_all) -> None:
-    """List the candidate target layers of MODEL_SPEC with their output shapes."""
+@click.option("--all", "show_all", is_flag=True,
+              help="Also list layers whose output does not lie over the input's grid.")
+@layout_options
+def layers(model_spec, weights, arch, trust_checkpoint, show_all, channels_last,
+           token_grid) -> None:
+    """List the layers of MODEL_SPEC that can be explained, with their output shapes and
+    layouts; mark the model's own layer and the one layer=None would choose."""
     loaded = load_or_exit(model_spec, weights, arch, trust_checkpoint)
-    example, shapes, candidates = layer_shapes(loaded)
-    default = loaded.default_layer
-    automatic = candidates[-1] if candidates else None
-    click.echo(f"{'layer':<40} {'type':<22} output shape (input {tuple(example.shape)})")
+    example, shapes, layouts = layer_shapes(loaded, channels_last, token_grid)
+    automatic = automatic_layer(loaded, example, channels_last)
+    click.echo(f"{'layer':<40} {'type':<22} {'output shape':<22} layout (input "
+               f"{tuple(example.shape)})")
     modules = dict(loaded.model.named_modules())
     for name, tensor in shapes.items():
-        if tensor is None or (not show_all and name not in candidates):
+        if tensor is None or (not show_all and name not in layouts):
             continue
-        mark = " <- default" if name == (default or automatic) else ""
-        click.echo(f"{name:<40} {type(modules[name]).__name__:<22} {tuple(tensor.shape)}{mark}")
+        layout = layouts.get(name)
+        described = "-" if layout is None else layout.kind.replace("_", " ") + (
+            f" {'x'.join(map(str, layout.grid))}" if layout.grid else "")
+        marks = [mark for mark, chosen in (("model's layer", loaded.default_layer),
+                                           ("automatic", automatic)) if name == chosen]
+        mark = f"  <- {', '.join(marks)}" if marks else ""
+        click.echo(f"{name:<40} {type(modules[name]).__name__:<22} "
+                   f"{str(tuple(tensor.shape)):<22} {described}{mark}")
+    if automatic is None:
+        click.echo("layer=None cannot choose a layer for this model: pass --layer", err=True)

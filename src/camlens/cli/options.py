@@ -11,8 +11,8 @@ import click
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEVICE_OPTION", "MODEL_OPTIONS", "VERBOSE_OPTION", "device_option", "layer_option",
-           "load_or_exit", "model_options"]
+__all__ = ["DEVICE_OPTION", "LAYOUT_OPTIONS", "MODEL_OPTIONS", "VERBOSE_OPTION", "device_option",
+           "layer_option", "layout_options", "load_or_exit", "model_options"]
 
 def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if value:
@@ -88,5 +88,32 @@ MODEL_OPTIONS = [
 
 def model_options(command):
     for option in reversed(MODEL_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _token_grid(ctx: click.Context, param: click.Parameter, value: str | None
+                ) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    height, _, width = value.lower().partition("x")
+    if not (height.isdigit() and width.isdigit() and int(height) > 0 and int(width) > 0):
+        raise click.BadParameter(f"{value!r} is not HxW, e.g. 14x14", param=param)
+    return int(height), int(width)
+
+
+LAYOUT_OPTIONS = [
+    click.option("--channels-last/--channels-first", "channels_last", default=None,
+                 help="The layer's output is (B, h, w, C) / (B, C, h, w) (default: detected "
+                      "from the shapes)."),
+    click.option("--token-grid", callback=_token_grid, metavar="HxW",
+                 help="Fold a token output (B, N, C) onto this patch grid (default: from the "
+                      "input's aspect ratio)."),
+]
+
+
+def layout_options(command):
+    """--channels-last/--channels-first and --token-grid on a command."""
+    for option in reversed(LAYOUT_OPTIONS):
         command = option(command)
     return command

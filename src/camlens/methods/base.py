@@ -20,15 +20,11 @@ import torch
 from torch import nn
 
 from camlens._calls import active_call
-from camlens.capture import (
-    CaptureOptions,
-    Layout,
-    capture_layer,
-    checked_activation,
-    choose_layer,
-)
+from camlens.capture import CaptureOptions, Layout, capture_layer, checked_activation
 from camlens.capture import named_module as resolve_named_module
-from camlens.explanation import Explanation
+from camlens.explanation import Explanation, ExplanationWarning
+from camlens.layer_choice import choose_layer
+from camlens.layouts import spatial_size
 from camlens.model_state import check_inputs, input_tensors, preserved_model_state
 from camlens.targets import ResolvedTarget, Target, adapt_output, resolve_target
 
@@ -86,10 +82,11 @@ class CAMMethod:
         layer: str | nn.Module | None = None,
         *,
         output_fn: Callable[[Any], Any] | None = None,
-        channels_last: bool = False,
+        channels_last: bool | None = None,
         token_grid: tuple[int, int] | None = None,
         prefix_tokens: int | None = None,
         input_size: Sequence[int] | None = None,
+        input_index: int = 0,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -101,7 +98,7 @@ class CAMMethod:
         self.model = model
         self.layer = layer
         self.options = CaptureOptions(output_fn, channels_last, token_grid, prefix_tokens,
-                                      input_size)
+                                      input_size, input_index)
         if layer is not None:
             resolve_named_module(model, layer)  # fail early on a bad name
 
@@ -122,15 +119,26 @@ class CAMMethod:
         """Compute the explanation; the model is already in eval mode."""
         raise NotImplementedError
 
-    def target_layer(self, inputs: tuple[torch.Tensor, ...]) -> tuple[str, nn.Module, list[str]]:
-        """(name, module, notes) of the layer to explain, choosing one when ``layer`` is None."""
+    def target_layer(self, inputs: tuple[torch.Tensor, ...], target: Target = None
+                     ) -> tuple[str, nn.Module, list[str]]:
+        """(name, module, notes) of the layer to explain, choosing one when ``layer`` is None
+        (:mod:`camlens.layer_choice`: over the explained input's grid, every position reaching
+        the score of ``target``)."""
         if self.layer is not None:
             name, module = resolve_named_module(self.model, self.layer)
             return name, module, []
-        name = choose_layer(self.model, lambda: self.model(*inputs), inputs[0].ndim)
-        note = f"layer=None: explained {name!r}, the last layer with a spatial output"
-        logger.info(note)
-        return name, dict(self.model.named_modules())[name], [note]
+        explained = self.options.explained(inputs)
+        _check_explainable(inputs, self.options.input_index)
+
+        def scores_of(output: Any) -> torch.Tensor:
+            adapted = adapt_output(output, self.options.output_fn)
+            return resolve_target(target, adapted, explained.shape[0])[1]
+
+        choice = choose_layer(self.model, inputs, explained, scores_of,
+                              channels_last=self.options.channels_last,
+                              prefix_tokens=self.options.prefix_tokens)
+        logger.info(choice.note)
+        return choice.name, choice.module, [choice.note]
 
     def hooked_forward(
         self,
@@ -142,14 +150,21 @@ class CAMMethod:
         track_grad: bool,
         replace: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> Forward:
-        """One forward with the target layer captured, and the target scores ``(B, K)``."""
+        """One forward with the target layer captured, and the target scores ``(B, K)``.
+
+        Refused with a ValueError naming where: a layer whose first axis is not the batch, NaN
+        or infinite values in the explained input, the layer's output or the scores."""
+        explained = self.options.explained(inputs)
         with torch.no_grad(), capture_layer(module, track_grad=track_grad, replace=replace) as cap:
             model_output = self.model(*inputs)
         activation = checked_activation(cap, layer_name)
-        layout = self.options.layout(activation.shape, inputs[0].shape, layer_name)
+        check_batch_axis(activation.shape, explained, layer_name)
+        layout = self.options.layout(activation.shape, explained.shape, layer_name, module)
         with torch.set_grad_enabled(track_grad):
             output = adapt_output(model_output, self.options.output_fn)
-            resolved, scores = resolve_target(target, output, inputs[0].shape[0])
+            resolved, scores = resolve_target(target, output, explained.shape[0])
+        check_finite({f"input {self.options.input_index}": explained,
+                      f"the output of layer {layer_name!r}": activation, "the scores": scores})
         return Forward(output, activation, layout, resolved, scores, layer_name)
 
     def make_explanation(
@@ -161,13 +176,19 @@ class CAMMethod:
         notes: list[str],
         attributions: torch.Tensor | None = None,
     ) -> Explanation:
-        """Package ``raw`` maps ``(B, K, *spatial)`` (ReLU applied here) as an Explanation."""
-        spatial_ndim = raw.ndim - 2
-        input_size = tuple(self.options.input_size or inputs[0].shape[-spatial_ndim:])
+        """Package ``raw`` maps ``(B, K, *spatial)`` (ReLU applied here) as an Explanation; maps
+        that are zero everywhere are flagged (:class:`~camlens.explanation.ExplanationWarning`
+        and a note saying why)."""
+        input_size = self.options.input_size or map_size(self.options.explained(inputs),
+                                                         tuple(raw.shape[2:]))
         resolved = forward.target
         classes = resolved.classes
+        positive = torch.relu(raw).detach()
+        layout_notes = [forward.layout.note] if forward.layout.note else []
+        notes = notes + layout_notes + flag_empty_maps(positive, forward.scores, self.name,
+                                                       layer_name)
         return Explanation(
-            raw=resolved.squeezed(torch.relu(raw).detach()),
+            raw=resolved.squeezed(positive),
             scores=resolved.squeezed(forward.scores.detach()),
             targets=None if classes is None else resolved.squeezed(classes),
             method=self.name,
@@ -176,6 +197,84 @@ class CAMMethod:
             attributions=None if attributions is None else resolved.squeezed(attributions),
             notes=notes,
         )
+
+
+def check_batch_axis(shape: torch.Size, explained: torch.Tensor, layer_name: str) -> None:
+    """A layer output must carry one row per input first: a ValueError otherwise."""
+    batch = explained.shape[0]
+    if shape[0] == batch:
+        return
+    hint = ""
+    if explained.ndim == 3:
+        hint = (f" If {tuple(explained.shape)} is one image without its batch axis, add it: "
+                "images[None] or images.unsqueeze(0).")
+    raise ValueError(f"layer {layer_name!r} outputs shape {tuple(shape)}, whose first axis "
+                     f"({shape[0]}) is not the batch of {batch} input(s): camlens cannot put "
+                     f"one map on each input from it (a detector's per-box features?); choose "
+                     f"a layer with the batch axis first.{hint}")
+
+
+def check_finite(tensors: dict[str, torch.Tensor]) -> None:
+    """A ValueError naming the first of ``tensors`` that holds NaN or infinite values (one
+    transfer to the host for all of them)."""
+    floating = {name: tensor for name, tensor in tensors.items() if tensor.is_floating_point()}
+    if not floating:
+        return
+    finite = torch.stack([torch.isfinite(tensor).all() for tensor in floating.values()]).tolist()
+    for name, ok in zip(floating, finite, strict=True):
+        if not ok:
+            raise ValueError(f"{name} holds NaN or infinite values; camlens cannot explain "
+                             "them (check the input and the model's numerics)")
+
+
+def map_size(explained: torch.Tensor, raw_spatial: tuple[int, ...]) -> tuple[int, ...]:
+    """The spatial size maps are upsampled to: the explained input's grid with as many axes as
+    the maps. A sequence given as ``(B, T, F)`` whose time axis matches a 1-D map of length T is
+    read along T."""
+    spatial = spatial_size(explained.shape)
+    if len(spatial) == len(raw_spatial):
+        if (len(raw_spatial) == 1 and explained.ndim == 3
+                and explained.shape[1] == raw_spatial[0] != explained.shape[2]):
+            return (int(explained.shape[1]),)
+        return spatial
+    return tuple(explained.shape[-len(raw_spatial):])
+
+
+def flag_empty_maps(maps: torch.Tensor, scores: torch.Tensor, method: str,
+                    layer_name: str) -> list[str]:
+    """Notes (and an :class:`ExplanationWarning`) for maps ``(B, K, *spatial)`` that are zero
+    everywhere after the ReLU: an empty map says nothing, and must not pass for an answer."""
+    empty = maps.flatten(2).amax(dim=2) <= 0 if maps.numel() else maps.new_zeros(0)
+    count = int(empty.sum()) if empty.numel() else 0
+    if count == 0:
+        return []
+    if not scores.requires_grad and method not in _GRADIENT_FREE:
+        why = ("the explained score does not depend on this layer's output (a detached or "
+               "constant target, or a layer the score does not use)")
+    else:
+        why = ("no position has positive evidence after the ReLU at this layer (every position "
+               "lowers the score, or the weights after the layer are zero, e.g. a "
+               "zero-initialised head)")
+    note = (f"{count} of {empty.numel()} {method} maps at layer {layer_name!r} are zero "
+            f"everywhere: {why}")
+    warnings.warn(note, ExplanationWarning, stacklevel=5)
+    return [note]
+
+
+#: Methods whose maps do not come from score gradients.
+_GRADIENT_FREE = frozenset({"cam", "eigencam", "scorecam", "ablationcam", "attention"})
+
+
+def _check_explainable(inputs: tuple[torch.Tensor, ...], index: int) -> None:
+    """In a model with several inputs, the automatic choice does not lay maps over token ids
+    when another input is real-valued (CLIP: the text, not the image): it asks which."""
+    explained = inputs[index]
+    if explained.is_floating_point() or not any(tensor.is_floating_point() for tensor in inputs):
+        return
+    which = f" (input_index={index}; the model gets {len(inputs)} inputs)"
+    raise ValueError(f"the explained input{which} holds {explained.dtype} values of shape "
+                     f"{tuple(explained.shape)}, e.g. token ids; camlens lays maps over a "
+                     "real-valued input: choose it with input_index= (an image's pixels)")
 
 
 def nearly_equal(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
@@ -255,7 +354,7 @@ class LayerMapMethod(CAMMethod):
         raise NotImplementedError
 
     def explain(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
-        layer_name, module, notes = self.target_layer(inputs)
+        layer_name, module, notes = self.target_layer(inputs, target)
         with self.watch() as watched:
             forward = self.hooked_forward(inputs, target, layer_name, module,
                                           track_grad=self.uses_gradients)

@@ -71,7 +71,8 @@ class GuidedBackprop(CAMMethod):
 
     def explain(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
         forward, gradients = self.input_gradients(inputs, target)
-        saliency = gradients.abs().amax(dim=2) if inputs[0].ndim >= 3 else gradients.abs()
+        explained = self.options.explained(inputs)
+        saliency = gradients.abs().amax(dim=2) if explained.ndim >= 3 else gradients.abs()
         return self.make_explanation(
             forward, saliency, inputs, "input", [], attributions=gradients.detach()
         )
@@ -80,9 +81,11 @@ class GuidedBackprop(CAMMethod):
         self, inputs: tuple[torch.Tensor, ...], target: Target
     ) -> tuple[Forward, torch.Tensor]:
         """The forward record and guided gradients ``(B, K, *input.shape[1:])``."""
-        image = inputs[0].detach().requires_grad_(True)
+        index = self.options.input_index
+        image = inputs[index].detach().requires_grad_(True)
         with torch.enable_grad(), GuidedReLUMode():
-            output = adapt_output(self.model(image, *inputs[1:]), self.options.output_fn)
+            output = adapt_output(self.model(*inputs[:index], image, *inputs[index + 1 :]),
+                                  self.options.output_fn)
             resolved, scores = resolve_target(target, output, image.shape[0])
         forward = Forward(output, image.detach(), Layout("channels_first"), resolved, scores)
         return forward, score_gradients(scores, image)
@@ -105,7 +108,7 @@ class GuidedGradCAM(CAMMethod):
         guided = GuidedBackprop(self.model, output_fn=self.options.output_fn)
         forward, gradients = guided.input_gradients(inputs, same_targets)
         spatial_ndim = len(gradcam.input_size)
-        has_channels = inputs[0].ndim >= 3
+        has_channels = self.options.explained(inputs).ndim >= 3
         saliency = gradients.abs().amax(dim=2) if has_channels else gradients.abs()
         gradcam_raw = gradcam.raw if gradcam.raw.ndim - spatial_ndim == 2 else gradcam.raw[:, None]
         coarse = normalize(upsample(gradcam_raw, tuple(saliency.shape[2:])), spatial_ndim)

@@ -58,10 +58,9 @@ class ScoreCAM(LayerMapMethod):
         self.batch_size = batch_size
 
     def layer_map(self, forward: Forward, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        if len(inputs) != 1:
-            raise TypeError("scorecam masks a single input tensor; the model takes several")
         activations = forward.canonical()
-        image = inputs[0]
+        index = self.options.input_index
+        image = inputs[index]
         spatial_ndim = activations.ndim - 2
         input_size = tuple(image.shape[-spatial_ndim:])
         mask_shape = (1,) * (image.ndim - 1 - spatial_ndim) + input_size
@@ -70,24 +69,35 @@ class ScoreCAM(LayerMapMethod):
             activations.shape[0], forward.scores.shape[1], num_channels
         )
         with torch.no_grad():
-            baseline = self.confidence(forward.target, torch.zeros_like(image), slice(None))
+            blank = _with(inputs, index, torch.zeros_like(image))
+            baseline = self.confidence(forward.target, blank, slice(None))
             for row in range(image.shape[0]):
                 for channels in _chunks(num_channels, self.batch_size):
                     resized = upsample(activations[row, channels], input_size)
                     masks = normalize(resized, spatial_ndim)
                     masked = image[row : row + 1] * masks.reshape(-1, *mask_shape)
-                    scores = self.confidence(forward.target, masked, slice(row, row + 1))
+                    rows = tuple(tensor[row : row + 1].expand(len(masked), *tensor.shape[1:])
+                                 for tensor in inputs)
+                    scores = self.confidence(forward.target, _with(rows, index, masked),
+                                             slice(row, row + 1))
                     channel_weights[row, :, channels] = (scores - baseline[row]).T
         return weighted_channel_sum(channel_weights, activations)
 
-    def confidence(self, target: ResolvedTarget, batch: torch.Tensor, rows: slice) -> torch.Tensor:
+    def confidence(self, target: ResolvedTarget, batch: tuple[torch.Tensor, ...], rows: slice
+                   ) -> torch.Tensor:
         """Softmax probability of the target classes (rows' classes), or the callable's score."""
-        output = adapt_output(self.model(batch), self.options.output_fn)
+        output = adapt_output(self.model(*batch), self.options.output_fn)
         if target.classes is None:
             return target.scores(output)
         probabilities = class_logits(output).softmax(dim=1)
         classes = target.classes[rows].expand(probabilities.shape[0], -1)
         return probabilities.gather(1, classes)
+
+
+def _with(inputs: tuple[torch.Tensor, ...], index: int, tensor: torch.Tensor
+          ) -> tuple[torch.Tensor, ...]:
+    """``inputs`` with input ``index`` replaced by ``tensor`` (the others held fixed)."""
+    return (*inputs[:index], tensor, *inputs[index + 1 :])
 
 
 class AblationCAM(CAMMethod):
@@ -116,9 +126,9 @@ class AblationCAM(CAMMethod):
         self.batch_size = batch_size
 
     def explain(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
-        layer_name, module, notes = self.target_layer(inputs)
+        layer_name, module, notes = self.target_layer(inputs, target)
         forwards, raw_rows = [], []
-        for row in range(inputs[0].shape[0]):
+        for row in range(self.options.explained(inputs).shape[0]):
             single = tuple(tensor[row : row + 1] for tensor in inputs)
             forward, raw = self.explain_one(single, _row_target(target, row), layer_name, module)
             forwards.append(forward)
@@ -128,7 +138,7 @@ class AblationCAM(CAMMethod):
             cast("list[torch.Tensor]", [f.target.classes for f in forwards]))
         summary = Forward(
             None,
-            inputs[0],
+            self.options.explained(inputs),
             forwards[-1].layout,
             ResolvedTarget(classes, last.score_fn, last.one_per_input),
             torch.cat([f.scores for f in forwards]),
@@ -200,7 +210,8 @@ class AblationCAM(CAMMethod):
 
         def ablate(activation: torch.Tensor) -> torch.Tensor:
             if ablation.layout is None:
-                ablation.layout = self.options.layout(activation.shape, single[0].shape,
+                ablation.layout = self.options.layout(activation.shape,
+                                                      self.options.explained(single).shape,
                                                       layer_name)
             axis = 1 if ablation.layout.kind == "channels_first" else activation.ndim - 1
             num_channels = activation.shape[axis]

@@ -1,0 +1,153 @@
+"""Choose the layer to explain when the user does not: detected, not guessed from names.
+
+The chosen layer is the last one, in order of completion, whose output
+
+1. has the inputs' batch axis first (a detector's ``(300, 256, 7, 7)`` region features for 2
+   images are not per-input maps);
+2. lies over the explained input's grid (:func:`camlens.layouts.detect_layout` with
+   ``strict=True``: an image's ``(B, C, h, w)`` at one stride, Swin's ``(B, h, w, C)``, a
+   ViT's tokens, a recurrent layer's ``(B, T, H)``), and
+3. *reaches the explained score at every position*: the gradient of the scores with respect to
+   the output is non-zero somewhere over the channels at each position. A ViT's final norm,
+   where only the class token reaches the head, fails this (its patch maps would be all zero),
+   as does a segmentation head's output for a score over a region (only the region's
+   positions).
+
+Finding it costs one forward pass with autograd recorded through the whole network and one
+backward pass: every module's output is kept (a clone goes on downstream, so in-place
+operations cannot touch it) and ``torch.autograd.grad`` gives all their gradients at once. Pass
+``layer=`` to skip it. When no layer passes, :class:`LayerChoiceError` lists the candidates with
+their shapes and why each was refused.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from camlens._calls import current, is_current
+from camlens.capture import first_tensor
+from camlens.layouts import Layout, LayoutError, detect_layout
+
+__all__ = ["LayerChoice", "LayerChoiceError", "choose_layer"]
+
+
+class LayerChoiceError(ValueError):
+    """No layer of the model can be explained automatically; the message lists why."""
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """The chosen layer, its layout, and a note on what was decided."""
+
+    name: str
+    module: nn.Module
+    layout: Layout
+    note: str
+
+
+@dataclass
+class _Seen:
+    name: str
+    module: nn.Module
+    tensor: torch.Tensor
+
+
+def choose_layer(
+    model: nn.Module,
+    inputs: Sequence[torch.Tensor],
+    explained: torch.Tensor,
+    scores_of: Callable[[object], torch.Tensor],
+    *,
+    channels_last: bool | None = None,
+    prefix_tokens: int | None = None,
+) -> LayerChoice:
+    """The layer to explain (see the module docstring). ``scores_of`` turns the model's output
+    into the explained scores ``(B, K)``; ``explained`` is the input the maps lie over."""
+    token = current()
+    seen: list[_Seen] = []
+    names = {module: name for name, module in model.named_modules() if name}
+
+    def hook(module: nn.Module, args: tuple, output: object) -> object:
+        if not is_current(token):
+            return None
+        tensor = first_tensor(output)
+        if tensor is None or not tensor.is_floating_point() or tensor.ndim < 3:
+            return None
+        kept = tensor if tensor.requires_grad else tensor.detach().requires_grad_(True)
+        seen.append(_Seen(names[module], module, kept))
+        passed_on = kept.clone()
+        if isinstance(output, torch.Tensor):
+            return passed_on
+        rest = list(output[1:])  # type: ignore[index]
+        return [passed_on, *rest] if isinstance(output, list) else (passed_on, *rest)
+
+    handles = [module.register_forward_hook(hook) for module in names]
+    try:
+        with torch.enable_grad():
+            scores = scores_of(model(*inputs))
+    finally:
+        for handle in handles:
+            handle.remove()
+    batch = explained.shape[0]
+    refused: list[str] = []
+    candidates: list[tuple[_Seen, Layout]] = []
+    for item in seen:
+        shape = tuple(item.tensor.shape)
+        if shape[0] != batch:
+            refused.append(f"{item.name} {shape}: batch axis of {shape[0]}, not {batch}")
+            continue
+        try:
+            layout = detect_layout(shape, explained.shape, channels_last=channels_last,
+                                   prefix_tokens=prefix_tokens, layer_name=item.name,
+                                   module=item.module, strict=True)
+        except LayoutError as error:
+            refused.append(f"{item.name} {shape}: {str(error).split(': ', 1)[-1]}")
+            continue
+        candidates.append((item, layout))
+    gradients = _gradients(scores, [item.tensor for item, _ in candidates])
+    if gradients is None:
+        raise LayerChoiceError(
+            "the explained score does not depend on any layer's output (a detached or constant "
+            "target?); camlens has nothing to explain")
+    for (item, layout), gradient in zip(reversed(candidates), reversed(gradients), strict=True):
+        shape = tuple(item.tensor.shape)
+        if gradient is None:
+            refused.append(f"{item.name} {shape}: the score does not depend on it")
+            continue
+        canonical = layout.to_canonical(gradient)
+        reached = (canonical.abs().sum(dim=(0, 1)) > 0)
+        if bool(reached.all()):
+            later = [line for line in refused if line.split(" ")[0] in _after(item, seen)]
+            note = (f"layer=None: explained {item.name!r} {shape} ({layout.kind.replace('_', ' ')}"
+                    f"{', grid ' + 'x'.join(map(str, layout.grid)) if layout.grid else ''}), "
+                    "the last layer over the input's grid whose every position reaches the "
+                    "score")
+            if later:
+                note += "; later layers refused: " + "; ".join(later[:4])
+            return LayerChoice(item.name, item.module, layout, note)
+        refused.append(f"{item.name} {shape}: only {int(reached.sum())} of "
+                       f"{math.prod(reached.shape)} positions reach the score")
+    listing = "; ".join(refused[-12:]) or "no module returned a tensor of 3 or more axes"
+    raise LayerChoiceError(f"found no layer to explain automatically; pass layer= (see `camlens "
+                           f"layers`). Candidates, last first: {listing}")
+
+
+def _gradients(scores: torch.Tensor, tensors: list[torch.Tensor]
+               ) -> list[torch.Tensor | None] | None:
+    """d sum(scores) / d each tensor (None where it does not reach), or None when the scores do
+    not depend on any of them."""
+    if not scores.requires_grad or not tensors:
+        return None
+    found = torch.autograd.grad(scores.sum(), tensors, allow_unused=True)
+    return None if all(gradient is None for gradient in found) else list(found)
+
+
+def _after(item: _Seen, seen: list[_Seen]) -> set[str]:
+    """Names of the modules that completed after ``item``."""
+    position = next(index for index, other in enumerate(seen) if other is item)
+    return {other.name for other in seen[position + 1 :]}
