@@ -76,20 +76,38 @@ def grid_fits(grid: tuple[int, ...], spatial: tuple[int, ...]) -> bool:
     if any(cells < 1 or cells > size for cells, size in zip(grid, spatial, strict=True)):
         return False
     stride = spatial[0] / grid[0]
-    for cells, size in zip(grid[1:], spatial[1:], strict=True):
+    for cells, size, first_cells, first_size in zip(grid[1:], spatial[1:], grid, spatial,
+                                                   strict=False):
+        if size == first_size and cells != first_cells:
+            return False  # one stride and padding over equal sides gives equal sides
         expected = size / stride
         if abs(cells - expected) > max(1.0, 0.15 * expected):
             return False
     return True
 
 
+def _patch_grid_fits(grid: tuple[int, int], spatial: tuple[int, ...]) -> bool:
+    """Whether some whole patch size ``p`` cuts ``spatial`` into ``grid`` (each side
+    ``floor`` or ``ceil`` of ``size / p``): a ViT's 14x14 of a 224 input (p = 16), a Swin
+    stage's 7x7 (p = 32)."""
+    height, width = spatial[-2], spatial[-1]
+    for patch in range(1, max(height, width) + 1):
+        if all(cells in (size // patch, -(-size // patch))
+               for cells, size in zip(grid, (height, width), strict=True)):
+            return True
+    return False
+
+
 def infer_token_grid(
     num_tokens: int, input_size: tuple[int, ...], prefix_tokens: int | None = None
 ) -> tuple[int, tuple[int, int]]:
     """(prefix tokens, (h, w)): the fewest leading tokens whose removal leaves a patch grid with
-    the input's aspect ratio."""
+    the input's aspect ratio that a whole patch size cuts the input into. At most
+    ``max(1, N // 16)`` (and 16) leading tokens: a class token, a distillation token, registers;
+    more would read any count as some grid."""
     height, width = input_size[-2], input_size[-1]
-    candidates = range(MAX_PREFIX_TOKENS + 1) if prefix_tokens is None else [prefix_tokens]
+    most = min(MAX_PREFIX_TOKENS, max(1, num_tokens // 16))
+    candidates = range(most + 1) if prefix_tokens is None else [prefix_tokens]
     for prefix in candidates:
         patches = num_tokens - prefix
         if patches <= 0:
@@ -97,7 +115,8 @@ def infer_token_grid(
         rows = max(1, round(math.sqrt(patches * height / width)))
         if patches % rows == 0:
             cols = patches // rows
-            if abs(rows / cols - height / width) <= 0.1 * (height / width) and rows <= height:
+            if abs(rows / cols - height / width) <= 0.1 * (height / width) and (
+                    prefix_tokens is not None or _patch_grid_fits((rows, cols), input_size)):
                 return prefix, (rows, cols)
     raise LayoutError(
         f"cannot fold {num_tokens} tokens onto a patch grid for an input of size "

@@ -23,7 +23,7 @@ from camlens._calls import active_call
 from camlens.capture import CaptureOptions, Layout, capture_layer, checked_activation
 from camlens.capture import named_module as resolve_named_module
 from camlens.explanation import Explanation, ExplanationWarning
-from camlens.layer_choice import choose_layer
+from camlens.layer_choice import LayerChoiceError, choose_layer
 from camlens.layouts import spatial_size
 from camlens.model_state import check_inputs, input_tensors, preserved_model_state
 from camlens.targets import ResolvedTarget, Target, adapt_output, resolve_target
@@ -110,8 +110,14 @@ class CAMMethod:
     ) -> Explanation:
         tensors = input_tensors(inputs)
         check_inputs(self.model, tensors)
-        with active_call(), preserved_model_state(self.model):
-            return self.explain(tensors, target)
+        try:
+            with active_call(), preserved_model_state(self.model):
+                return self.explain(tensors, target)
+        except (RuntimeError, ValueError) as error:
+            hint = _missing_batch_axis(self.model, self.options.explained(tensors))
+            if hint is None or isinstance(error, LayerChoiceError):
+                raise
+            raise ValueError(f"{hint} (the model said: {str(error).splitlines()[0]})") from error
 
     # --- steps shared by the methods -----------------------------------------------------------
 
@@ -275,6 +281,20 @@ def _check_explainable(inputs: tuple[torch.Tensor, ...], index: int) -> None:
     raise ValueError(f"the explained input{which} holds {explained.dtype} values of shape "
                      f"{tuple(explained.shape)}, e.g. token ids; camlens lays maps over a "
                      "real-valued input: choose it with input_index= (an image's pixels)")
+
+
+def _missing_batch_axis(model: nn.Module, explained: torch.Tensor) -> str | None:
+    """What to say when one image or one sequence came without its batch axis: the model has
+    layers of N spatial axes and the input has N + 1 axes instead of N + 2."""
+    kinds = {1: (nn.Conv1d, nn.BatchNorm1d), 2: (nn.Conv2d, nn.BatchNorm2d),
+             3: (nn.Conv3d, nn.BatchNorm3d)}
+    spatial = explained.ndim - 1
+    if spatial not in kinds or not any(isinstance(module, kinds[spatial])
+                                       for module in model.modules()):
+        return None
+    return (f"the input has shape {tuple(explained.shape)}: one input without its batch axis? "
+            f"The model's layers take {spatial + 2}-D batches; add the axis with x[None] or "
+            "x.unsqueeze(0)")
 
 
 def nearly_equal(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:

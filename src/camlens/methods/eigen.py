@@ -26,9 +26,13 @@ class EigenCAM(LayerMapMethod):
 
     def layer_map(self, forward: Forward, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         activations = forward.canonical()
-        positions_by_channels = activations.flatten(2).transpose(1, 2)  # (B, P, C)
+        # The SVD runs in float32 at least: half precision has no SVD, and would lose the
+        # smaller singular values anyway.
+        dtype = torch.promote_types(activations.dtype, torch.float32)
+        positions_by_channels = activations.flatten(2).transpose(1, 2).to(dtype)  # (B, P, C)
         _, _, right_vectors = torch.linalg.svd(positions_by_channels, full_matrices=False)
         projection = positions_by_channels @ right_vectors[:, 0, :].unsqueeze(-1)  # (B, P, 1)
         sign = torch.where(projection.sum(dim=(1, 2), keepdim=True) < 0, -1.0, 1.0)
         maps = (projection * sign).reshape(activations.shape[0], 1, *activations.shape[2:])
+        maps = maps.to(activations.dtype)
         return maps.expand(-1, forward.scores.shape[1], *maps.shape[2:])
