@@ -87,30 +87,26 @@ def grid_fits(grid: tuple[int, ...], spatial: tuple[int, ...]) -> bool:
 
 
 def _patch_grid_fits(grid: tuple[int, int], spatial: tuple[int, ...]) -> bool:
-    """Whether some whole patch size ``p`` cuts ``spatial`` into ``grid`` (each side
-    ``floor`` or ``ceil`` of ``size / p``): a ViT's 14x14 of a 224 input (p = 16), a Swin
-    stage's 7x7 (p = 32)."""
+    """Whether one whole patch size cuts ``spatial`` exactly into ``grid``: a ViT's 14x14 of a
+    224 input (16-pixel patches), a Swin stage's 7x7 (32). (An input that is not a multiple of
+    the patch size needs ``token_grid=``.)"""
     height, width = spatial[-2], spatial[-1]
-    for patch in range(1, max(height, width) + 1):
-        if all(cells in (size // patch, -(-size // patch))
-               for cells, size in zip(grid, (height, width), strict=True)):
-            return True
-    return False
+    rows, cols = grid
+    return height % rows == 0 and width % cols == 0 and height // rows == width // cols
 
 
 def infer_token_grid(
     num_tokens: int, input_size: tuple[int, ...], prefix_tokens: int | None = None
 ) -> tuple[int, tuple[int, int]]:
     """(prefix tokens, (h, w)): the fewest leading tokens whose removal leaves a patch grid with
-    the input's aspect ratio that a whole patch size cuts the input into. At most
-    ``max(1, N // 16)`` (and 16) leading tokens: a class token, a distillation token, registers;
-    more would read any count as some grid."""
+    the input's aspect ratio that a whole patch size cuts the input into exactly (so a count
+    that is not a patch grid, e.g. a detector's boxes, is not read as one); at most 16 leading
+    tokens (a class token, a distillation token, registers), and no more than half the patches."""
     height, width = input_size[-2], input_size[-1]
-    most = min(MAX_PREFIX_TOKENS, max(1, num_tokens // 16))
-    candidates = range(most + 1) if prefix_tokens is None else [prefix_tokens]
+    candidates = range(MAX_PREFIX_TOKENS + 1) if prefix_tokens is None else [prefix_tokens]
     for prefix in candidates:
         patches = num_tokens - prefix
-        if patches <= 0:
+        if patches <= 0 or (prefix_tokens is None and prefix > patches // 2):
             continue
         rows = max(1, round(math.sqrt(patches * height / width)))
         if patches % rows == 0:
@@ -154,6 +150,9 @@ def detect_layout(
     if channels_last is None and image_tokens:
         if raw_shape[1] <= 1:
             raise LayoutError(f"{where}: one token, no grid to put a map on")
+        if raw_shape[2] <= 1:
+            raise LayoutError(f"{where}: tokens of one channel are not embeddings (a pooled "
+                              "(B, C, 1) output?); pass token_grid= if they are")
         prefix, grid = infer_token_grid(raw_shape[1], spatial, prefix_tokens)
         return Layout("tokens", prefix, grid)
     first, last = raw_shape[2:], raw_shape[1:-1]

@@ -68,8 +68,8 @@ def test_deletion_curves_and_auc_by_hand(quadrant_setup):
     # one pixel per step; the quadrant holds 4 ones
     right_curve = [sigmoid(4 - min(i, 4)) for i in range(17)]
     wrong_curve = [sigmoid(4 if i <= 12 else 4 - (i - 12)) for i in range(17)]
-    torch.testing.assert_close(right_result.curves[0], torch.tensor(right_curve))
-    torch.testing.assert_close(wrong_result.curves[0], torch.tensor(wrong_curve))
+    torch.testing.assert_close(right_result.curves[0], torch.tensor(right_curve).double())
+    torch.testing.assert_close(wrong_result.curves[0], torch.tensor(wrong_curve).double())
     assert right_result.auc.item() == pytest.approx(trapezoid(right_curve), abs=1e-6)
     assert right_result.auc.item() < wrong_result.auc.item()
     torch.testing.assert_close(right_result.fractions, torch.arange(17) / 16)
@@ -81,7 +81,7 @@ def test_insertion_curves_and_auc_by_hand(quadrant_setup):
     right_result = deletion_insertion(model, images, right, steps=16, mode="insertion", substrate=0)
     wrong_result = deletion_insertion(model, images, wrong, steps=16, mode="insertion", substrate=0)
     right_curve = [sigmoid(min(i, 4)) for i in range(17)]
-    torch.testing.assert_close(right_result.curves[0], torch.tensor(right_curve))
+    torch.testing.assert_close(right_result.curves[0], torch.tensor(right_curve).double())
     assert right_result.auc.item() == pytest.approx(trapezoid(right_curve), abs=1e-6)
     assert right_result.auc.item() > wrong_result.auc.item()
 
@@ -103,7 +103,7 @@ def test_steps_that_do_not_divide_the_pixels(quadrant_setup):
     result = deletion_insertion(model, images, right, steps=3)
     torch.testing.assert_close(result.fractions, torch.tensor([0, 5, 10, 16]) / 16)
     expected = [sigmoid(4), sigmoid(0), sigmoid(0), sigmoid(0)]
-    torch.testing.assert_close(result.curves[0], torch.tensor(expected))
+    torch.testing.assert_close(result.curves[0], torch.tensor(expected).double())
 
 
 def test_low_resolution_maps_are_upsampled(quadrant_setup):
@@ -136,7 +136,8 @@ def test_default_targets_are_the_predicted_classes_and_explicit_ones_are_used():
     result = deletion_insertion(model, images, maps, steps=4)
     assert result.targets.tolist() == [0, 1]
     # the first point is the probability of the predicted class on the untouched image
-    torch.testing.assert_close(result.curves[:, 0], torch.tensor([sigmoid(4), sigmoid(4)]))
+    torch.testing.assert_close(result.curves[:, 0],
+                               torch.tensor([sigmoid(4), sigmoid(4)]).double())
     forced = deletion_insertion(model, images, maps, targets=0, steps=4)
     assert forced.targets.tolist() == [0, 0]
     assert forced.curves[1, 0].item() == pytest.approx(sigmoid(-4), abs=1e-6)
@@ -239,3 +240,44 @@ def test_inference_mode_is_fine_and_an_empty_batch_is_refused(quadrant_setup):
     torch.testing.assert_close(inside.auc, outside.auc)
     with pytest.raises(ValueError, match="empty batch"):
         average_drop_increase(model, images[:0], right[:0])
+
+
+class Confident(torch.nn.Module):
+    """Logits (30 * mean pixel, 0): float32 softmax of the first class is exactly 1.0."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = 30 * x.mean(dim=(1, 2, 3))
+        return torch.stack([first, torch.zeros_like(first)], dim=1)
+
+
+def test_confidence_is_computed_in_float64_so_it_does_not_saturate():
+    images = torch.full((1, 1, 4, 4), 1.0)
+    assert float(torch.tensor([30.0, 0.0]).softmax(0)[0]) == 1.0  # float32 saturates
+    maps = torch.full((1, 4, 4), 0.99)  # masking lowers the logit a little: 30 -> 29.7
+    result = average_drop_increase(Confident(), images, maps, targets=0)
+    assert result["confidence"].dtype == torch.float64
+    assert float(result["confidence"][0]) < 1.0
+    assert result["drop"][0] > 0  # visible in float64, zero in float32
+
+
+def test_ties_are_broken_at_random_with_a_seed_not_in_raster_order():
+    torch.manual_seed(0)
+    images = torch.rand(1, 1, 8, 8)
+    sparse = torch.zeros(1, 8, 8)
+    sparse[0, 5, 5] = 1.0  # one salient pixel; 63 tied zeros
+
+    class Corner(torch.nn.Module):  # scores only the top-left corner's pixels
+        def forward(self, x):
+            corner = x[:, 0, :2, :2].mean(dim=(1, 2))
+            return torch.stack([corner, -corner], dim=1)
+
+    seeds = [deletion_insertion(Corner(), images, sparse, targets=0, steps=8,
+                                mode="insertion", seed=seed).auc for seed in (0, 1, 2)]
+    assert len({round(float(auc), 6) for auc in seeds}) > 1  # the order of the ties matters
+    again = deletion_insertion(Corner(), images, sparse, targets=0, steps=8, mode="insertion",
+                               seed=1).auc
+    torch.testing.assert_close(again, seeds[1])  # and is fixed by the seed
+    distinct = torch.arange(64.0).reshape(1, 8, 8)
+    fixed = [deletion_insertion(Corner(), images, distinct, targets=0, steps=8, seed=seed).auc
+             for seed in (0, 5)]
+    torch.testing.assert_close(fixed[0], fixed[1])  # no ties: the seed changes nothing

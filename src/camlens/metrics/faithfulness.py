@@ -11,9 +11,9 @@
   ``Y`` = confidence on the image, ``O`` = confidence on the image times the map;
   ``Average Drop % = 100 * mean(max(0, Y - O) / Y)``, ``% Increase = 100 * mean(Y < O)``.
 
-Confidence is the softmax probability of the target class (default: the class the model
-predicts on the original image). The model runs in eval mode under ``torch.no_grad()``, at most
-``batch_size`` perturbed inputs at a time, and is left exactly as found.
+Confidence is the softmax probability of the target class, in float64 (default: the class the
+model predicts on the original image). The model runs in eval mode under ``torch.no_grad()``, at
+most ``batch_size`` perturbed inputs at a time, and is left exactly as found.
 """
 
 from __future__ import annotations
@@ -92,21 +92,27 @@ def deletion_insertion(
     substrate: Substrate = None,
     batch_size: int = 64,
     output_fn: Callable[[Any], Any] | None = None,
+    seed: int = 0,
 ) -> PerturbationCurves:
     """RISE deletion or insertion curves and their AUC (Petsiuk et al., BMVC 2018).
 
     ``images (B, C, *spatial)``; ``maps (B, *spatial')`` are resized to the images' spatial size
     (bilinear) when they differ. At step ``i = 0 .. steps`` the ``floor(i * P / steps)``
-    most-salient of the ``P`` pixel positions (all channels of a position together; ties in
-    raster order) are changed:
+    most-salient of the ``P`` pixel positions (all channels of a position together) are changed.
+    Positions with equal map values are taken in a random order drawn from ``seed`` (the same
+    for every image of the call): in raster order, a sparse map's flat zero region would be
+    inserted from the top-left corner first, which can decide its insertion AUC.
 
     - ``mode="deletion"``: from the image to ``substrate`` (default zeros);
     - ``mode="insertion"``: from ``substrate`` (default :func:`gaussian_blur` of the image,
       kernel 11, sigma 5) back to the image.
 
     ``substrate``: a tensor broadcastable to ``images``, a number, or a callable
-    ``images -> tensor``. ``targets``: the scored class per image (default: the class predicted
-    on the original image). ``AUC = (sum_i s_i - s_0 / 2 - s_n / 2) / n`` with ``n = steps``.
+    ``images -> tensor`` (the default blur pads borders by replicating edge pixels).
+    ``targets``: the scored class per image in the forms of :mod:`camlens.targets` (default: the
+    class predicted on the original image). Probabilities are computed in float64, so a
+    confident model's scores do not saturate at 1.0.
+    ``AUC = (sum_i s_i - s_0 / 2 - s_n / 2) / n`` with ``n = steps``.
     The model makes ``B * (steps + 1)`` forward passes, ``batch_size`` inputs at a time.
     """
     if mode not in ("deletion", "insertion"):
@@ -121,7 +127,10 @@ def deletion_insertion(
     start, finish = (images, background) if mode == "deletion" else (background, images)
 
     batch, positions = images.shape[0], saliency[0].numel()
-    order = saliency.reshape(batch, positions).argsort(dim=1, descending=True, stable=True)
+    generator = torch.Generator().manual_seed(seed)
+    shuffle = torch.randperm(positions, generator=generator).to(images.device)
+    shuffled = saliency.reshape(batch, positions)[:, shuffle]
+    order = shuffle[shuffled.argsort(dim=1, descending=True, stable=True)]  # ties: random
     rank = torch.empty_like(order).scatter_(
         1, order, torch.arange(positions, device=images.device).expand(batch, -1)
     )
@@ -262,7 +271,7 @@ def probabilities(
         raise IndexError(
             f"target class {bad} is out of range for a model with {logits.shape[1]} outputs"
         )
-    return logits.float().softmax(dim=1).gather(1, targets[:, None]).squeeze(1)
+    return logits.double().softmax(dim=1).gather(1, targets[:, None]).squeeze(1)
 
 
 def _resolve_targets(
