@@ -51,9 +51,9 @@ class LoadedModel:
 def _read_state_dict(path: Path, trust_checkpoint: bool = False) -> dict[str, torch.Tensor]:
     """A state dict from safetensors, or from a pickle with ``weights_only=True``."""
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from camlens.zoo.registry import read_weights
 
-        return load_file(str(path))
+        return read_weights(path)
     loaded = _safe_torch_load(path, trust_checkpoint)
     if isinstance(loaded, nn.Module):
         return loaded.state_dict()
@@ -80,7 +80,8 @@ def _safe_torch_load(path: Path, trust_checkpoint: bool):
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def _fit_state_dict(build: Callable[..., nn.Module], state: dict[str, torch.Tensor]) -> nn.Module:
+def _fit_state_dict(build: Callable[..., nn.Module], state: dict[str, torch.Tensor],
+                    path: Path) -> nn.Module:
     """Build the architecture and load ``state``; a classifier of another size is rebuilt with
     that many classes (a fine-tuned model)."""
     model = build()
@@ -90,14 +91,15 @@ def _fit_state_dict(build: Callable[..., nn.Module], state: dict[str, torch.Tens
     if mismatched:
         classifier = [key for key in mismatched if state[key].ndim == 2]
         if not classifier:
-            raise ModelLoadError(f"the weights do not fit the architecture at {mismatched[:3]}")
+            key = mismatched[0]
+            raise ModelLoadError(f"{path}: {key} has shape {tuple(state[key].shape)} where the "
+                                 f"architecture has {tuple(own[key].shape)}")
         model = build(num_classes=state[classifier[-1]].shape[0])
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ModelLoadError(
-            f"the weights do not fit the architecture: missing {missing[:5]}, unexpected "
-            f"{unexpected[:5]}"
-        )
+        first = (f"no weights for {missing[0]} ({len(missing)} missing)" if missing
+                 else f"{unexpected[0]} is not in the architecture ({len(unexpected)} unexpected)")
+        raise ModelLoadError(f"{path}: {first}; are these the weights of this architecture?")
     return model
 
 
@@ -111,7 +113,8 @@ def _load_torchvision(name: str, weights_file: Path | None, trust: bool) -> Load
     weights_enum = torchvision.models.get_model_weights(name).DEFAULT
     if weights_file is not None:
         state = _read_state_dict(weights_file, trust)
-        model = _fit_state_dict(lambda **kw: torchvision.models.get_model(name, **kw), state)
+        model = _fit_state_dict(lambda **kw: torchvision.models.get_model(name, **kw), state,
+                                weights_file)
     else:
         try:
             model = torchvision.models.get_model(name, weights=weights_enum)
@@ -137,7 +140,8 @@ def _load_timm(name: str, weights_file: Path | None, trust: bool) -> LoadedModel
         raise ModelLoadError(f"unknown timm model {name!r}; closest: {', '.join(close)}")
     if weights_file is not None:
         state = _read_state_dict(weights_file, trust)
-        model = _fit_state_dict(lambda **kw: timm.create_model(name, pretrained=False, **kw), state)
+        model = _fit_state_dict(lambda **kw: timm.create_model(name, pretrained=False, **kw),
+                                state, weights_file)
     else:
         offline = not host_reachable("huggingface.co")
         try:
@@ -214,7 +218,18 @@ def _generic_preprocess(size: int) -> Callable:
 
 def load_model(spec: str, *, weights: str | Path | None = None, arch: str | None = None,
                trust_checkpoint: bool = False, input_size: int = 224) -> LoadedModel:
-    """Resolve a model spec (see the module docstring)."""
+    """Resolve a model spec (see the module docstring). Every refusal is a
+    :class:`ModelLoadError` of one line that names the file or the name and says what to do."""
+    from camlens.zoo.registry import WeightsFileError
+
+    try:
+        return _load_model(spec, weights, arch, trust_checkpoint, input_size)
+    except WeightsFileError as error:
+        raise ModelLoadError(str(error)) from None
+
+
+def _load_model(spec: str, weights: str | Path | None, arch: str | None, trust_checkpoint: bool,
+                input_size: int) -> LoadedModel:
     from camlens.zoo import REGISTRY
 
     weights_file = Path(weights) if weights is not None else None

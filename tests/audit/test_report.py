@@ -90,3 +90,29 @@ def test_normalised_inputs_are_shown_after_rescaling():
 
     picture_ = displayable(torch.linspace(-2, 2, 16).reshape(1, 4, 4))
     assert picture_.getpixel((0, 0)) == (0, 0, 0) and picture_.getpixel((3, 3)) == (255,) * 3
+
+
+HOSTILE = '<img src=x onerror="alert(1)">'
+
+
+def test_every_string_that_reaches_the_page_is_escaped(tmp_path):
+    """Class names, region names, the title, the description, notes and a callable target's
+    name: none of them can put markup in the report."""
+    data = items(4) + [{"image": picture(), "label": 1, "a": BOX_A, "b": None}]
+    regions = {f"a{HOSTILE}": "a", f"b{HOSTILE}": "b"}
+    names = (f"zero{HOSTILE}", f"one{HOSTILE}")
+
+    def score(logits):
+        return logits[:, 0]
+
+    score.__name__ = f"score{HOSTILE}"
+    result = audit(InputMap(), data, regions, layer="features", target=score, class_names=names)
+    result.notes.append(f"note {HOSTILE}")
+    result.counterfactual = counterfactual(InputMap(), {f"normal{HOSTILE}": data,
+                                                        f"again{HOSTILE}": data})
+    page = render_html(result, title=f"Audit {HOSTILE}", description=f"data {HOSTILE}", top=4)
+    assert "onerror" not in page.replace("onerror=&quot;", "")  # only in escaped text
+    assert "<img src=x" not in page
+    legit = len(re.findall(r'<img alt="[^"]*" src="data:image/png;base64,', page))
+    assert page.count("<img") == legit
+    assert page.count("&lt;img src=x onerror=&quot;alert(1)&quot;&gt;") >= 8

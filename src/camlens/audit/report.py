@@ -241,8 +241,9 @@ def _cases_section(result: AuditResult, top: int) -> str:
             record = result.record(row_of[example.index])
             label = "–" if record["label"] is None else result.class_name(record["label"])
             verdict = "" if record["correct"] is None else (" ✓" if record["correct"] else " ✗")
-            caption = (f"#{example.index}: label {label}, predicted "
-                       f"{result.class_name(record['prediction'])}{verdict}<br>{html.escape(name)}"
+            predicted = result.class_name(record["prediction"])
+            caption = (f"#{example.index}: label {html.escape(label)}, predicted "
+                       f"{html.escape(predicted)}{verdict}<br>{html.escape(name)}"
                        f" share {share_digits(record['share'][name])}")
             cards.append(f'<figure><img alt="input {example.index}" '
                          f'src="{_data_uri(example_picture(example))}">'

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from camlens.audio.relevance import METHODS
-from camlens.cli.options import VERBOSE_OPTION
+from camlens.cli.options import VERBOSE_OPTION, writable_folder
 
 __all__ = ["AUDIO_MODELS", "explain_audio"]
 
@@ -136,7 +136,7 @@ def explain_audio(file: Path, model_name: str, weights: Path | None, cnn_name: s
     click.echo(relevance.table(spans=spans, step_s=step))
     for note in relevance.notes:
         click.echo(f"note: {note}", err=True)
-    out.mkdir(parents=True, exist_ok=True)
+    writable_folder(out)
     picture = save_relevance_figure(relevance_figure(relevance, waveform),
                                     out / f"{file.stem}_relevance.png")
     record = {"file": str(file), "model": model_name,

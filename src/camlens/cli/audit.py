@@ -19,6 +19,7 @@ from camlens.cli.options import (
     device_option,
     layer_option,
     load_or_exit,
+    writable_folder,
 )
 
 __all__ = ["audit"]
@@ -111,6 +112,7 @@ def audit(model_spec, weights, arch, trust_checkpoint, data_name, size, seed, me
         method_name = get_method(method).name
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--method") from None
+    writable_folder(out)  # before the audit, not after it
     loaded = load_or_exit(model_spec, weights, arch, trust_checkpoint)
     layer = layer_option(loaded, layer)
     loaded.model.to(device_option(device))  # the audit follows the model's device

@@ -15,6 +15,7 @@ from camlens.cli.options import (
     device_option,
     layer_option,
     load_or_exit,
+    writable_folder,
 )
 
 __all__ = ["caption"]
@@ -65,6 +66,12 @@ def caption(image, model_spec, weights, method_name, layer, beam, out, max_pixel
         click.echo(f"error: {error}", err=True)
         sys.exit(1)
     tensor = loaded.preprocess(picture)
+    width, height = picture.size
+    model_height, model_width = tensor.shape[-2:]
+    if abs(width / height - model_width / model_height) > 0.1 * model_width / model_height:
+        click.echo(f"note: {image} is {width}x{height}; {model_spec} reads {model_width}x"
+                   f"{model_height}, so it was squashed to that shape (aspect "
+                   f"{width / height:.2f} -> {model_width / model_height:.2f})", err=True)
     on_device = tensor.to(device)
     words = loaded.model.generate(on_device, beam_size=beam)[0]
     inputs, scored = caption_tokens([words], END, START, MAX_TOKENS)
@@ -78,7 +85,7 @@ def caption(image, model_spec, weights, method_name, layer, beam, out, max_pixel
         step_probabilities = loaded.model(on_device, inputs).softmax(dim=-1)[0].cpu()
     probabilities = [float(step_probabilities[step, token])
                      for step, token in enumerate([*words, END])]
-    out.mkdir(parents=True, exist_ok=True)
+    writable_folder(out)
     strip = out / f"{image.stem}_caption.png"
     maps = [whole.maps[0], *per_word.maps[0, : len(names)]]
     titles = [f"caption: {text or '(empty)'}",

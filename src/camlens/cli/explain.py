@@ -21,6 +21,7 @@ from camlens.cli.options import (
     layout_options,
     load_or_exit,
     model_options,
+    writable_folder,
 )
 from camlens.methods import METHODS
 
@@ -213,7 +214,7 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer, method_na
     if not files:
         click.echo(f"warning: no image files in {', '.join(str(p) for p in paths)}", err=True)
         sys.exit(1)
-    out.mkdir(parents=True, exist_ok=True)
+    writable_folder(out)
     settings = {"model": model_spec, "weights": str(weights) if weights else None,
                 "arch": arch, "layer": layer, "methods": [m.name for m in methods],
                 "target": target, "colormap": colormap, "alpha": alpha,

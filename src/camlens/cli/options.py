@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["DEVICE_OPTION", "LAYOUT_OPTIONS", "MODEL_OPTIONS", "VERBOSE_OPTION", "device_option",
-           "layer_option", "layout_options", "load_or_exit", "model_options"]
+           "layer_option", "layout_options", "load_or_exit", "model_options", "writable_folder"]
 
 def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if value:
@@ -117,3 +117,17 @@ def layout_options(command):
     for option in reversed(LAYOUT_OPTIONS):
         command = option(command)
     return command
+
+
+def writable_folder(out: Path) -> None:
+    """Create ``out`` and check a file can be written there, or a usage error before any work
+    (``--out``)."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".camlens-check-"):
+            pass
+    except OSError as error:
+        raise click.BadParameter(f"cannot write to {out}: {error.strerror or error}",
+                                 param_hint="--out") from None

@@ -34,13 +34,48 @@ from camlens.zoo.captioner import VOCABULARY, DigitsCaptioner
 from camlens.zoo.digits import DigitsFC, DigitsGAP
 from camlens.zoo.preprocess import digit_canvas
 
-__all__ = ["REGISTRY", "ModelWeights", "available_models", "file_metadata", "get_weights", "load",
-           "weights_path"]
+__all__ = ["REGISTRY", "ModelWeights", "WeightsFileError", "available_models", "file_metadata",
+           "get_weights", "load", "load_weights_into", "read_weights", "weights_path"]
 
 
 def weights_path(name: str) -> Path:
     """Where the shipped weights of ``name`` live inside the package."""
     return Path(str(resources.files("camlens.zoo") / "weights" / f"{name}.safetensors"))
+
+
+class WeightsFileError(ValueError):
+    """A weights file cannot be read or does not fit the model; one line naming the file."""
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, or :class:`WeightsFileError` naming the file (a pickle
+    or a damaged file is refused without being unpickled)."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise WeightsFileError(f"{path}: not a safetensors weights file ({reason}); camlens "
+                               "reads weights as safetensors and never unpickles them") from None
+
+
+def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path
+                      ) -> None:
+    """Load ``state`` into ``model``; a mismatch is one line naming the file and the first key
+    that does not fit (instead of torch's many-line report)."""
+    own = model.state_dict()
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise WeightsFileError(f"{path}: {key} has shape {tuple(value.shape)} where the "
+                                   f"model has {tuple(own[key].shape)}")
+    missing = [key for key in own if key not in state]
+    unexpected = [key for key in state if key not in own]
+    if missing or unexpected:
+        first = (f"no weights for {missing[0]} ({len(missing)} missing)" if missing
+                 else f"{unexpected[0]} is not in the model ({len(unexpected)} unexpected)")
+        raise WeightsFileError(f"{path}: {first}; are these the weights of this model?")
+    model.load_state_dict(state)
 
 
 def file_metadata(path: str | Path) -> dict[str, str]:
@@ -114,10 +149,8 @@ class ModelWeights:
             raise FileNotFoundError(
                 f"no weights for {self.name!r} at {path}; train them with "
                 f"`camlens train {self.name}`")
-        from safetensors.torch import load_file
-
         model = self.build()
-        model.load_state_dict(load_file(str(path), device=str(device)))
+        load_weights_into(model, read_weights(path), path)
         return model.to(device).eval()
 
 
