@@ -49,8 +49,8 @@ def is_current(token: CallToken | None) -> bool:
     that belongs to no call always acts)."""
     if token is None:
         return True
-    stack = getattr(_local, "stack", None)
-    return bool(stack) and stack[-1] is token
+    stack: list[CallToken] | None = getattr(_local, "stack", None)
+    return stack is not None and len(stack) > 0 and stack[-1] is token
 
 
 def current() -> CallToken | None:

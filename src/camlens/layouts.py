@@ -153,8 +153,8 @@ def detect_layout(
         if raw_shape[2] <= 1:
             raise LayoutError(f"{where}: tokens of one channel are not embeddings (a pooled "
                               "(B, C, 1) output?); pass token_grid= if they are")
-        prefix, grid = infer_token_grid(raw_shape[1], spatial, prefix_tokens)
-        return Layout("tokens", prefix, grid)
+        prefix, patches = infer_token_grid(raw_shape[1], spatial, prefix_tokens)
+        return Layout("tokens", prefix, patches)
     first, last = raw_shape[2:], raw_shape[1:-1]
     if channels_last is not None:
         kind = "channels_last" if channels_last else "channels_first"

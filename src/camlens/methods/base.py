@@ -199,7 +199,7 @@ class CAMMethod:
             targets=None if classes is None else resolved.squeezed(classes),
             method=self.name,
             layer=layer_name,
-            input_size=input_size,
+            input_size=tuple(input_size),
             attributions=None if attributions is None else resolved.squeezed(attributions),
             notes=notes,
         )
