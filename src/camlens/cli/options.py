@@ -86,10 +86,16 @@ MODEL_OPTIONS = [
 ]
 
 
-def model_options(command):
-    for option in reversed(MODEL_OPTIONS):
+def _with_options(options: list, command):
+    """``command`` decorated with ``options`` (in the order they are listed in --help)."""
+    for option in reversed(options):
         command = option(command)
     return command
+
+
+def model_options(command):
+    """--model, --weights, --arch and --trust-checkpoint on a command."""
+    return _with_options(MODEL_OPTIONS, command)
 
 
 def _token_grid(ctx: click.Context, param: click.Parameter, value: str | None
@@ -114,9 +120,7 @@ LAYOUT_OPTIONS = [
 
 def layout_options(command):
     """--channels-last/--channels-first and --token-grid on a command."""
-    for option in reversed(LAYOUT_OPTIONS):
-        command = option(command)
-    return command
+    return _with_options(LAYOUT_OPTIONS, command)
 
 
 def writable_folder(out: Path) -> None:
