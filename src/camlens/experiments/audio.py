@@ -411,8 +411,8 @@ def evaluate(out: str | Path, test_size: int = 400, progress: bool = False,
                           example_path)
     lines += ["## An example (mixed test recording "
               f"{row}; informative words in green)", "",
-              f"![example]({example_path.name})", "", "```", shown.summary(label="accent"), shown.table(),
-              "```", "",
+              f"![example]({example_path.name})", "", "```", shown.summary(label="accent"),
+              shown.table(), "```", "",
               "Informative words of this recording: "
               + ", ".join(w["word"] for w in example.words if w["informative"]) + ".", ""]
     lines.append(f"Evaluation time: {time.perf_counter() - started:.0f} s on this machine "
