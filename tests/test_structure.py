@@ -108,3 +108,13 @@ def test_the_import_graph_has_no_circle_and_no_upward_arrow():
     assert result.returncode == 0, result.stdout
     assert "upward arrows (against the layers of pyproject.toml): 0" in result.stdout
     assert "circles: 0" in result.stdout
+
+
+@pytest.mark.parametrize(("module", "name", "new_home"), [
+    ("camlens.capture", "choose_layer", "camlens.layer_choice.choose_layer"),
+    ("camlens.capture", "has_spatial_axis", "camlens.layouts.detect_layout"),
+    ("camlens.audio.relevance", "attention_weights", "method='attention'"),
+])
+def test_replaced_names_say_what_replaced_them(module, name, new_home):
+    with pytest.raises(AttributeError, match=new_home.replace(".", r"\.").replace("(", r"\(")):
+        getattr(importlib.import_module(module), name)

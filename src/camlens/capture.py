@@ -208,3 +208,17 @@ class CaptureOptions:
         return {"output_fn": self.output_fn, "channels_last": self.channels_last,
                 "token_grid": self.token_grid, "prefix_tokens": self.prefix_tokens,
                 "input_size": self.input_size, "input_index": self.input_index}
+
+
+_REPLACED = {
+    "choose_layer": "camlens.layer_choice.choose_layer (the automatic layer is detected now: "
+                    "the input's grid and the score's gradient at every position)",
+    "has_spatial_axis": "camlens.layouts.detect_layout (a LayoutError when a layer's output "
+                        "has no grid over the input)",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _REPLACED:
+        raise AttributeError(f"camlens.capture.{name} was replaced by {_REPLACED[name]}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

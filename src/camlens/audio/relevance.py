@@ -438,3 +438,17 @@ def _frame_grid(model: nn.Module, samples: int, rate: int, segment_s: float,
                           f_max=min(7600.0, rate / 2))
     return FrameGrid(samples, config, max(round(segment_s / config.frame_s), 1),
                      max(round(segment_hop_s / config.frame_s), 1))
+
+
+_REPLACED = {
+    "attention_weights": "camlens.explain(model, waveform, method='attention', "
+                         "layer='attention.weights')",
+    "is_attention_model": "the engine's 'attention' method at the model's attention layer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _REPLACED:
+        raise AttributeError(f"camlens.audio.relevance.{name} was replaced by "
+                             f"{_REPLACED[name]}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
