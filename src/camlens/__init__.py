@@ -32,6 +32,7 @@ from camlens.methods import (
     get_method,
 )
 from camlens.methods.attention import AttentionGradient, AttentionWeights
+from camlens.score_targets import BoxTarget, RegionTarget, SimilarityTarget
 from camlens.targets import TopK
 
 __version__ = "0.2.0"
@@ -54,6 +55,7 @@ __all__ = [
     "AblationCAM",
     "AttentionGradient",
     "AttentionWeights",
+    "BoxTarget",
     "CAMMethod",
     "EigenCAM",
     "Explanation",
@@ -64,7 +66,9 @@ __all__ = [
     "GuidedGradCAM",
     "HiResCAM",
     "LayerCAM",
+    "RegionTarget",
     "ScoreCAM",
+    "SimilarityTarget",
     "TopK",
     "XGradCAM",
     "available_methods",

@@ -44,20 +44,27 @@ class TopK:
 
 
 def adapt_output(output: Any, output_fn: Callable[[Any], Any] | None = None) -> Any:
-    """The model output as a tensor: itself, a tuple/list's first element, a dict's or a
-    transformers-style output's ``logits``; ``output_fn`` overrides all of these."""
+    """The model output the targets read: a tensor itself; a tuple/list's first element; a
+    dict's ``logits`` or, for torchvision's segmentation models, ``out``; a transformers-style
+    output's ``logits``. A list of per-image dicts (torchvision detections) is passed as it is,
+    for a callable target such as :class:`~camlens.score_targets.BoxTarget`. ``output_fn``
+    overrides all of these."""
     if output_fn is not None:
         return output_fn(output)
     if isinstance(output, torch.Tensor):
         return output
+    if isinstance(output, (tuple, list)) and output and all(
+            isinstance(item, Mapping) for item in output):
+        return output  # one dict per image: detections
     if isinstance(output, (tuple, list)) and output:
         return adapt_output(output[0])
     if isinstance(output, Mapping):
-        if "logits" in output:
-            return output["logits"]
+        for key in ("logits", "out"):
+            if key in output:
+                return output[key]
         raise TypeError(
-            f"the model returned a dict with keys {sorted(output)}, none of them 'logits'; pass "
-            "output_fn=lambda out: out['<key>'] to say which one to explain"
+            f"the model returned a dict with keys {sorted(output)}, none of them 'logits' or "
+            "'out'; pass output_fn=lambda out: out['<key>'] to say which one to explain"
         )
     logits = getattr(output, "logits", None)
     if isinstance(logits, torch.Tensor):

@@ -185,16 +185,17 @@ class AblationCAM(CAMMethod):
             # The hook ran (ablated_forward checked the capture), so these are set.
             assert ablation.layout is not None and channels is not None
             if forward is None:
-                first = output[:1] if isinstance(output, torch.Tensor) else output
+                first = _rows(output, slice(0, 1))
                 resolved, scores = resolve_target(target, first, 1)
                 forward = Forward(first, activation, ablation.layout, resolved, scores,
                                   layer_name)
                 weights = activation.new_zeros(1, scores.shape[1], num_channels)
             original = forward.scores  # (1, K)
             if position > 0 and prefix.usable:
-                replayed = forward.target.scores(output[:1], slice(0, 1))
+                replayed = forward.target.scores(_rows(output, slice(0, 1)), slice(0, 1))
                 checks.append(nearly_equal(replayed, original))
-            ablated_scores = forward.target.scores(output[1:], slice(0, 1))  # (n, K)
+            ablated_scores = forward.target.scores(_rows(output, slice(1, None)),
+                                                   slice(0, 1))  # (n, K)
             scale = torch.where(original != 0, original.abs(), torch.ones_like(original))
             weights[0, :, channels] = ((original - ablated_scores) / scale).T
             position += len(channels)
@@ -274,7 +275,24 @@ def _out_of_memory(error: RuntimeError) -> bool:
 
 
 def _batch_rows(output: object) -> int | None:
-    return output.shape[0] if isinstance(output, torch.Tensor) and output.ndim > 0 else None
+    """How many inputs' results ``output`` holds (a tensor's first axis, or a list of per-image
+    results such as detections), or None when that cannot be told."""
+    if isinstance(output, torch.Tensor):
+        return output.shape[0] if output.ndim > 0 else None
+    if isinstance(output, (list, tuple)) and output and all(isinstance(item, dict)
+                                                             for item in output):
+        return len(output)
+    return None
+
+
+def _rows(output: Any, rows: slice) -> Any:
+    """The results of some inputs: a tensor's rows, or items of a per-image list (detections);
+    anything else is refused (Ablation-CAM scores copies of one input in one batch)."""
+    if isinstance(output, torch.Tensor) or _batch_rows(output) is not None:
+        return output[rows]
+    raise TypeError(f"ablationcam scores copies of an input in one batch and cannot split a "
+                    f"model output of type {type(output).__name__} by input; pass output_fn= "
+                    "to turn it into a tensor (B, ...) or a list of per-input results")
 
 
 def _row_target(target: Target, row: int) -> Target:

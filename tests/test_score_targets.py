@@ -1,0 +1,105 @@
+"""Targets for detectors, segmentation and embeddings (issue 12, targets part): by hand, and
+on torchvision models with every method family."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import camlens
+from camlens import BoxTarget, RegionTarget, SimilarityTarget
+
+
+def detections(boxes, scores, labels):
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32),
+            "scores": torch.tensor(scores, requires_grad=True), "labels": torch.tensor(labels)}
+
+
+def test_box_target_picks_the_best_matching_box_of_the_class():
+    output = [detections([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], [0.9, 0.6, 0.8],
+                         [1, 2, 1]),
+              detections([[40, 40, 70, 70]], [0.7], [1])]
+    target = BoxTarget((1, 1, 11, 11))  # any class: the exact box
+    assert target(output).tolist() == pytest.approx([0.6, 0.0])  # image 2: no overlap -> 0
+    assert BoxTarget((1, 1, 11, 11), label=1)(output).tolist() == pytest.approx([0.9, 0.0])
+    per_image = BoxTarget(torch.tensor([[0, 0, 10, 10], [45, 45, 70, 70]]), label=1)
+    assert per_image(output).tolist() == pytest.approx([0.9, 0.7])
+    assert BoxTarget((0, 0, 10, 10), label=1)(output).requires_grad  # on the graph
+
+
+def test_box_target_reads_dense_yolo_outputs():
+    # two anchors: (cx, cy, w, h, class scores...)
+    output = torch.tensor([[[5.0, 5.0, 10.0, 10.0, 0.1, 0.8],
+                            [30.0, 30.0, 10.0, 10.0, 0.9, 0.2]]])
+    assert BoxTarget((0, 0, 10, 10))(output).tolist() == pytest.approx([0.8])
+    assert BoxTarget((0, 0, 10, 10), label=0)(output).tolist() == pytest.approx([0.1])
+    with_objectness = torch.tensor([[[5.0, 5.0, 10.0, 10.0, 0.5, 0.1, 0.8]]])
+    assert BoxTarget((0, 0, 10, 10), objectness=True)(with_objectness).tolist() == \
+        pytest.approx([0.4])
+    with pytest.raises(ValueError, match="x1 <= x0"):
+        BoxTarget((10, 0, 5, 10))
+    with pytest.raises(TypeError, match="list of"):
+        BoxTarget((0, 0, 1, 1))({"boxes": 1})
+
+
+@pytest.fixture(scope="module")
+def detector():
+    torch.manual_seed(0)
+    return torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None, num_classes=3, box_score_thresh=0.0).eval()
+
+
+@pytest.mark.parametrize(("method", "layer", "count"), [
+    ("gradcam", "backbone.body.12", 2), ("layercam", "backbone.body.12", 2),
+    ("ablationcam", "backbone.body.3", 1),  # 24 channels: 25 copies of the detector
+])
+def test_a_torchvision_detectors_box_is_explained_by_every_family(detector, method, layer,
+                                                                  count):
+    images = torch.rand(count, 3, 160, 160)
+    with torch.no_grad():
+        found = detector(images)
+    box = found[0]["boxes"][0].tolist()
+    target = BoxTarget(box, label=int(found[0]["labels"][0]))
+    exp = camlens.explain(detector, images, method=method, layer=layer, target=target)
+    assert exp.raw.shape[0] == count and exp.raw.ndim == 3
+    assert float(exp.scores[0]) == pytest.approx(float(found[0]["scores"][0]), abs=1e-5)
+
+
+def test_segmentation_dicts_are_read_and_regions_scored():
+    torch.manual_seed(0)
+    model = torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=3, aux_loss=False).eval()
+    images = torch.randn(1, 3, 64, 64)
+    mask = torch.zeros(64, 64)
+    mask[10:30, 20:40] = 1
+    target = RegionTarget(2, mask)
+    with torch.no_grad():
+        expected = (model(images)["out"][:, 2] * mask).sum()
+    for method in ("gradcam", "ablationcam"):  # ablationcam failed on dict outputs before
+        exp = camlens.explain(model, images, method=method, layer="backbone.16", target=target)
+        assert float(exp.scores[0]) == pytest.approx(float(expected), rel=1e-4)
+        assert exp.maps.shape == (1, 64, 64)
+    whole = camlens.explain(model, images, layer="backbone.16", target=RegionTarget(1))
+    assert whole.raw.shape == (1, 4, 4)
+    with pytest.raises(ValueError, match="give the mask at the output's size"):
+        camlens.explain(model, images, layer="backbone.16",
+                        target=RegionTarget(1, torch.ones(8, 8)))
+
+
+def test_similarity_gives_one_map_per_reference():
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                            nn.Flatten(), nn.Linear(8, 4)).eval()
+    images = torch.randn(2, 3, 8, 8)
+    prompts = torch.randn(3, 4)
+    exp = camlens.explain(encoder, images, layer="1",
+                          target=SimilarityTarget(prompts, per_reference=True))
+    assert exp.raw.shape == (2, 3, 8, 8) and exp.scores.shape == (2, 3)
+    with torch.no_grad():
+        expected = torch.nn.functional.cosine_similarity(encoder(images)[:, None], prompts[None],
+                                                         dim=2)
+    torch.testing.assert_close(exp.scores, expected)
+    one = camlens.explain(encoder, images, layer="1", target=SimilarityTarget(prompts[0]))
+    torch.testing.assert_close(one.scores, expected[:, 0])
