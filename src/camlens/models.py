@@ -5,6 +5,10 @@
   and the weights' transforms and class names; where the weights cannot be downloaded, the error
   says so and how to pass a local file (``--weights``);
 - ``timm:NAME``: ``timm.create_model`` and timm's data config for the preprocessing;
+- ``hf:FOLDER``: a Hugging Face transformers model saved in a local folder (``config.json`` and
+  safetensors weights, from ``save_pretrained``), built by the class its config names, with its
+  image processor's preprocessing when the folder has one and its ``id2label`` class names. The
+  hub cannot be reached from here: a name that is not a local folder says so;
 - a local file: ``.safetensors`` (with ``--arch`` naming the architecture), TorchScript, or a
   pickled ``.pt``/``.pth`` read with ``torch.load(weights_only=True)``, which refuses arbitrary
   Python objects unless the user says ``--trust-checkpoint``.
@@ -13,6 +17,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
 import socket
 import warnings
@@ -82,25 +87,34 @@ def _safe_torch_load(path: Path, trust_checkpoint: bool):
 
 def _fit_state_dict(build: Callable[..., nn.Module], state: dict[str, torch.Tensor],
                     path: Path) -> nn.Module:
-    """Build the architecture and load ``state``; a classifier of another size is rebuilt with
-    that many classes (a fine-tuned model)."""
+    """Build the architecture and load ``state``; a model with another number of classes (a
+    fine-tuned head) is rebuilt with the class count under which every shape fits (tried from
+    the first axes of the 2-D weights that do not fit, smallest first: a detector's class
+    scores before its box coordinates)."""
     model = build()
-    own = model.state_dict()
-    mismatched = [key for key, value in state.items()
-                  if key in own and own[key].shape != value.shape]
+    mismatched = _mismatched(model, state)
     if mismatched:
-        classifier = [key for key in mismatched if state[key].ndim == 2]
-        if not classifier:
-            key = mismatched[0]
-            raise ModelLoadError(f"{path}: {key} has shape {tuple(state[key].shape)} where the "
-                                 f"architecture has {tuple(own[key].shape)}")
-        model = build(num_classes=state[classifier[-1]].shape[0])
+        counts = sorted({int(state[key].shape[0]) for key in mismatched if state[key].ndim == 2})
+        for count in counts:
+            rebuilt = build(num_classes=count)
+            if not _mismatched(rebuilt, state):
+                model, mismatched = rebuilt, []
+                break
+    if mismatched:
+        key = mismatched[0]
+        raise ModelLoadError(f"{path}: {key} has shape {tuple(state[key].shape)} where the "
+                             f"architecture has {tuple(model.state_dict()[key].shape)}")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         first = (f"no weights for {missing[0]} ({len(missing)} missing)" if missing
                  else f"{unexpected[0]} is not in the architecture ({len(unexpected)} unexpected)")
         raise ModelLoadError(f"{path}: {first}; are these the weights of this architecture?")
     return model
+
+
+def _mismatched(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    own = model.state_dict()
+    return [key for key, value in state.items() if key in own and own[key].shape != value.shape]
 
 
 def _load_torchvision(name: str, weights_file: Path | None, trust: bool) -> LoadedModel:
@@ -113,8 +127,12 @@ def _load_torchvision(name: str, weights_file: Path | None, trust: bool) -> Load
     weights_enum = torchvision.models.get_model_weights(name).DEFAULT
     if weights_file is not None:
         state = _read_state_dict(weights_file, trust)
-        model = _fit_state_dict(lambda **kw: torchvision.models.get_model(name, **kw), state,
-                                weights_file)
+        # Built without any pretrained part (detectors would fetch their backbone's weights).
+        builder = torchvision.models.get_model_builder(name)
+        offline = {"weights": None}
+        if "weights_backbone" in inspect.signature(builder).parameters:
+            offline["weights_backbone"] = None
+        model = _fit_state_dict(lambda **kw: builder(**offline, **kw), state, weights_file)
     else:
         try:
             model = torchvision.models.get_model(name, weights=weights_enum)
@@ -128,8 +146,11 @@ def _load_torchvision(name: str, weights_file: Path | None, trust: bool) -> Load
     transform = weights_enum.transforms()
     categories = weights_enum.meta.get("categories")
     classes = tuple(categories) if categories and _model_classes(model) == len(categories) else None
+    # Detection transforms only scale to [0, 1]: no mean and std to undo for the picture.
+    mean, std = getattr(transform, "mean", None), getattr(transform, "std", None)
     return LoadedModel(model.eval(), f"torchvision:{name}", lambda image: transform(image)[None],
-                       classes, None, tuple(transform.mean), tuple(transform.std))
+                       classes, None, None if mean is None else tuple(mean),
+                       None if std is None else tuple(std))
 
 
 def _load_timm(name: str, weights_file: Path | None, trust: bool) -> LoadedModel:
@@ -164,6 +185,47 @@ def _load_timm(name: str, weights_file: Path | None, trust: bool) -> LoadedModel
             classes = None
     return LoadedModel(model.eval(), f"timm:{name}", lambda image: transform(image)[None],
                        classes, None, tuple(config["mean"]), tuple(config["std"]))
+
+
+def _load_hugging_face(folder: Path, spec: str) -> LoadedModel:
+    """A transformers model from a local ``save_pretrained`` folder (safetensors only)."""
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(
+            f"{spec}: {folder} is not a local folder with a config.json; camlens does not "
+            "download from the Hugging Face Hub (this machine cannot reach it): save the model "
+            "elsewhere with model.save_pretrained(FOLDER) and pass hf:FOLDER")
+    if not any(folder.glob("*.safetensors")):
+        raise ModelLoadError(f"{spec}: {folder} holds no .safetensors weights; camlens does not "
+                             "unpickle pytorch_model.bin (save with safe_serialization=True)")
+    try:
+        import transformers
+    except ImportError:
+        raise ModelLoadError("hf: models need the transformers package: pip install "
+                             "transformers") from None
+    config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+    architectures = getattr(config, "architectures", None) or []
+    model_class = next((getattr(transformers, name) for name in architectures
+                        if hasattr(transformers, name)), None)
+    if model_class is None:
+        raise ModelLoadError(f"{spec}: its config names no architecture transformers knows "
+                             f"({architectures or 'none'})")
+    model = model_class.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+    labels = getattr(config, "id2label", None) or {}
+    classes = tuple(labels[index] for index in sorted(labels)) if labels else None
+    size = getattr(config, "image_size", 224)
+    size = size if isinstance(size, int) else int(size[0])
+    if (folder / "preprocessor_config.json").is_file():
+        processor = transformers.AutoImageProcessor.from_pretrained(folder,
+                                                                    local_files_only=True)
+        mean = tuple(getattr(processor, "image_mean", IMAGENET_MEAN))
+        std = tuple(getattr(processor, "image_std", IMAGENET_STD))
+
+        def preprocess(image) -> torch.Tensor:
+            return processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"]
+
+        return LoadedModel(model.eval(), spec, preprocess, classes, None, mean, std)
+    return LoadedModel(model.eval(), spec, _generic_preprocess(size), classes, None,
+                       IMAGENET_MEAN, IMAGENET_STD)
 
 
 @contextmanager
@@ -244,10 +306,12 @@ def _load_model(spec: str, weights: str | Path | None, arch: str | None, trust_c
         return _load_torchvision(spec.split(":", 1)[1], weights_file, trust_checkpoint)
     if spec.startswith("timm:"):
         return _load_timm(spec.split(":", 1)[1], weights_file, trust_checkpoint)
+    if spec.startswith("hf:"):
+        return _load_hugging_face(Path(spec.split(":", 1)[1]), spec)
     path = Path(spec)
     if path.is_file():
         return _load_file_model(path, arch, trust_checkpoint, input_size)
-    names = [*REGISTRY, "torchvision:NAME", "timm:NAME", "a .safetensors/.pt file"]
+    names = [*REGISTRY, "torchvision:NAME", "timm:NAME", "hf:FOLDER", "a .safetensors/.pt file"]
     close = difflib.get_close_matches(spec, list(REGISTRY), n=3)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise ModelLoadError(f"unknown model {spec!r}; {hint}accepted: {', '.join(names)}")

@@ -98,10 +98,24 @@ def automatic_layer(loaded, example, channels_last: bool | None = None) -> str |
 
 
 def parse_target(text: str, class_names):
-    """top1 -> None, topK -> TopK(K), an index, or a class name (closest names if unknown)."""
+    """top1 -> None, topK -> TopK(K), an index, or a class name (closest names if unknown);
+    ``box:x0,y0,x1,y1[:CLASS]`` -> :class:`~camlens.score_targets.BoxTarget` (a detected box, in
+    the model input's pixels); ``class:CLASS`` -> :class:`~camlens.score_targets.RegionTarget`
+    (a segmentation class over the whole image)."""
+    from camlens.score_targets import BoxTarget, RegionTarget
     from camlens.targets import TopK
 
     lowered = text.lower()
+    if lowered.startswith("box:"):
+        corners, _, label = text[4:].partition(":")
+        try:
+            box = [float(value) for value in corners.split(",")]
+            return BoxTarget(box, None if not label else _class_index(label, class_names))
+        except ValueError as error:
+            raise click.BadParameter(f"{text!r}: {error}; use box:x0,y0,x1,y1 or "
+                                     "box:x0,y0,x1,y1:CLASS", param_hint="--target") from None
+    if lowered.startswith("class:"):
+        return RegionTarget(_class_index(text[6:], class_names))
     if lowered == "top1":
         return None
     if lowered.startswith("top") and lowered[3:].isdigit() and int(lowered[3:]) >= 1:
@@ -123,6 +137,16 @@ def parse_target(text: str, class_names):
     raise click.BadParameter(
         f"{text!r} is not top1, topK or a class index, and this model has no class names",
         param_hint="--target")
+
+
+def _class_index(text: str, class_names) -> int:
+    """A class given as an index or a name."""
+    if text.isdigit():
+        return int(text)
+    chosen = parse_target(text, class_names)
+    if not isinstance(chosen, int):
+        raise click.BadParameter(f"{text!r} is not a class", param_hint="--target")
+    return chosen
 
 
 def class_label(index: int, class_names) -> str:
@@ -157,7 +181,8 @@ def display_image(loaded, tensor):
 @click.option("--method", "method_names", multiple=True, default=("gradcam",), show_default=True,
               help="Method; repeat for several (a grid is written too).")
 @click.option("--target", "-t", default="top1", show_default=True,
-              help="top1, topK (e.g. top3), a class index or a class name.")
+              help="top1, topK (e.g. top3), a class index or a class name; box:x0,y0,x1,y1[:CLASS] "
+                   "(a detector's box); class:CLASS (a segmentation class).")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (created).")
 @click.option("--resume", is_flag=True,
@@ -357,7 +382,7 @@ def _check_target_fits(loaded, chosen, text: str) -> None:
     image is read (one forward of a blank picture tells the number of classes)."""
     from camlens.targets import TopK
 
-    if chosen is None:
+    if chosen is None or not isinstance(chosen, (int, TopK)):
         return
     count = len(loaded.class_names) if loaded.class_names is not None else _output_classes(loaded)
     if count is None:

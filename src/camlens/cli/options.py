@@ -75,7 +75,8 @@ def layer_option(loaded, layer: str | None) -> str | None:
 
 MODEL_OPTIONS = [
     click.option("--model", "-m", "model_spec", required=True,
-                 help="A zoo name (digits-gap), torchvision:NAME, timm:NAME, or a model file."),
+                 help="A zoo name (digits-gap), torchvision:NAME, timm:NAME, hf:FOLDER (a saved "
+                      "transformers model), or a model file."),
     click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
                  help="Local weights (.safetensors, or .pth read with weights_only=True)."),
     click.option("--arch", help="The architecture of a weights file: a zoo name, "
