@@ -103,3 +103,26 @@ def test_similarity_gives_one_map_per_reference():
     torch.testing.assert_close(exp.scores, expected)
     one = camlens.explain(encoder, images, layer="1", target=SimilarityTarget(prompts[0]))
     torch.testing.assert_close(one.scores, expected[:, 0])
+
+
+def test_hugging_face_clip_gives_one_map_per_prompt():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.CLIPConfig(
+        text_config={"vocab_size": 99, "hidden_size": 16, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "intermediate_size": 32,
+                     "max_position_embeddings": 16, "bos_token_id": 0, "eos_token_id": 1,
+                     "pad_token_id": 1},
+        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 16,
+                       "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "intermediate_size": 32},
+        projection_dim=8)
+    model = transformers.CLIPModel(config).eval()
+    prompts, pixels = torch.randint(2, 99, (3, 7)), torch.randn(2, 3, 32, 32)
+    with pytest.raises(ValueError, match="input_index"):
+        camlens.explain(model, (prompts, pixels), target="all")
+    exp = camlens.explain(model, (prompts, pixels), target="all", input_index=1)
+    assert exp.layer.startswith("vision_model.") and exp.maps.shape == (2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(input_ids=prompts, pixel_values=pixels).logits_per_image
+    torch.testing.assert_close(exp.scores, expected)

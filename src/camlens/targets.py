@@ -46,9 +46,9 @@ class TopK:
 def adapt_output(output: Any, output_fn: Callable[[Any], Any] | None = None) -> Any:
     """The model output the targets read: a tensor itself; a tuple/list's first element; a
     dict's ``logits`` or, for torchvision's segmentation models, ``out``; a transformers-style
-    output's ``logits``. A list of per-image dicts (torchvision detections) is passed as it is,
-    for a callable target such as :class:`~camlens.score_targets.BoxTarget`. ``output_fn``
-    overrides all of these."""
+    output's ``logits``, or a CLIP model's ``logits_per_image`` (image x prompt scores). A list
+    of per-image dicts (torchvision detections) is passed as it is, for a callable target such
+    as :class:`~camlens.score_targets.BoxTarget`. ``output_fn`` overrides all of these."""
     if output_fn is not None:
         return output_fn(output)
     if isinstance(output, torch.Tensor):
@@ -59,16 +59,17 @@ def adapt_output(output: Any, output_fn: Callable[[Any], Any] | None = None) -> 
     if isinstance(output, (tuple, list)) and output:
         return adapt_output(output[0])
     if isinstance(output, Mapping):
-        for key in ("logits", "out"):
+        for key in ("logits", "out", "logits_per_image"):
             if key in output:
                 return output[key]
         raise TypeError(
             f"the model returned a dict with keys {sorted(output)}, none of them 'logits' or "
             "'out'; pass output_fn=lambda out: out['<key>'] to say which one to explain"
         )
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
+    for name in ("logits", "logits_per_image"):  # classifiers; CLIP: one score per text prompt
+        logits = getattr(output, name, None)
+        if isinstance(logits, torch.Tensor):
+            return logits
     raise TypeError(
         f"cannot read scores from a model output of type {type(output).__name__}; pass "
         "output_fn= to turn it into a tensor"
