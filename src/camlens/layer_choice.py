@@ -37,7 +37,7 @@ from camlens._calls import current, is_current
 from camlens.capture import first_tensor
 from camlens.layouts import Layout, LayoutError, detect_layout
 
-__all__ = ["LayerChoice", "LayerChoiceError", "choose_layer"]
+__all__ = ["LayerChoice", "LayerChoiceError", "LayerSurvey", "choose_layer", "survey_layers"]
 
 
 class LayerChoiceError(ValueError):
@@ -61,17 +61,22 @@ class _Seen:
     tensor: torch.Tensor
 
 
-def choose_layer(
-    model: nn.Module,
-    inputs: Sequence[torch.Tensor],
-    explained: torch.Tensor,
-    scores_of: Callable[[object], torch.Tensor],
-    *,
-    channels_last: bool | None = None,
-    prefix_tokens: int | None = None,
-) -> LayerChoice:
-    """The layer to explain (see the module docstring). ``scores_of`` turns the model's output
-    into the explained scores ``(B, K)``; ``explained`` is the input the maps lie over."""
+@dataclass(frozen=True)
+class LayerSurvey:
+    """One module's output as the automatic choice sees it (``camlens layers`` prints these)."""
+
+    name: str
+    shape: tuple[int, ...]
+    layout: Layout | None  # None: refused before the gradient (see ``reason``)
+    reason: str = ""
+    reached: int | None = None  # positions the score's gradient reaches
+    positions: int | None = None
+
+
+def _record(model: nn.Module, inputs: Sequence[torch.Tensor],
+            scores_of: Callable[[object], torch.Tensor]
+            ) -> tuple[list[_Seen], object, torch.Tensor]:
+    """One forward with autograd through the network, keeping every module's output."""
     token = current()
     seen: list[_Seen] = []
     names = {module: name for name, module in model.named_modules() if name}
@@ -98,22 +103,79 @@ def choose_layer(
     finally:
         for handle in handles:
             handle.remove()
+    return seen, output, scores
+
+
+def _candidates(seen: list[_Seen], explained: torch.Tensor, channels_last: bool | None,
+                prefix_tokens: int | None
+                ) -> tuple[list[tuple[_Seen, Layout]], dict[int, str]]:
+    """The recorded outputs that lie over the explained input's grid with the batch first, and
+    why each other one was refused (by its position in ``seen``)."""
     batch = explained.shape[0]
-    refused: list[str] = []
     candidates: list[tuple[_Seen, Layout]] = []
-    for item in seen:
+    refused: dict[int, str] = {}
+    for position, item in enumerate(seen):
         shape = tuple(item.tensor.shape)
         if shape[0] != batch:
-            refused.append(f"{item.name} {shape}: batch axis of {shape[0]}, not {batch}")
+            refused[position] = f"batch axis of {shape[0]}, not {batch}"
             continue
         try:
             layout = detect_layout(shape, explained.shape, channels_last=channels_last,
                                    prefix_tokens=prefix_tokens, layer_name=item.name,
                                    module=item.module, strict=True)
         except LayoutError as error:
-            refused.append(f"{item.name} {shape}: {str(error).split(': ', 1)[-1]}")
+            refused[position] = str(error).split(f"{shape}", 1)[-1].lstrip(":, ")
             continue
         candidates.append((item, layout))
+    return candidates, refused
+
+
+def survey_layers(
+    model: nn.Module,
+    inputs: Sequence[torch.Tensor],
+    explained: torch.Tensor,
+    scores_of: Callable[[object], torch.Tensor],
+    *,
+    channels_last: bool | None = None,
+    prefix_tokens: int | None = None,
+) -> list[LayerSurvey]:
+    """Every module output of 3 or more axes, in order of completion: its layout over the
+    explained input's grid (or why it has none) and how many of its positions reach the
+    score. The model is not left changed (the caller holds its state)."""
+    seen, _, scores = _record(model, inputs, scores_of)
+    candidates, refused = _candidates(seen, explained, channels_last, prefix_tokens)
+    gradients = _gradients(scores, [item.tensor for item, _ in candidates]) or [
+        None] * len(candidates)
+    found = {id(item): (layout, _reached(layout, gradient))
+             for (item, layout), gradient in zip(candidates, gradients, strict=True)}
+    rows = []
+    for position, item in enumerate(seen):
+        shape = tuple(item.tensor.shape)
+        if id(item) not in found:
+            rows.append(LayerSurvey(item.name, shape, None, refused.get(position, "")))
+            continue
+        layout, reached = found[id(item)]
+        rows.append(LayerSurvey(item.name, shape, layout, "",
+                                None if reached is None else int(reached.sum()),
+                                None if reached is None else reached.numel()))
+    return rows
+
+
+def choose_layer(
+    model: nn.Module,
+    inputs: Sequence[torch.Tensor],
+    explained: torch.Tensor,
+    scores_of: Callable[[object], torch.Tensor],
+    *,
+    channels_last: bool | None = None,
+    prefix_tokens: int | None = None,
+) -> LayerChoice:
+    """The layer to explain (see the module docstring). ``scores_of`` turns the model's output
+    into the explained scores ``(B, K)``; ``explained`` is the input the maps lie over."""
+    seen, output, scores = _record(model, inputs, scores_of)
+    candidates, refused_at = _candidates(seen, explained, channels_last, prefix_tokens)
+    refused = [f"{seen[position].name} {tuple(seen[position].tensor.shape)}: {reason}"
+               for position, reason in sorted(refused_at.items())]
     tensors = [item.tensor for item, _ in candidates]
     gradients = _gradients(scores, tensors)
     if gradients is None:

@@ -181,6 +181,10 @@ def test_layers_lists_candidates_with_shapes():
     assert result.exit_code == 0, result.output
     assert "features" in result.output and "(1, 128, 16, 16)" in result.output
     assert "<- model's layer, automatic" in result.output
+    features = next(line for line in result.output.splitlines() if line.startswith("features "))
+    assert "channels first 16x16" in features and "all 256/256" in features
+    fc = run("layers", "digits-fc").output  # max pooling: not every position reaches the score
+    assert re.search(r"^features .* (\d+)/256 ", fc, re.M) and "all 64/64  <- automatic" in fc
     assert "classifier" not in result.output
     assert "classifier" in run("layers", "digits-gap", "--all").output
 

@@ -79,6 +79,26 @@ def layer_shapes(loaded, channels_last: bool | None = None,
     return example, shapes, layouts
 
 
+def _reach_by_layer(loaded, example, channels_last: bool | None = None) -> dict[str, str]:
+    """For each layer over the grid, how many of its positions reach the predicted class's
+    score ("all 64/64" or "3/64"); empty when the model cannot be surveyed."""
+    from camlens.layer_choice import survey_layers
+    from camlens.model_state import preserved_model_state
+    from camlens.targets import adapt_output, resolve_target
+
+    def scores_of(output):
+        return resolve_target(None, adapt_output(output), example.shape[0])[1]
+
+    try:
+        with preserved_model_state(loaded.model):
+            rows = survey_layers(loaded.model, (example,), example, scores_of,
+                                 channels_last=channels_last)
+    except (TypeError, ValueError, RuntimeError):
+        return {}
+    return {row.name: ("all " if row.reached == row.positions else "") +
+            f"{row.reached}/{row.positions}" for row in rows if row.reached is not None}
+
+
 def automatic_layer(loaded, example, channels_last: bool | None = None) -> str | None:
     """The layer ``layer=None`` would explain for the predicted class of ``example`` (None when
     camlens cannot choose one)."""
@@ -424,13 +444,15 @@ def _output_classes(loaded) -> int | None:
 @layout_options
 def layers(model_spec, weights, arch, trust_checkpoint, show_all, channels_last,
            token_grid) -> None:
-    """List the layers of MODEL_SPEC that can be explained, with their output shapes and
-    layouts; mark the model's own layer and the one layer=None would choose."""
+    """List the layers of MODEL_SPEC that can be explained (for a blank picture and its
+    predicted class): output shape, layout over the input's grid, how many positions reach the
+    score; mark the model's own layer and the one layer=None would choose."""
     loaded = load_or_exit(model_spec, weights, arch, trust_checkpoint)
     example, shapes, layouts = layer_shapes(loaded, channels_last, token_grid)
     automatic = automatic_layer(loaded, example, channels_last)
-    click.echo(f"{'layer':<40} {'type':<22} {'output shape':<22} layout (input "
-               f"{tuple(example.shape)})")
+    reach = _reach_by_layer(loaded, example, channels_last)
+    click.echo(f"{'layer':<40} {'type':<22} {'output shape':<22} {'layout':<24} reaches score "
+               f"(input {tuple(example.shape)})")
     modules = dict(loaded.model.named_modules())
     for name, tensor in shapes.items():
         if tensor is None or (not show_all and name not in layouts):
@@ -442,6 +464,6 @@ def layers(model_spec, weights, arch, trust_checkpoint, show_all, channels_last,
                                            ("automatic", automatic)) if name == chosen]
         mark = f"  <- {', '.join(marks)}" if marks else ""
         click.echo(f"{name:<40} {type(modules[name]).__name__:<22} "
-                   f"{str(tuple(tensor.shape)):<22} {described}{mark}")
+                   f"{str(tuple(tensor.shape)):<22} {described:<24} {reach.get(name, '-')}{mark}")
     if automatic is None:
         click.echo("layer=None cannot choose a layer for this model: pass --layer", err=True)
