@@ -79,19 +79,25 @@ def layer_shapes(loaded, channels_last: bool | None = None,
     return example, shapes, layouts
 
 
-def _reach_by_layer(loaded, example, channels_last: bool | None = None) -> dict[str, str]:
-    """For each layer over the grid, how many of its positions reach the predicted class's
-    score ("all 64/64" or "3/64"); empty when the model cannot be surveyed."""
-    from camlens.layer_choice import survey_layers
-    from camlens.model_state import preserved_model_state
+def _predicted_score(example):
+    """The explained score of `camlens layers`: the predicted class of ``example``."""
     from camlens.targets import adapt_output, resolve_target
 
     def scores_of(output):
         return resolve_target(None, adapt_output(output), example.shape[0])[1]
 
+    return scores_of
+
+
+def _reach_by_layer(loaded, example, channels_last: bool | None = None) -> dict[str, str]:
+    """For each layer over the grid, how many of its positions reach the predicted class's
+    score ("all 64/64" or "3/64"); empty when the model cannot be surveyed."""
+    from camlens.layer_choice import survey_layers
+    from camlens.model_state import preserved_model_state
+
     try:
         with preserved_model_state(loaded.model):
-            rows = survey_layers(loaded.model, (example,), example, scores_of,
+            rows = survey_layers(loaded.model, (example,), example, _predicted_score(example),
                                  channels_last=channels_last)
     except (TypeError, ValueError, RuntimeError):
         return {}
@@ -104,14 +110,10 @@ def automatic_layer(loaded, example, channels_last: bool | None = None) -> str |
     camlens cannot choose one)."""
     from camlens.layer_choice import LayerChoiceError, choose_layer
     from camlens.model_state import preserved_model_state
-    from camlens.targets import adapt_output, resolve_target
-
-    def scores_of(output):
-        return resolve_target(None, adapt_output(output), example.shape[0])[1]
 
     try:
         with preserved_model_state(loaded.model):
-            return choose_layer(loaded.model, (example,), example, scores_of,
+            return choose_layer(loaded.model, (example,), example, _predicted_score(example),
                                 channels_last=channels_last).name
     except (LayerChoiceError, TypeError, ValueError, RuntimeError):
         return None
