@@ -76,7 +76,14 @@ def test_a_torchvision_detector_box_from_the_command_line(tmp_path):
                  "backbone.body.12", "--out", out)
     assert result.exit_code == 0, result.output
     record = json.loads((out / "explanations.json").read_text())[0]
-    assert record["target_name"] == "custom" and Image.open(record["output"]).size == (160, 120)
+    assert record["target_name"] == "box" and Image.open(record["output"]).size == (160, 120)
+    from PIL import ImageColor
+
+    from camlens.viz.overlay import BOX_COLORS
+
+    drawn = np.asarray(Image.open(record["output"]))
+    first = ImageColor.getrgb(BOX_COLORS[0]) if isinstance(BOX_COLORS[0], str) else BOX_COLORS[0]
+    assert (drawn[40:80, 20] == first[:3]).all()  # the explained box's left edge, outlined
     bad = run("explain", picture, "--model", "digits-gap", "--target", "box:1,2,3",
               "--out", tmp_path / "bad")
     assert bad.exit_code == 2 and "box:x0,y0,x1,y1" in bad.output

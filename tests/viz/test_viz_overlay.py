@@ -169,3 +169,13 @@ def test_draw_boxes_cycles_colors_and_takes_tensors():
 def test_empty_box_is_named():
     with pytest.raises(ValueError, match=r"\(5, 5, 5, 9\)"):
         draw_boxes(Image.new("RGB", (10, 10)), [5, 5, 5, 9])
+
+
+def test_boxes_carry_their_labels():
+    image = np.zeros((60, 80, 3), dtype=np.uint8) + 90
+    plain = np.asarray(draw_boxes(image, [[20, 30, 70, 55]]))
+    labelled = np.asarray(draw_boxes(image, [[20, 30, 70, 55]], labels=["cat 0.93"]))
+    above = (slice(0, 30), slice(20, 80))
+    assert (plain[above] == 90).all()  # nothing above the box without a label
+    assert (labelled[above] != 90).any()  # the label's black tag and text
+    np.testing.assert_array_equal(plain[31:], labelled[31:])  # the box itself is the same

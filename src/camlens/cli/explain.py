@@ -348,8 +348,22 @@ class _Run:
         except OSError as error:
             raise _FileFailed(f"{path}: cannot write its pictures ({error})") from None
 
+    def target_name(self) -> str:
+        """How a callable target is named in file names and the index."""
+        from camlens.score_targets import BoxTarget, RegionTarget
+
+        if isinstance(self.target, BoxTarget):
+            return "box" if self.target.label is None else (
+                f"box_{class_label(self.target.label, self.loaded.class_names)}")
+        if isinstance(self.target, RegionTarget):
+            return f"region_{class_label(self.target.label, self.loaded.class_names)}"
+        return "custom"
+
     def write(self, path: Path, picture, explanations) -> list[dict]:
-        from camlens.viz import explanation_grid, overlay, save_figure
+        import torch
+
+        from camlens.score_targets import BoxTarget
+        from camlens.viz import draw_boxes, explanation_grid, overlay, save_figure
 
         loaded, records = self.loaded, []
         for method, exp in zip(self.methods, explanations, strict=True):
@@ -358,10 +372,14 @@ class _Run:
             scores = exp.scores[0].reshape(-1).tolist()
             for map_, class_index, score in zip(maps, targets, scores, strict=True):
                 name = class_label(class_index, loaded.class_names) if class_index is not None \
-                    else "custom"
+                    else self.target_name()
                 suffix = method.name if len(targets) == 1 else f"{method.name}_{name}"
                 destination = output_path(self.out, path.stem, suffix, self.inputs, self.taken)
-                overlay(picture, map_, colormap=self.colormap, alpha=self.alpha).save(destination)
+                drawn = overlay(picture, map_, colormap=self.colormap, alpha=self.alpha)
+                if isinstance(self.target, BoxTarget):  # the explained box, with its score
+                    box = self.target.box_for(0, torch.device("cpu")).tolist()
+                    drawn = draw_boxes(drawn, [box], labels=[f"{name} {score:.2f}"])
+                drawn.save(destination)
                 records.append({"file": str(path), "model": loaded.name, "layer": exp.layer,
                                 "method": method.name, "target": class_index,
                                 "target_name": name, "score": round(float(score), 6),

@@ -131,12 +131,15 @@ def draw_boxes(
     boxes: torch.Tensor | np.ndarray | Sequence[Sequence[float]],
     colors: Color | Sequence[Color] | None = None,
     width: int = 2,
+    labels: Sequence[str] | None = None,
 ) -> Image.Image:
     """A copy of ``image`` with each box ``(x0, y0, x1, y1)`` outlined (``x1``, ``y1``
     exclusive; the outline is ``width`` pixels thick, drawn inside the box).
 
     ``boxes``: ``(N, 4)`` or one box ``(4,)``; ``colors``: one colour (a name or an RGB tuple)
-    for all, a sequence used in turn, or None for green, red, cyan, yellow, magenta."""
+    for all, a sequence used in turn, or None for green, red, cyan, yellow, magenta;
+    ``labels``: a text per box (a detection's class and score), written in the box's colour on
+    black at its top-left corner."""
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be a positive int, got {width!r}")
     box_array = _box_array(boxes)
@@ -145,8 +148,15 @@ def draw_boxes(
     draw = ImageDraw.Draw(picture)
     for number, (x0, y0, x1, y1) in enumerate(box_array.tolist()):
         # PIL rectangles include their end corner, the boxes here exclude it.
-        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=palette[number % len(palette)],
-                       width=width)
+        color = palette[number % len(palette)]
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=color, width=width)
+        if labels is not None and number < len(labels) and labels[number]:
+            left, top, right, bottom = draw.textbbox((x0, y0), str(labels[number]))
+            height = bottom - top
+            corner = (x0, max(y0 - height - 2, 0))
+            shifted = draw.textbbox(corner, str(labels[number]))
+            draw.rectangle(shifted, fill=(0, 0, 0))
+            draw.text(corner, str(labels[number]), fill=color)
     return picture
 
 
