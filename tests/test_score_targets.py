@@ -126,3 +126,20 @@ def test_hugging_face_clip_gives_one_map_per_prompt():
     with torch.no_grad():
         expected = model(input_ids=prompts, pixel_values=pixels).logits_per_image
     torch.testing.assert_close(exp.scores, expected)
+
+
+@pytest.mark.parametrize("builder", ["retinanet_resnet50_fpn", "fcos_resnet50_fpn"])
+def test_one_stage_detectors_read_the_same_way(builder):
+    torch.manual_seed(0)
+    model = getattr(torchvision.models.detection, builder)(
+        weights=None, weights_backbone=None, num_classes=3, min_size=128, max_size=128,
+        score_thresh=0.0).eval()
+    images = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        found = model(images)[0]
+    sizes = found["boxes"][:, 2:] - found["boxes"][:, :2]
+    first = int(torch.nonzero((sizes > 1).all(dim=1))[0])  # random weights: skip empty boxes
+    target = BoxTarget(found["boxes"][first].tolist(), label=int(found["labels"][first]))
+    exp = camlens.explain(model, images, layer="backbone.body.layer3", target=target)
+    assert float(exp.scores[0]) >= float(found["scores"][first]) - 1e-5  # the best match
+    assert exp.raw.shape == (1, 8, 8)
