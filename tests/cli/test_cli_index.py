@@ -179,3 +179,22 @@ def test_photos_are_read_as_a_viewer_shows_them(tmp_path):
     Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32), mode="F").save(tmp_path / "f.tif")
     grey = np.asarray(read_image(tmp_path / "f.tif"))
     assert abs(int(grey.mean()) - 128) <= 1  # not black
+
+
+def test_an_empty_map_is_a_note_on_the_console_and_in_the_index(five_digits, tmp_path):
+    """A map camlens cannot stand behind is said, per image, not buried in a warning."""
+    zero = tmp_path / "zero.safetensors"
+    from safetensors.torch import save_file
+
+    from camlens.zoo import load
+
+    state = load("digits-gap").state_dict()
+    state["classifier.weight"] = torch.zeros_like(state["classifier.weight"])
+    save_file(state, str(zero))
+    out = tmp_path / "out"
+    result = run("explain", five_digits / "d0.png", "--model", "digits-gap", "--weights", zero,
+                 "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "note: " in result.output and "d0.png: 1 of 1 gradcam maps" in result.output
+    record = json.loads((out / "explanations.json").read_text())[0]
+    assert any("zero everywhere" in note for note in record["notes"])

@@ -6,6 +6,7 @@ import difflib
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -327,6 +328,7 @@ class _Run:
 
     def one(self, path: Path) -> list[dict]:
         """Explain ``path`` and write its pictures; the index records, or :class:`_FileFailed`."""
+        from camlens.explanation import ExplanationWarning
         from camlens.io.images import ImageFileError, read_image
 
         loaded = self.loaded
@@ -337,12 +339,20 @@ class _Run:
             raise _FileFailed(str(error)) from None
         picture = display_image(loaded, tensor)
         try:
-            explanations = [
-                method(loaded.model, self.layer, **self.layout)(tensor.to(self.device),
-                                                                target=self.target)
-                .to("cpu") for method in self.methods]
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ExplanationWarning)
+                explanations = [
+                    method(loaded.model, self.layer, **self.layout)(tensor.to(self.device),
+                                                                    target=self.target)
+                    .to("cpu") for method in self.methods]
         except (ValueError, TypeError, IndexError, RuntimeError) as error:
             raise _FileFailed(f"{path}: {error}") from None
+        for warning in caught:  # one line per image; the index keeps the notes too
+            if issubclass(warning.category, ExplanationWarning):
+                click.echo(f"note: {path}: {warning.message}", err=True)
+            else:
+                warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                       warning.lineno)
         try:
             return self.write(path, picture, explanations)
         except OSError as error:
