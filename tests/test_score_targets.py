@@ -143,3 +143,16 @@ def test_one_stage_detectors_read_the_same_way(builder):
     exp = camlens.explain(model, images, layer="backbone.body.layer3", target=target)
     assert float(exp.scores[0]) >= float(found["scores"][first]) - 1e-5  # the best match
     assert exp.raw.shape == (1, 8, 8)
+
+
+def test_every_detection_above_a_score_gets_its_own_map(detector):
+    image = torch.rand(1, 3, 160, 160)
+    with torch.no_grad():
+        found = detector(image)[0]
+    threshold = float(found["scores"][9])
+    every = camlens.BoxesTarget.from_detections(found, score_threshold=threshold, max_boxes=5)
+    exp = camlens.explain(detector, image, layer="backbone.body.12", target=every)
+    assert exp.raw.shape[:2] == (1, 5) and exp.raw.ndim == 4 and exp.scores.shape == (1, 5)
+    torch.testing.assert_close(exp.scores[0], found["scores"][:5], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="no detection scores 2"):
+        camlens.BoxesTarget.from_detections(found, score_threshold=2.0)

@@ -32,7 +32,7 @@ from camlens.methods import (
     get_method,
 )
 from camlens.methods.attention import AttentionGradient, AttentionWeights
-from camlens.score_targets import BoxTarget, RegionTarget, SimilarityTarget
+from camlens.score_targets import BoxesTarget, BoxTarget, RegionTarget, SimilarityTarget
 from camlens.targets import TopK
 
 __version__ = "0.2.0"
@@ -56,6 +56,7 @@ __all__ = [
     "AttentionGradient",
     "AttentionWeights",
     "BoxTarget",
+    "BoxesTarget",
     "CAMMethod",
     "EigenCAM",
     "Explanation",

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BoxTarget", "RegionTarget", "SimilarityTarget", "box_iou"]
+__all__ = ["BoxTarget", "BoxesTarget", "RegionTarget", "SimilarityTarget", "box_iou"]
 
 
 def box_iou(boxes: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
@@ -113,6 +113,56 @@ class BoxTarget:
             return scores.sum() * 0
         best = torch.where(fits, overlap, torch.full_like(overlap, -1.0)).argmax()
         return scores[best]
+
+
+@dataclass
+class BoxesTarget:
+    """Several boxes at once: scores ``(B, K)``, one map per box (K targets per input), each
+    read as :class:`BoxTarget` reads one. ``boxes``: ``(K, 4)`` for every input; ``labels``:
+    None, or one class per box. :meth:`from_detections` takes a detector's own detections above
+    a score ("explain every detection").
+
+    Example:
+        >>> with torch.no_grad():
+        ...     found = detector(image)[0]                             # doctest: +SKIP
+        >>> every = BoxesTarget.from_detections(found, score_threshold=0.5)  # doctest: +SKIP
+        >>> exp = camlens.explain(detector, image, layer="backbone.body.layer3",
+        ...                       target=every)       # (1, K, h, w)  # doctest: +SKIP
+    """
+
+    boxes: Sequence[Sequence[float]] | torch.Tensor
+    labels: Sequence[int] | None = None
+    iou_threshold: float = 0.5
+    objectness: bool = False
+
+    def __post_init__(self) -> None:
+        boxes = torch.as_tensor(self.boxes, dtype=torch.float32).reshape(-1, 4)
+        if len(boxes) == 0:
+            raise ValueError("BoxesTarget needs at least one box")
+        if self.labels is not None and len(self.labels) != len(boxes):
+            raise ValueError(f"{len(boxes)} boxes but {len(self.labels)} labels")
+        self._targets = [BoxTarget(box.tolist(), None if self.labels is None else
+                                   int(self.labels[index]), self.iou_threshold, self.objectness)
+                         for index, box in enumerate(boxes)]
+
+    @classmethod
+    def from_detections(cls, detections: Mapping[str, torch.Tensor], score_threshold: float = 0.5,
+                        max_boxes: int = 20, iou_threshold: float = 0.5) -> BoxesTarget:
+        """The boxes of one image's detections (``{"boxes", "scores", "labels"}``) scoring at
+        least ``score_threshold``, the best ``max_boxes`` of them, each with its class."""
+        keep = detections["scores"] >= score_threshold
+        order = detections["scores"][keep].argsort(descending=True)[:max_boxes]
+        boxes = detections["boxes"][keep][order].detach()
+        if len(boxes) == 0:
+            scores = detections["scores"]
+            best = f"{float(scores.max()):.3f}" if len(scores) else "no detection"
+            raise ValueError(f"no detection scores {score_threshold} or more (best: {best})")
+        labels = detections.get("labels")
+        chosen = None if labels is None else labels[keep][order].tolist()
+        return cls(boxes, chosen, iou_threshold)
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        return torch.stack([target(output) for target in self._targets], dim=1)
 
 
 @dataclass
