@@ -156,6 +156,21 @@ def peer_gradcam_pytorch_grad_cam(model: nn.Module, inputs: torch.Tensor) -> Wor
     return run
 
 
+def peer_vit_pytorch_grad_cam(model: nn.Module, inputs: torch.Tensor, grid: int) -> Work:
+    from pytorch_grad_cam import GradCAM
+
+    def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:  # the library's ViT recipe
+        patches = tokens[:, 1:, :].reshape(tokens.shape[0], grid, grid, tokens.shape[2])
+        return patches.permute(0, 3, 1, 2)
+
+    def run() -> Any:
+        with GradCAM(model, target_layers=[model.blocks[-1].norm1],
+                     reshape_transform=tokens_to_grid) as cam:
+            return cam(inputs, targets=None)
+
+    return run
+
+
 def peer_gradcam_torchcam(model: nn.Module, inputs: torch.Tensor) -> Work:
     from torchcam.methods import GradCAM
 
@@ -282,6 +297,51 @@ class Bench:
             self.add(Row(case, library, note=f"failed: {type(error).__name__}: {error}"[:200]))
         finally:
             model.zero_grad(set_to_none=True)  # grad-cam's backward fills parameter grads
+
+    def transformers_and_detectors(self) -> None:
+        """Rows 6 and 7: a ViT (tokens folded onto the patch grid; also the automatic layer,
+        which costs one forward and one backward of its own) and a detector's box."""
+        import timm
+        import torchvision
+
+        batch, size = self.sizes.batch, self.sizes.image
+        torch.manual_seed(0)
+        vit = timm.create_model("vit_tiny_patch16_224", pretrained=False,
+                                img_size=size).eval()
+        inputs = make_inputs(batch, size)
+        forward = inference_forward(vit, inputs)
+        case = f"6. gradcam vit_tiny blocks.-1.norm1 b{batch} {size}x{size} top-1, maps"
+
+        def camlens_vit() -> torch.Tensor:
+            return camlens.explain(vit, inputs, layer="blocks.-1.norm1").maps
+
+        self.measure(case, "camlens", camlens_vit, "forward", forward)
+        self.measure_peer(case, "pytorch_grad_cam",
+                          lambda: peer_vit_pytorch_grad_cam(vit, inputs, size // 16), "forward",
+                          forward, vit, "reshape_transform from the library's ViT tutorial")
+
+        def camlens_vit_automatic() -> torch.Tensor:
+            return camlens.explain(vit, inputs).maps
+
+        self.measure(f"6. gradcam vit_tiny layer=None b{batch} {size}x{size} top-1, maps",
+                     "camlens", camlens_vit_automatic, "forward", forward,
+                     note="the layer is detected: one forward with autograd and one backward "
+                          "more")
+
+        detector = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+            weights=None, weights_backbone=None, num_classes=91, box_score_thresh=0.0).eval()
+        image = torch.rand(1, 3, size, size)
+        with torch.no_grad():
+            found = detector(image)[0]
+        box = camlens.BoxTarget(found["boxes"][0].tolist(), label=int(found["labels"][0]))
+
+        def camlens_box() -> torch.Tensor:
+            return camlens.explain(detector, image, layer="backbone.body.12", target=box).maps
+
+        self.measure(f"7. gradcam fasterrcnn_mobilenet_v3_320 b1 {size}x{size} one box, maps",
+                     "camlens", camlens_box, "forward", inference_forward(detector, image),
+                     note="BoxTarget: the score of the detection matching a box; "
+                          "pytorch-grad-cam's detection recipe is Eigen-CAM, not this work")
 
     def gradcam(self) -> None:
         batch, size = self.sizes.batch, self.sizes.image
@@ -616,6 +676,7 @@ def main(argv: list[str] | None = None) -> None:
     bench.gradcam()
     bench.ablationcam()
     bench.scorecam()
+    bench.transformers_and_detectors()
     notes = [*FOOTNOTES, "", QUICK_NOTE] if args.quick else FOOTNOTES
     report = "\n".join([*header(sizes, args.repeats, args.quick), *table(bench.rows), *notes])
     print(report)
