@@ -75,6 +75,8 @@ class CAMMethod:
     """
 
     name: ClassVar[str] = ""
+    #: Whether the maps come from score gradients (says why an empty map is empty).
+    uses_gradients: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -192,7 +194,7 @@ class CAMMethod:
         positive = torch.relu(raw).detach()
         layout_notes = [forward.layout.note] if forward.layout.note else []
         notes = notes + layout_notes + flag_empty_maps(positive, forward.scores, self.name,
-                                                       layer_name)
+                                                       layer_name, self.uses_gradients)
         return Explanation(
             raw=resolved.squeezed(positive),
             scores=resolved.squeezed(forward.scores.detach()),
@@ -247,14 +249,14 @@ def map_size(explained: torch.Tensor, raw_spatial: tuple[int, ...]) -> tuple[int
 
 
 def flag_empty_maps(maps: torch.Tensor, scores: torch.Tensor, method: str,
-                    layer_name: str) -> list[str]:
+                    layer_name: str, uses_gradients: bool) -> list[str]:
     """Notes (and an :class:`ExplanationWarning`) for maps ``(B, K, *spatial)`` that are zero
     everywhere after the ReLU: an empty map says nothing, and must not pass for an answer."""
     empty = maps.flatten(2).amax(dim=2) <= 0 if maps.numel() else maps.new_zeros(0)
     count = int(empty.sum()) if empty.numel() else 0
     if count == 0:
         return []
-    if not scores.requires_grad and method not in _GRADIENT_FREE:
+    if not scores.requires_grad and uses_gradients:
         why = ("the explained score does not depend on this layer's output (a detached or "
                "constant target, or a layer the score does not use)")
     else:
@@ -266,9 +268,6 @@ def flag_empty_maps(maps: torch.Tensor, scores: torch.Tensor, method: str,
     warnings.warn(note, ExplanationWarning, stacklevel=5)
     return [note]
 
-
-#: Methods whose maps do not come from score gradients.
-_GRADIENT_FREE = frozenset({"cam", "eigencam", "scorecam", "ablationcam", "attention"})
 
 
 def _check_explainable(inputs: tuple[torch.Tensor, ...], index: int) -> None:
@@ -363,7 +362,7 @@ class LayerMapMethod(CAMMethod):
     ``uses_gradients`` the forward records autograd from the target layer on, so
     :func:`score_gradients` can run."""
 
-    uses_gradients: ClassVar[bool] = False
+    uses_gradients = False
 
     def watch(self) -> AbstractContextManager[Any]:
         """A context around the forward pass whose value lands in ``Forward.watched``."""

@@ -119,6 +119,7 @@ class AblationCAM(CAMMethod):
     """
 
     name = "ablationcam"
+    uses_gradients = False
 
     def __init__(self, model, layer=None, *, batch_size: int | None = None, **options) -> None:
         super().__init__(model, layer, **options)
