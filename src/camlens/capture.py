@@ -108,10 +108,15 @@ class LayerCapture:
                 "starting with one; choose another layer"
             )
         self.calls += 1
-        activation = tensor.detach()
-        if self.track_grad:
-            activation.requires_grad_(True)
-            torch.set_grad_enabled(True)
+        if self.track_grad and tensor.requires_grad and torch.is_grad_enabled():
+            # Recording was switched on by an earlier captured layer of this call (several
+            # layers at once): keep the graph, so gradients flow through this layer to that one.
+            activation = tensor
+        else:
+            activation = tensor.detach()
+            if self.track_grad:
+                activation.requires_grad_(True)
+                torch.set_grad_enabled(True)
         self.activation = activation
         # The clone keeps in-place operations downstream (ReLU(inplace=True)) off the capture.
         passed_on = self.replace(activation) if self.replace else activation.clone()

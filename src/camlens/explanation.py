@@ -6,13 +6,15 @@ An :class:`Explanation` is plain data: pictures of it are :mod:`camlens.viz` fun
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Explanation", "ExplanationWarning", "normalize", "upsample"]
+__all__ = ["FUSION_RULES", "Explanation", "ExplanationWarning", "fuse_layers", "normalize",
+           "upsample"]
 
 
 class ExplanationWarning(UserWarning):
@@ -61,6 +63,8 @@ class Explanation:
     - ``method`` and ``layer`` (the resolved name); ``input_size`` the spatial size of the input.
     - ``attributions``: input-space gradients for the guided methods ``(B, [K,] C, H, W)``.
     - ``notes``: what the engine decided on the user's behalf (an automatic layer choice, ...).
+    - ``per_layer``: for ``layer=[...]``, each layer's own Explanation by name; the fields
+      above then hold their fusion (:func:`fuse_layers`), ``layer`` the names joined by ``+``.
     """
 
     raw: torch.Tensor
@@ -71,6 +75,7 @@ class Explanation:
     input_size: tuple[int, ...]
     attributions: torch.Tensor | None = None
     notes: list[str] = field(default_factory=list)
+    per_layer: dict[str, Explanation] = field(default_factory=dict)
     _maps: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -95,6 +100,7 @@ class Explanation:
             input_size=self.input_size,
             attributions=move(self.attributions),
             notes=list(self.notes),
+            per_layer={name: exp.to(device) for name, exp in self.per_layer.items()},
             _maps=move(self._maps),
         )
 
@@ -103,6 +109,59 @@ class Explanation:
         if name in _MOVED_TO_VIZ:
             raise AttributeError(f"Explanation.{name}() moved: use {_MOVED_TO_VIZ[name]}")
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+#: How :func:`fuse_layers` merges the scaled maps of several layers.
+FUSION_RULES = {"max": "the elementwise maximum", "mean": "the mean"}
+
+
+def fuse_layers(per_layer: dict[str, Explanation], rule: str = "max",
+                notes: list[str] | None = None) -> Explanation:
+    """One map from the maps of several layers of the same call (same inputs, same targets).
+
+    Each layer's raw map ``M_l`` (after ReLU) is divided by its own maximum, upsampled to the
+    finest grid among the layers (most positions), and the scaled maps are merged position by
+    position: ``M = max_l M_l / max(M_l)`` (``"max"``: the multi-layer fusion of LayerCAM,
+    Jiang et al., IEEE TIP 2021, without its tanh rescaling of shallow layers) or their mean
+    (``"mean"``, as pytorch-grad-cam aggregates layers). The fused map is unitless, in [0, 1];
+    a layer whose map is zero everywhere adds nothing. The scores and targets are the layers'
+    (one forward pass gives them all).
+    """
+    if rule not in FUSION_RULES:
+        raise ValueError(f"fuse must be one of {', '.join(FUSION_RULES)}, got {rule!r}")
+    if not per_layer:
+        raise ValueError("no layer maps to fuse")
+    explanations = list(per_layer.values())
+    first = explanations[0]
+    lead = first.scores.ndim  # (B,) or (B, K) before the spatial axes
+    spatial = {name: tuple(exp.raw.shape[lead:]) for name, exp in per_layer.items()}
+    if len({len(shape) for shape in spatial.values()}) > 1:
+        listed = ", ".join(f"{name} {shape}" for name, shape in spatial.items())
+        raise ValueError(f"cannot fuse maps with different numbers of spatial axes: {listed}")
+    finest = max(spatial.values(), key=lambda shape: (math.prod(shape), shape))
+    axes = tuple(range(lead, lead + len(finest)))
+    scaled = []
+    for exp in explanations:
+        peak = exp.raw.amax(dim=axes, keepdim=True)
+        unit = torch.where(peak > 0, exp.raw / torch.where(peak > 0, peak, 1.0), 0.0)
+        scaled.append(upsample(unit, finest).clamp(min=0.0))
+    stacked = torch.stack(scaled)
+    fused = stacked.amax(dim=0) if rule == "max" else stacked.mean(dim=0)
+    finest_layer = next(name for name, shape in spatial.items() if shape == finest)
+    note = (f"fused {len(per_layer)} layers ({', '.join(per_layer)}): each map divided by its "
+            f"maximum, upsampled to the {'x'.join(map(str, finest))} grid of {finest_layer!r}, "
+            f"then {FUSION_RULES[rule]}")
+    layer_notes = [note for exp in explanations for note in exp.notes]
+    return Explanation(
+        raw=fused,
+        scores=first.scores,
+        targets=first.targets,
+        method=first.method,
+        layer="+".join(per_layer),
+        input_size=first.input_size,
+        notes=[*dict.fromkeys([*(notes or []), note, *layer_notes])],
+        per_layer=dict(per_layer),
+    )
 
 
 _MOVED_TO_VIZ = {

@@ -9,10 +9,11 @@ recording on at the layer, so the backward pass covers the layers after it and n
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -22,13 +23,14 @@ from torch import nn
 from camlens._calls import active_call
 from camlens.capture import CaptureOptions, Layout, capture_layer, checked_activation
 from camlens.capture import named_module as resolve_named_module
-from camlens.explanation import Explanation, ExplanationWarning
+from camlens.explanation import FUSION_RULES, Explanation, ExplanationWarning, fuse_layers
 from camlens.layer_choice import LayerChoiceError, choose_layer
 from camlens.layouts import spatial_size
 from camlens.model_state import check_inputs, input_tensors, preserved_model_state
 from camlens.targets import ResolvedTarget, Target, adapt_output, resolve_target
 
-__all__ = ["CAMMethod", "Forward", "GradientCAM", "LayerMapMethod", "score_gradients"]
+__all__ = ["CAMMethod", "Forward", "GradientCAM", "LayerMapMethod", "layer_gradients",
+           "score_gradients"]
 
 logger = logging.getLogger("camlens")
 
@@ -44,6 +46,7 @@ class Forward:
     scores: torch.Tensor  # (B, K)
     layer_name: str = ""
     watched: Any = None  # what the method's watch() recorded during the forward
+    gradients: torch.Tensor | None = None  # d scores / d activation, when computed for several
 
     def canonical(self, tensor: torch.Tensor | None = None) -> torch.Tensor:
         """``tensor`` (default: the activation) in the ``(B, C, *spatial)`` layout; extra leading
@@ -61,8 +64,12 @@ class CAMMethod:
     Args:
         model: the model to explain; it is left exactly as it was found by every call.
         layer: a dotted name from ``model.named_modules()`` (negative indices allowed, e.g.
-            ``"blocks.-1.norm1"``), a module, or ``None`` for the last layer with a spatial
-            output.
+            ``"blocks.-1.norm1"``), a module, ``None`` to choose one (:mod:`camlens.layer_choice`),
+            or a list of them: one map per layer in ``Explanation.per_layer`` and their fusion
+            (``fuse``) as the result, from one forward and one backward pass where the method
+            allows it.
+        fuse: how the maps of several layers are merged, ``"max"`` or ``"mean"``
+            (:func:`camlens.explanation.fuse_layers`).
         output_fn: turns the model output into the tensor the targets read.
         channels_last: the layer outputs ``(B, h, w, C)`` (Swin).
         token_grid, prefix_tokens: how to fold a token sequence ``(B, N, C)`` onto the patch
@@ -81,7 +88,7 @@ class CAMMethod:
     def __init__(
         self,
         model: nn.Module,
-        layer: str | nn.Module | None = None,
+        layer: str | nn.Module | Sequence[str | nn.Module] | None = None,
         *,
         output_fn: Callable[[Any], Any] | None = None,
         channels_last: bool | None = None,
@@ -89,6 +96,7 @@ class CAMMethod:
         prefix_tokens: int | None = None,
         input_size: Sequence[int] | None = None,
         input_index: int = 0,
+        fuse: str = "max",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -101,7 +109,15 @@ class CAMMethod:
         self.layer = layer
         self.options = CaptureOptions(output_fn, channels_last, token_grid, prefix_tokens,
                                       input_size, input_index)
-        if layer is not None:
+        if fuse not in FUSION_RULES:
+            raise ValueError(f"fuse must be one of {', '.join(FUSION_RULES)}, got {fuse!r}")
+        self.fuse = fuse
+        #: The layers of a multi-layer call (``layer=[...]``), else None.
+        self.layers: list[str | nn.Module] | None = None
+        if isinstance(layer, (list, tuple)):
+            self.layers = _checked_layer_list(model, layer)
+        elif layer is not None:
+            assert isinstance(layer, (str, nn.Module))
             resolve_named_module(model, layer)  # fail early on a bad name
 
     def __repr__(self) -> str:
@@ -114,6 +130,8 @@ class CAMMethod:
         check_inputs(self.model, tensors)
         try:
             with active_call(), preserved_model_state(self.model):
+                if self.layers is not None:
+                    return self.explain_layers(tensors, target)
                 return self.explain(tensors, target)
         except (RuntimeError, ValueError) as error:
             hint = _missing_batch_axis(self.model, self.options.explained(tensors))
@@ -127,12 +145,29 @@ class CAMMethod:
         """Compute the explanation; the model is already in eval mode."""
         raise NotImplementedError
 
+    def explain_layers(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
+        """The maps of every layer of ``self.layers`` and their fusion. This default runs the
+        method once per layer; :class:`LayerMapMethod` overrides it with one forward pass."""
+        assert self.layers is not None
+        per_layer: dict[str, Explanation] = {}
+        for layer in self.layers:
+            single = copy.copy(self)
+            single.layer, single.layers = layer, None
+            explanation = single.explain(inputs, target)
+            per_layer[explanation.layer] = explanation
+        note = (f"{self.name} ran once per layer ({len(per_layer)} runs): its maps do not come "
+                "from one forward pass")
+        return fuse_layers(per_layer, self.fuse, [note])
+
     def target_layer(self, inputs: tuple[torch.Tensor, ...], target: Target = None
                      ) -> tuple[str, nn.Module, list[str]]:
         """(name, module, notes) of the layer to explain, choosing one when ``layer`` is None
         (:mod:`camlens.layer_choice`: over the explained input's grid, every position reaching
         the score of ``target``)."""
         if self.layer is not None:
+            if not isinstance(self.layer, (str, nn.Module)):
+                raise TypeError("target_layer takes one layer; layer=[...] goes through "
+                                "explain_layers")
             name, module = resolve_named_module(self.model, self.layer)
             return name, module, []
         explained = self.options.explained(inputs)
@@ -162,18 +197,44 @@ class CAMMethod:
 
         Refused with a ValueError naming where: a layer whose first axis is not the batch, NaN
         or infinite values in the explained input, the layer's output or the scores."""
+        return self.hooked_forwards(inputs, target, [(layer_name, module)], track_grad=track_grad,
+                                    replace=replace)[0]
+
+    def hooked_forwards(
+        self,
+        inputs: tuple[torch.Tensor, ...],
+        target: Target,
+        layers: Sequence[tuple[str, nn.Module]],
+        *,
+        track_grad: bool,
+        replace: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> list[Forward]:
+        """One forward with every layer of ``layers`` (name, module) captured: a
+        :class:`Forward` per layer, sharing the output and the scores. With ``track_grad``
+        autograd records from the first captured layer on, so the scores can be differentiated
+        to each layer's output in one backward pass (:func:`layer_gradients`)."""
         explained = self.options.explained(inputs)
-        with torch.no_grad(), capture_layer(module, track_grad=track_grad, replace=replace) as cap:
+        with torch.no_grad(), ExitStack() as stack:
+            captures = [stack.enter_context(capture_layer(module, track_grad=track_grad,
+                                                          replace=replace))
+                        for _, module in layers]
             model_output = self.model(*inputs)
-        activation = checked_activation(cap, layer_name)
-        check_batch_axis(activation.shape, explained, layer_name)
-        layout = self.options.layout(activation.shape, explained.shape, layer_name, module)
+        activations = [checked_activation(capture, name)
+                       for capture, (name, _) in zip(captures, layers, strict=True)]
+        layouts = []
+        for activation, (name, module) in zip(activations, layers, strict=True):
+            check_batch_axis(activation.shape, explained, name)
+            layouts.append(self.options.layout(activation.shape, explained.shape, name, module))
         with torch.set_grad_enabled(track_grad):
             output = adapt_output(model_output, self.options.output_fn)
             resolved, scores = resolve_target(target, output, explained.shape[0])
         check_finite({f"input {self.options.input_index}": explained,
-                      f"the output of layer {layer_name!r}": activation, "the scores": scores})
-        return Forward(output, activation, layout, resolved, scores, layer_name)
+                      **{f"the output of layer {name!r}": activation
+                         for activation, (name, _) in zip(activations, layers, strict=True)},
+                      "the scores": scores})
+        return [Forward(output, activation, layout, resolved, scores, name)
+                for activation, layout, (name, _) in zip(activations, layouts, layers,
+                                                          strict=True)]
 
     def make_explanation(
         self,
@@ -270,6 +331,23 @@ def flag_empty_maps(maps: torch.Tensor, scores: torch.Tensor, method: str,
 
 
 
+def _checked_layer_list(model: nn.Module, layers: Sequence[str | nn.Module]
+                        ) -> list[str | nn.Module]:
+    """``layer=[...]``: at least one layer, each an existing name or module, none twice."""
+    if not layers:
+        raise ValueError("layer=[] names no layer; pass one or more names, a module, or None")
+    seen: dict[str, str | nn.Module] = {}
+    for layer in layers:
+        if layer is None:
+            raise ValueError("layer=[...] takes names or modules; None (choose a layer) works "
+                             "only on its own")
+        name, _ = resolve_named_module(model, layer)
+        if name in seen:
+            raise ValueError(f"layer {name!r} is listed twice in layer={list(layers)!r}")
+        seen[name] = layer
+    return list(layers)
+
+
 def _check_explainable(inputs: tuple[torch.Tensor, ...], index: int) -> None:
     """In a model with several inputs, the automatic choice does not lay maps over token ids
     when another input is real-valued (CLIP: the text, not the image): it asks which."""
@@ -305,7 +383,15 @@ def nearly_equal(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
 
 
 def score_gradients(scores: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
-    """d scores[:, k] / d activation for each k: shape ``(B, K, *activation.shape[1:])``.
+    """d scores[:, k] / d activation for each k: shape ``(B, K, *activation.shape[1:])``
+    (:func:`layer_gradients` for one layer)."""
+    return layer_gradients(scores, [activation])[0]
+
+
+def layer_gradients(scores: torch.Tensor, activations: Sequence[torch.Tensor]
+                    ) -> list[torch.Tensor]:
+    """d scores[:, k] / d activation for each k and each activation, in one backward pass:
+    shapes ``(B, K, *activation.shape[1:])``.
 
     Inputs of a batch are independent in eval mode, so differentiating the batch sum of
     ``scores[:, k]`` gives every input's own gradient. The K targets go through one batched
@@ -314,25 +400,32 @@ def score_gradients(scores: torch.Tensor, activation: torch.Tensor) -> torch.Ten
     Scores that do not depend on the activation get zero gradients.
     """
     num_targets = scores.shape[1]
+    activations = list(activations)
+    zeros = [activation.new_zeros(activation.shape[0], num_targets, *activation.shape[1:])
+             for activation in activations]
     if not scores.requires_grad:
-        return activation.new_zeros(activation.shape[0], num_targets, *activation.shape[1:])
+        return zeros
     if num_targets > 1:
-        batched = batched_score_gradients(scores, activation)
+        batched = batched_score_gradients(scores, activations)
         if batched is not None:
             return batched
-    gradients = []
+    per_target: list[tuple[torch.Tensor | None, ...]] = []
     for k in range(num_targets):
         with torch.enable_grad():  # the sum must be recorded under an outer no_grad() too
             total = scores[:, k].sum()
-        (gradient,) = torch.autograd.grad(
-            total, activation, retain_graph=k < num_targets - 1, allow_unused=True
-        )
-        gradients.append(torch.zeros_like(activation) if gradient is None else gradient)
-    return torch.stack(gradients, dim=1)
+        per_target.append(torch.autograd.grad(
+            total, activations, retain_graph=k < num_targets - 1, allow_unused=True))
+    return [torch.stack([_or_zeros(grads[i], activation) for grads in per_target], dim=1)
+            for i, activation in enumerate(activations)]
 
 
-def batched_score_gradients(scores: torch.Tensor, activation: torch.Tensor
-                            ) -> torch.Tensor | None:
+def _or_zeros(gradient: torch.Tensor | None, activation: torch.Tensor) -> torch.Tensor:
+    """A gradient, or zeros where the score does not use the activation."""
+    return torch.zeros_like(activation) if gradient is None else gradient
+
+
+def batched_score_gradients(scores: torch.Tensor, activations: Sequence[torch.Tensor]
+                            ) -> list[torch.Tensor] | None:
     """All K gradients in one vmapped backward pass, or None where the graph does not allow it
     (the graph is kept, so the caller can fall back to one pass per target)."""
     num_targets = scores.shape[1]
@@ -341,14 +434,14 @@ def batched_score_gradients(scores: torch.Tensor, activation: torch.Tensor
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # vmap's notes on ops without a batching rule
-            (gradient,) = torch.autograd.grad(scores, activation, grad_outputs=grad_outputs,
-                                              retain_graph=True, is_grads_batched=True,
-                                              allow_unused=True)
+            gradients = torch.autograd.grad(scores, list(activations), grad_outputs=grad_outputs,
+                                            retain_graph=True, is_grads_batched=True,
+                                            allow_unused=True)
     except (RuntimeError, NotImplementedError):
         return None
-    if gradient is None:
-        return activation.new_zeros(activation.shape[0], num_targets, *activation.shape[1:])
-    return gradient.transpose(0, 1)
+    return [activation.new_zeros(activation.shape[0], num_targets, *activation.shape[1:])
+            if gradient is None else gradient.transpose(0, 1)
+            for gradient, activation in zip(gradients, activations, strict=True)]
 
 
 def spatial_axes(tensor: torch.Tensor, first: int) -> tuple[int, ...]:
@@ -381,6 +474,27 @@ class LayerMapMethod(CAMMethod):
         raw = self.layer_map(forward, inputs)
         return self.make_explanation(forward, raw, inputs, layer_name, notes)
 
+    def explain_layers(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
+        """Every layer of ``self.layers`` captured in one forward pass and, for the gradient
+        family, differentiated in one backward pass; then fused."""
+        assert self.layers is not None
+        named = [resolve_named_module(self.model, layer) for layer in self.layers]
+        with self.watch() as watched:
+            forwards = self.hooked_forwards(inputs, target, named,
+                                            track_grad=self.uses_gradients)
+        if self.uses_gradients:
+            gradients = layer_gradients(forwards[0].scores,
+                                        [forward.activation for forward in forwards])
+            for forward, gradient in zip(forwards, gradients, strict=True):
+                forward.gradients = gradient
+        per_layer = {}
+        for forward in forwards:
+            forward.watched = watched
+            raw = self.layer_map(forward, inputs)
+            per_layer[forward.layer_name] = self.make_explanation(forward, raw, inputs,
+                                                                  forward.layer_name, [])
+        return fuse_layers(per_layer, self.fuse, [])
+
 
 class GradientCAM(LayerMapMethod):
     """A method of the gradient-weighted family: a rule that combines the layer's activations
@@ -393,5 +507,7 @@ class GradientCAM(LayerMapMethod):
         raise NotImplementedError
 
     def layer_map(self, forward: Forward, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        gradients = score_gradients(forward.scores, forward.activation)
+        gradients = forward.gradients
+        if gradients is None:
+            gradients = score_gradients(forward.scores, forward.activation)
         return self.combine(forward.canonical(), forward.canonical(gradients))

@@ -102,8 +102,18 @@ class GuidedGradCAM(CAMMethod):
     name = "guided-gradcam"
 
     def explain(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
-        gradcam = GradCAM(self.model, self.layer,
-                          **self.options.as_keywords()).explain(inputs, target)
+        gradcam = GradCAM(self.model, self.layer, **self.options.as_keywords())
+        return self.guided(gradcam.explain(inputs, target), inputs, target)
+
+    def explain_layers(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
+        """Guided backpropagation times the fused Grad-CAM map of the layers."""
+        gradcam = GradCAM(self.model, self.layers, fuse=self.fuse,
+                          **self.options.as_keywords())
+        return self.guided(gradcam.explain_layers(inputs, target), inputs, target)
+
+    def guided(self, gradcam: Explanation, inputs: tuple[torch.Tensor, ...], target: Target
+               ) -> Explanation:
+        """Guided backpropagation of the same targets as ``gradcam``, times its map."""
         same_targets = target if gradcam.targets is None else gradcam.targets
         guided = GuidedBackprop(self.model, output_fn=self.options.output_fn)
         forward, gradients = guided.input_gradients(inputs, same_targets)
