@@ -14,6 +14,7 @@ from camlens.cli.audit import audit
 from camlens.cli.caption import caption
 from camlens.cli.experiments import demo, reproduce, train
 from camlens.cli.explain import explain, layers, methods
+from camlens.cli.serve import serve
 
 __all__ = ["main"]
 
@@ -43,7 +44,8 @@ def main(ctx: click.Context, verbose: bool) -> None:
     ctx.obj["verbose"] = verbose
 
 
-for command in (methods, train, reproduce, demo, caption, explain, layers, audit, explain_audio):
+for command in (methods, train, reproduce, demo, caption, explain, layers, audit, explain_audio,
+                serve):
     main.add_command(command)
 
 

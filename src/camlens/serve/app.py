@@ -1,0 +1,450 @@
+"""The ASGI app: routes, error answers, security headers, the page and the API reference.
+
+Every answer to a bad request is JSON ``{"error": MESSAGE, "status": CODE}`` with the library's
+own message: 400 bad input (a bad image, an unknown method, layer or class, a target the model
+cannot give), 404 an unknown model or sample, 413 a body over the upload limit, 422 a model that
+cannot run on the input, 503 a full queue, 504 a request over its time limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from camlens.serve.batching import Busy, MicroBatcher, TimedOut, WorkPool
+from camlens.serve.catalog import ModelCatalog, ServedModel, UnknownModel
+from camlens.serve.images import ImageJob, explain_payloads, image_records, maps_archive
+from camlens.serve.limits import Limits
+from camlens.serve.samples import SampleShelf
+from camlens.serve.uploads import BadRequest, Form, TooLarge, read_form, read_picture
+
+__all__ = ["PictureOf", "TargetParser", "create_app"]
+
+T = TypeVar("T")
+#: ``camlens explain --target`` read for a model's class names (the command line's parser).
+TargetParser = Callable[[str, Sequence[str] | None], Any]
+#: A model's input tensor ``(1, C, H, W)`` as the picture its maps lie over.
+PictureOf = Callable[[Any, Any], Any]
+
+STATIC = Path(str(resources.files("camlens.serve") / "static"))
+#: The page loads nothing from elsewhere; pictures and sounds come as data: and blob: URLs.
+SECURITY_HEADERS = [
+    (b"content-security-policy",
+     b"default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+     b"style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; "
+     b"base-uri 'none'; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+AUTOMATIC = ("", "auto", "automatic", "none")
+
+
+def _form_schema(fields: dict[str, dict[str, Any]], required: list[str]) -> dict[str, Any]:
+    """The OpenAPI request body of a multipart endpoint (read by hand, see uploads.py)."""
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "properties": fields, "required": required}}}}}
+
+
+FILE = {"type": "string", "format": "binary"}
+TEXT = {"type": "string"}
+EXPLAIN_FORM = _form_schema({
+    "model": {**TEXT, "description": "a served model (GET /api/models)"},
+    "image": {"type": "array", "items": FILE, "description": "one or more pictures"},
+    "method": {**TEXT, "description": "gradcam (default); repeat or separate with commas"},
+    "layer": {**TEXT, "description": "a layer name; 'auto' for the automatic choice; default: "
+                                     "the model's own layer"},
+    "target": {**TEXT, "description": "top1 (default), topK, a class index or name, several "
+                                      "classes separated by commas, box:x0,y0,x1,y1[:CLASS], "
+                                      "class:CLASS"},
+    "format": {**TEXT, "enum": ["json", "npy", "npz"], "description": "json (default), or the "
+                                                                      "raw maps"},
+    "alpha": {"type": "number", "description": "overlay opacity, 0 to 1 (default 0.5)"},
+    "colormap": {**TEXT, "description": "a matplotlib colormap (default jet)"},
+    "heatmap": {"type": "boolean", "description": "also send the coloured maps alone"},
+}, ["model", "image"])
+CAPTION_FORM = _form_schema({
+    "model": {**TEXT, "description": "a captioning model (default digits-captioner)"},
+    "image": FILE, "method": {**TEXT, "description": "default layercam"},
+    "layer": {**TEXT, "description": "default: the model's word layer"},
+    "beam": {"type": "integer", "description": "beam width (default 1: greedy)"},
+}, ["image"])
+AUDIO_FORM = _form_schema({
+    "model": {**TEXT, "description": "accent-attention (default) or accent-cnn"},
+    "audio": {**FILE, "description": "a recording: WAV, FLAC, OGG..."},
+    "method": {**TEXT, "description": "attention, attention-gradient, gradcam (default: all)"},
+    "words": {**TEXT, "description": 'JSON word stamps [{"word", "start_s", "end_s"}, ...]'},
+}, ["audio"])
+
+
+@dataclass
+class Server:
+    """What the routes share: the models, the limits, the pool, the batcher and the helpers."""
+
+    catalog: ModelCatalog
+    limits: Limits
+    parse_target: TargetParser
+    picture_of: PictureOf
+    samples: SampleShelf = field(default_factory=SampleShelf)
+
+    def __post_init__(self) -> None:
+        self.pool = WorkPool(self.limits)
+        self.batcher = MicroBatcher(self.pool, explain_payloads, self.limits.batch_window_s,
+                                    self.limits.max_batch)
+
+    async def limited(self, work: Callable[[], Awaitable[T]]) -> T:
+        """``work()`` admitted to the queue and answered within the time limit."""
+        ticket = self.pool.admit()
+        task = asyncio.ensure_future(work())
+        (result,) = await self.pool.answer(ticket, [task])
+        return result
+
+    def target(self, text: str, served: ServedModel) -> Any:
+        """``--target`` text as the command line reads it; ``3,7`` (classes) asks for each."""
+        text = text.strip() or "top1"
+        if text.lower().startswith("box:") or "," not in text:
+            return self.parse_target(text, served.class_names)
+        chosen = [self.parse_target(part.strip(), served.class_names)
+                  for part in text.split(",") if part.strip()]
+        if not all(isinstance(item, int) for item in chosen):
+            raise ValueError(f"target {text!r}: a list separated by commas takes classes only "
+                             "(indices or names), e.g. 3,7")
+        return chosen
+
+
+def _number(form: Form, name: str, default: float, low: float, high: float) -> float:
+    text = form.one(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadRequest(f"{name} must be a number from {low:g} to {high:g}, got {text!r}"
+                         ) from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be from {low:g} to {high:g}, got {text!r}")
+    return value
+
+
+def _flag(form: Form, name: str) -> bool:
+    text = (form.one(name) or "").lower()
+    if text not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise BadRequest(f"{name} must be true or false, got {text!r}")
+    return text in ("1", "true", "yes", "on")
+
+
+def _layer(form: Form, served: ServedModel) -> str | None:
+    """The layer asked for: None for the automatic choice, else a resolved name."""
+    from camlens.capture import named_module
+
+    text = form.one("layer")
+    if text is None:
+        text = served.default_layer or "auto"
+    if text.strip().lower() in AUTOMATIC:
+        return None
+    return named_module(served.loaded.model, text.strip())[0]
+
+
+def _methods(form: Form, default: str) -> list[str]:
+    from camlens.methods import get_method
+
+    names = form.many("method") or [default]
+    methods = [get_method(name).name for name in names]
+    if len(set(methods)) != len(methods):
+        raise BadRequest(f"a method is asked for twice in {', '.join(names)}")
+    return methods
+
+
+def _uploads(form: Form, field_name: str, limit: int | None = None):
+    files = form.files.get(field_name, [])
+    if not files:
+        raise BadRequest(f"no file in field {field_name!r}; send the file as multipart "
+                         f"form-data under {field_name!r}")
+    if limit is not None and len(files) > limit:
+        raise BadRequest(f"{len(files)} files in {field_name!r}; this endpoint takes {limit}")
+    return files
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status,
+                        headers=headers)
+
+
+def _install_error_answers(app: FastAPI) -> None:
+    statuses: list[tuple[type[BaseException], int]] = [
+        (BadRequest, 400), (TooLarge, 413), (UnknownModel, 404), (LookupError, 404),
+        (Busy, 503), (TimedOut, 504), (ValueError, 400), (IndexError, 400), (TypeError, 400),
+        (RuntimeError, 422)]
+    for kind, status in statuses:
+        def answer(request: Request, error: Exception, status: int = status) -> JSONResponse:
+            message = str(error) or type(error).__name__
+            if status == 422:
+                message = f"the model could not run on this input: {message}"
+            return _error(status, message, {"retry-after": "1"} if status == 503 else None)
+
+        app.add_exception_handler(kind, answer)
+
+    def invalid(request: Request, error: Exception) -> JSONResponse:
+        return _error(422, f"invalid request: {error}")
+
+    def unexpected(request: Request, error: Exception) -> JSONResponse:
+        return _error(500, f"internal error ({type(error).__name__}): {error}")
+
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(Exception, unexpected)
+
+
+class SecurityHeaders:
+    """ASGI middleware adding :data:`SECURITY_HEADERS` to every HTTP answer."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def create_app(catalog: ModelCatalog, limits: Limits | None = None, *,
+               parse_target: TargetParser, picture_of: PictureOf) -> FastAPI:
+    """The explorer's app for ``catalog``. ``parse_target`` reads target text as
+    ``camlens explain --target`` does and ``picture_of`` turns a model input into its picture
+    (the command line passes its own, :func:`camlens.cli.serve.build_app`)."""
+    from camlens import __version__
+
+    server = Server(catalog, limits or Limits(), parse_target, picture_of)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        server.pool.close()
+
+    app = FastAPI(title="camlens explorer", version=__version__, docs_url=None, redoc_url=None,
+                  lifespan=lifespan,
+                  description="Class activation maps for the models this server holds. Every "
+                              "error is JSON {error, status}.")
+    app.state.server = server
+    app.add_middleware(SecurityHeaders)
+    _install_error_answers(app)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> FileResponse:
+        return FileResponse(STATIC / "docs.html")
+
+    @app.get("/api/models", summary="The served models")
+    def models() -> dict[str, Any]:
+        return {"models": catalog.describe()}
+
+    @app.get("/api/methods", summary="The explanation methods")
+    def methods() -> dict[str, Any]:
+        from camlens.methods import METHODS
+
+        rows = []
+        for name, method in METHODS.items():
+            summary = (method.__doc__ or "").strip().splitlines()[0]
+            rows.append({"name": name, "summary": summary,
+                         "uses_gradients": bool(getattr(method, "uses_gradients", False)),
+                         "kinds": ["audio"] if name.startswith("attention") else [
+                             "image", "caption"] + (["audio"] if name == "gradcam" else [])})
+        return {"methods": rows, "default": "gradcam"}
+
+    @app.get("/api/models/{name}/layers", summary="The layers of a model (camlens layers)")
+    async def layers(name: str) -> dict[str, Any]:
+        served = catalog.get(name)
+
+        async def work() -> list[dict[str, Any]]:
+            return await server.pool.run(served.layers)
+
+        rows = await server.limited(work)
+        automatic = next((row["name"] for row in rows if row["automatic"]), None)
+        return {"model": name, "model_layer": served.default_layer,
+                "automatic": automatic, "layers": rows}
+
+    @app.get("/api/samples", summary="Sample pictures and recordings")
+    async def samples(kind: str = "image") -> dict[str, Any]:
+        if kind not in ("image", "audio"):
+            raise BadRequest(f"kind must be image or audio, got {kind!r}")
+        shelf = server.samples.recordings if kind == "audio" else server.samples.pictures
+
+        async def work():
+            return await server.pool.run(shelf)
+
+        return {"samples": [sample.describe() for sample in await server.limited(work)]}
+
+    @app.get("/api/samples/{sample_id}", summary="One sample's bytes (PNG or WAV)")
+    async def sample(sample_id: str) -> Response:
+        async def work():
+            return await server.pool.run(lambda: server.samples.find(sample_id))
+
+        found = await server.limited(work)
+        return Response(found.data, media_type=found.media_type,
+                        headers={"cache-control": "max-age=3600"})
+
+    @app.get("/api/status", summary="Queue and batching figures")
+    def status() -> dict[str, Any]:
+        stats = server.batcher.stats
+        return {"queue": server.pool.admitted, "queue_size": server.limits.queue_size,
+                "workers": server.limits.workers,
+                "batches": {"calls": stats.calls, "requests": stats.requests,
+                            "largest": stats.largest,
+                            "sizes": {str(k): v for k, v in sorted(stats.sizes.items())}},
+                "limits": {"max_upload_bytes": server.limits.max_upload_bytes,
+                           "max_files": server.limits.max_files,
+                           "max_pixels": server.limits.max_pixels,
+                           "max_audio_s": server.limits.max_audio_s,
+                           "timeout_s": server.limits.timeout_s}}
+
+    @app.post("/api/explain", summary="Explain pictures", openapi_extra=EXPLAIN_FORM)
+    async def explain_pictures(request: Request) -> Response:
+        return await server.limited(lambda: _explain_pictures(server, request))
+
+    @app.post("/api/caption", summary="Caption a picture, a map per word",
+              openapi_extra=CAPTION_FORM)
+    async def caption(request: Request) -> dict[str, Any]:
+        return await server.limited(lambda: _caption(server, request))
+
+    @app.post("/api/explain-audio", summary="Relevance over time of a recording",
+              openapi_extra=AUDIO_FORM)
+    async def explain_audio(request: Request) -> dict[str, Any]:
+        return await server.limited(lambda: _explain_audio(server, request))
+
+    return app
+
+
+async def _explain_pictures(server: Server, request: Request) -> Response:
+    from camlens.viz import get_colormap
+
+    limits = server.limits
+    form = await read_form(request, limits)
+    served = server.catalog.get(form.one("model"))
+    if served.kind == "audio":
+        raise BadRequest(f"{served.name} is an audio model: POST /api/explain-audio")
+    output = (form.one("format") or "json").lower()
+    if output not in ("json", "npy", "npz"):
+        raise BadRequest(f"format must be json, npy or npz, got {output!r}")
+    uploads = _uploads(form, "image")
+    target_text = form.one("target") or "top1"
+    colormap = form.one("colormap") or "jet"
+    get_colormap(colormap)
+    job = ImageJob(served, _methods(form, "gradcam"), _layer(form, served), target_text,
+                   server.target(target_text, served), _number(form, "alpha", 0.5, 0.0, 1.0),
+                   colormap, _flag(form, "heatmap"))
+
+    def prepare():
+        pictures, tensors, sizes = [], [], []
+        for upload in uploads:
+            picture = read_picture(upload, limits)
+            tensor = served.loaded.preprocess(picture)
+            sizes.append(picture.size)
+            tensors.append(tensor)
+            pictures.append(server.picture_of(served.loaded, tensor))
+        return pictures, tensors, sizes
+
+    pictures, tensors, sizes = await server.pool.run(prepare)
+    futures = []
+    for tensor in tensors:
+        for method in job.methods:
+            key, payload = job.batch_key(method, tensor), job.payload(method, tensor)
+            futures.append(server.batcher.submit(key, payload) if key is not None else
+                           server.pool.run(lambda p=payload: _alone(p)))
+    answers = await asyncio.gather(*futures)
+    count = len(job.methods)
+    explanations = [list(answers[i * count:(i + 1) * count]) for i in range(len(tensors))]
+    names = [upload.filename for upload in uploads]
+    if output != "json":
+        data, filename = await server.pool.run(lambda: maps_archive(job, explanations))
+        if output == "npy" and filename.endswith(".npz"):
+            raise BadRequest(f"format=npy holds one array: one image and one method (got "
+                             f"{len(uploads)} and {count}); use format=npz")
+        return Response(data, media_type="application/octet-stream",
+                        headers={"content-disposition": f'attachment; filename="{filename}"'})
+    records = await server.pool.run(lambda: image_records(
+        job, names, sizes, pictures, explanations, limits.value_grid))
+    return JSONResponse({"model": served.name, "methods": job.methods,
+                         "layer": job.layer, "target": target_text, "images": records})
+
+
+def _alone(payload):
+    (answer,) = explain_payloads(None, [payload])
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
+
+
+async def _caption(server: Server, request: Request) -> dict[str, Any]:
+    from camlens.serve.captions import caption_record
+
+    limits = server.limits
+    form = await read_form(request, limits)
+    served = server.catalog.get(form.one("model") or "digits-captioner", kind="caption")
+    (upload,) = _uploads(form, "image", limit=1)
+    methods = _methods(form, "layercam")
+    if len(methods) > 1:
+        raise BadRequest(f"a caption is explained with one method; got {', '.join(methods)}")
+    method = methods[0]
+    layer = _layer(form, served)
+    beam = int(_number(form, "beam", 1, 1, 8))
+
+    def work():
+        picture = read_picture(upload, limits)
+        tensor = served.loaded.preprocess(picture)
+        shown = server.picture_of(served.loaded, tensor)
+        return {"model": served.name, "name": upload.filename,
+                **caption_record(served, shown, tensor, method, layer, beam, limits.value_grid)}
+
+    return await server.pool.run(work)
+
+
+async def _explain_audio(server: Server, request: Request) -> dict[str, Any]:
+    from camlens.serve.recordings import audio_record
+    from camlens.serve.uploads import read_recording
+
+    limits = server.limits
+    form = await read_form(request, limits)
+    served = server.catalog.get(form.one("model") or "accent-attention", kind="audio")
+    (upload,) = _uploads(form, "audio", limit=1)
+    words = None
+    if form.one("words"):
+        try:
+            words = json.loads(form.one("words") or "")
+        except json.JSONDecodeError as error:
+            raise BadRequest(f"words is not JSON ({error}); expected "
+                             '[{"word": ..., "start_s": ..., "end_s": ...}, ...]') from None
+        if not isinstance(words, list) or not all(isinstance(w, dict) for w in words):
+            raise BadRequest('words must be a JSON list of {"word", "start_s", "end_s"} objects')
+    methods = form.many("method")
+
+    def work():
+        waveform = read_recording(upload, limits)
+        return {"name": upload.filename,
+                **audio_record(server.catalog, served, waveform, methods, words)}
+
+    return await server.pool.run(work)

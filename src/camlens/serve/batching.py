@@ -1,0 +1,161 @@
+"""Model work off the event loop: a bounded worker pool, admission with a bound, and a
+micro-batcher that joins requests for the same model, method, layer and target arriving
+together into one library call.
+
+A request is admitted when fewer than :attr:`Limits.queue_size` are running or waiting, else
+:class:`Busy` (503). It holds its place until its work has finished, even when it stopped
+waiting for it (:class:`TimedOut`, 504): a thread cannot be interrupted, so the bound counts work
+that is really running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from camlens.serve.limits import Limits
+
+__all__ = ["BatchStats", "Busy", "MicroBatcher", "TimedOut", "Ticket", "WorkPool"]
+
+T = TypeVar("T")
+
+
+class Busy(RuntimeError):
+    """The server's queue is full (status 503)."""
+
+
+class TimedOut(RuntimeError):
+    """The answer took longer than the request timeout (status 504)."""
+
+
+class Ticket:
+    """One admitted request's place in the queue; released once, when its work is done."""
+
+    def __init__(self, pool: WorkPool) -> None:
+        self._pool = pool
+        self._released = False
+
+    def release(self) -> None:
+        with self._pool._lock:
+            if not self._released:
+                self._released = True
+                self._pool._admitted -= 1
+
+
+class WorkPool:
+    """A thread pool of :attr:`Limits.workers` threads behind a bounded admission count."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.executor = ThreadPoolExecutor(limits.workers, thread_name_prefix="camlens-serve")
+        self._lock = threading.Lock()
+        self._admitted = 0
+
+    @property
+    def admitted(self) -> int:
+        """Requests running or waiting now."""
+        return self._admitted
+
+    def admit(self) -> Ticket:
+        """A place in the queue, or :class:`Busy` when it is full."""
+        with self._lock:
+            if self._admitted >= self.limits.queue_size:
+                raise Busy(f"the server is busy: {self._admitted} requests are running or "
+                           f"waiting, the limit is {self.limits.queue_size} (camlens serve "
+                           "--queue); try again shortly")
+            self._admitted += 1
+        return Ticket(self)
+
+    def run(self, work: Callable[[], T]) -> asyncio.Future[T]:
+        """``work()`` on a worker thread."""
+        return asyncio.get_running_loop().run_in_executor(self.executor, work)
+
+    async def answer(self, ticket: Ticket, futures: Sequence[Awaitable[Any]]) -> list[Any]:
+        """The results of ``futures`` within the request timeout; ``ticket`` is released when
+        they are all done (now, or later if the request stopped waiting)."""
+        gathered = asyncio.gather(*futures)
+        gathered.add_done_callback(lambda _: ticket.release())
+        try:
+            return await asyncio.wait_for(asyncio.shield(gathered), self.limits.timeout_s)
+        except asyncio.TimeoutError:
+            raise TimedOut(f"no answer within {self.limits.timeout_s:g} s (camlens serve "
+                           "--timeout); the work goes on and still counts against the queue"
+                           ) from None
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class BatchStats:
+    """How the micro-batcher has grouped requests: library calls and the requests in each."""
+
+    calls: int = 0
+    requests: int = 0
+    largest: int = 0
+    sizes: dict[int, int] = field(default_factory=dict)  # requests per call -> calls
+
+    def add(self, requests: int) -> None:
+        self.calls += 1
+        self.requests += requests
+        self.largest = max(self.largest, requests)
+        self.sizes[requests] = self.sizes.get(requests, 0) + 1
+
+
+@dataclass
+class _Item:
+    payload: Any
+    size: int
+    future: asyncio.Future
+
+
+class MicroBatcher:
+    """Joins work with the same key that arrives within ``window_s`` (up to ``max_batch``
+    items in all) into one call of ``run_batch(key, payloads) -> results`` on the pool; each
+    submitter gets its own result, or the batch's exception."""
+
+    def __init__(self, pool: WorkPool,
+                 run_batch: Callable[[Hashable, list[Any]], list[Any]],
+                 window_s: float, max_batch: int) -> None:
+        self.pool, self.run_batch = pool, run_batch
+        self.window_s, self.max_batch = window_s, max_batch
+        self.pending: dict[Hashable, list[_Item]] = {}
+        self.stats = BatchStats()
+
+    def submit(self, key: Hashable, payload: Any, size: int = 1) -> asyncio.Future:
+        """Queue ``payload`` (``size`` images) under ``key``; the future of its result."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        group = self.pending.setdefault(key, [])
+        group.append(_Item(payload, size, future))
+        if sum(item.size for item in group) >= self.max_batch or self.window_s == 0:
+            self._flush(key, group)
+        elif len(group) == 1:
+            loop.call_later(self.window_s, self._flush, key, group)
+        return future
+
+    def _flush(self, key: Hashable, group: list[_Item]) -> None:
+        if self.pending.get(key) is not group:
+            return  # flushed already (full) before its window ended
+        del self.pending[key]
+        self.stats.add(len(group))
+        payloads = [item.payload for item in group]
+        work = self.pool.run(lambda: self.run_batch(key, payloads))
+        work.add_done_callback(lambda done: _distribute(done, group))
+
+
+def _distribute(done: asyncio.Future, group: list[_Item]) -> None:
+    error = done.exception()
+    results = None if error is not None else done.result()
+    for position, item in enumerate(group):
+        if item.future.done():
+            continue
+        answer = error if error is not None else results[position]
+        if isinstance(answer, BaseException):
+            item.future.set_exception(answer)
+        else:
+            item.future.set_result(answer)

@@ -1,0 +1,191 @@
+"""``POST /api/explain``: pictures explained with one or more methods, batched across requests.
+
+Work for the same model, method, named layer, target and input shape that arrives together goes
+to the library in one call (:class:`camlens.serve.batching.MicroBatcher`); each request gets its
+own rows of the result. A batched map equals the map of a call on that image alone up to float32
+rounding (convolutions sum in another order for another batch size). What cannot be batched
+runs alone: the automatic layer (its note describes the batch), callable targets (boxes,
+regions), and a batch in which a map came out zero everywhere is rerun one request at a time, so
+each request's notes are its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from camlens.explanation import Explanation
+from camlens.serve.catalog import ServedModel
+from camlens.serve.encoding import map_values, png_data_url, raw_values
+
+__all__ = ["ImageJob", "Payload", "explain_payloads", "image_records", "maps_archive",
+           "target_factory"]
+
+#: A target for a batch of n inputs, from what one request asked for.
+TargetFactory = Callable[[int], Any]
+
+
+def target_factory(target: Any) -> tuple[TargetFactory, bool]:
+    """(target for n inputs, whether requests with it may be batched). A list of classes is
+    asked for every input; a callable target (a box, a region) is not batched."""
+    from camlens.targets import TopK
+
+    if target is None or isinstance(target, (int, TopK)):
+        return (lambda n: target), True
+    if isinstance(target, list):
+        classes = torch.tensor(target, dtype=torch.long)
+        return (lambda n: classes[None].expand(n, -1).clone()), True
+    return (lambda n: target), False
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One request's share of a library call: its inputs ``(n, C, H, W)`` and what to run."""
+
+    served: ServedModel
+    method: str
+    layer: str | None
+    target: TargetFactory
+    inputs: torch.Tensor
+
+
+@dataclass
+class ImageJob:
+    """What one explain request asks, read from its form."""
+
+    served: ServedModel
+    methods: list[str]
+    layer: str | None
+    target_text: str
+    target: Any
+    alpha: float = 0.5
+    colormap: str = "jet"
+    heatmap: bool = False
+
+    def batch_key(self, method: str, inputs: torch.Tensor) -> Hashable | None:
+        """The micro-batcher's key for ``method`` on ``inputs``, None when not batchable."""
+        _, batchable = target_factory(self.target)
+        if not batchable or self.layer is None:
+            return None
+        return (self.served.name, method, self.layer, self.target_text, tuple(inputs.shape[1:]),
+                str(inputs.dtype))
+
+    def payload(self, method: str, inputs: torch.Tensor) -> Payload:
+        return Payload(self.served, method, self.layer, target_factory(self.target)[0], inputs)
+
+
+def _explain(payload: Payload, inputs: torch.Tensor) -> Explanation:
+    from camlens.methods import get_method
+
+    served = payload.served
+    method = get_method(payload.method)(served.loaded.model, payload.layer)
+    return method(inputs.to(served.device), target=payload.target(inputs.shape[0])).to("cpu")
+
+
+def _rows(explanation: Explanation, start: int, stop: int) -> Explanation:
+    """The inputs ``start:stop`` of ``explanation``."""
+    part = lambda tensor: None if tensor is None else tensor[start:stop]  # noqa: E731
+    return dataclasses.replace(
+        explanation, raw=explanation.raw[start:stop], scores=explanation.scores[start:stop],
+        targets=part(explanation.targets), attributions=part(explanation.attributions),
+        notes=list(explanation.notes), per_layer={}, _maps=part(explanation._maps))
+
+
+def _has_empty_map(explanation: Explanation) -> bool:
+    raw = explanation.raw
+    per_map = raw.reshape(raw.shape[0] * (raw.shape[1] if raw.ndim == 4 else 1), -1)
+    return bool((per_map.amax(dim=1) <= 0).any())
+
+
+def explain_payloads(key: Hashable | None, payloads: Sequence[Payload]
+                     ) -> list[Explanation | Exception]:
+    """One library call for all ``payloads`` (same model, method, layer and target), split back
+    into one Explanation per payload; each alone when a map is empty or the joined call fails
+    (see the module), so every payload gets its own answer or its own error."""
+    if len(payloads) > 1:
+        try:
+            joined = _explain(payloads[0], torch.cat([payload.inputs for payload in payloads]))
+        except (ValueError, TypeError, IndexError, RuntimeError):
+            joined = None
+        if joined is not None and not _has_empty_map(joined) and not joined.notes:
+            results: list[Explanation | Exception] = []
+            start = 0
+            for payload in payloads:
+                stop = start + payload.inputs.shape[0]
+                results.append(_rows(joined, start, stop))
+                start = stop
+            return results
+    answers: list[Explanation | Exception] = []
+    for payload in payloads:
+        try:
+            answers.append(_explain(payload, payload.inputs))
+        except (ValueError, TypeError, IndexError, RuntimeError) as error:
+            answers.append(error)
+    return answers
+
+
+def _class_name(index: int | None, class_names: Sequence[str] | None) -> str:
+    if index is None:
+        return "custom target"
+    return class_names[index] if class_names is not None and index < len(class_names) else str(
+        index)
+
+
+def image_records(job: ImageJob, names: list[str], sizes: list[tuple[int, int]],
+                  pictures: list, explanations: list[list[Explanation]], value_grid: int
+                  ) -> list[dict[str, Any]]:
+    """Per picture (``explanations[picture][method]``, each of one input): its name, sizes, the
+    input as the model saw it, and per method the maps (one per target) with class, score,
+    overlay PNG, hover values and the raw map."""
+    from camlens.viz import colorize, overlay
+
+    class_names = job.served.class_names
+    records = []
+    for name, size, picture, per_method in zip(names, sizes, pictures, explanations,
+                                               strict=True):
+        rows = []
+        for method, explanation in zip(job.methods, per_method, strict=True):
+            raw, maps = explanation.raw[0], explanation.maps[0]
+            per_target = maps.ndim == 3
+            maps = maps if per_target else maps[None]
+            raws = raw if per_target else raw[None]
+            targets = ([None] * maps.shape[0] if explanation.targets is None
+                       else explanation.targets[0].reshape(-1).tolist())
+            scores = explanation.scores[0].reshape(-1).tolist()
+            cells = []
+            for map_, raw_map, index, score in zip(maps, raws, targets, scores, strict=True):
+                cell = {"class": index, "class_name": _class_name(index, class_names),
+                        "score": round(float(score), 6),
+                        "overlay": png_data_url(overlay(picture, map_, job.colormap, job.alpha)),
+                        **map_values(map_, value_grid), "raw": raw_values(raw_map)}
+                if job.heatmap:
+                    cell["heatmap"] = png_data_url(colorize(map_, job.colormap))
+                cells.append(cell)
+            rows.append({"method": method, "layer": explanation.layer,
+                         "raw_shape": list(raw.shape), "notes": list(explanation.notes),
+                         "maps": cells})
+        records.append({"name": name, "size": list(size),
+                        "input_size": list(per_method[0].input_size),
+                        "input": png_data_url(picture), "explanations": rows})
+    return records
+
+
+def maps_archive(job: ImageJob, explanations: list[list[Explanation]]) -> tuple[bytes, str]:
+    """The raw maps (float32, no pickles) and a file name: a ``.npy`` for one picture and one
+    method, else an ``.npz`` with one array per picture and method (``image0_gradcam``)."""
+    import numpy as np
+
+    buffer = io.BytesIO()
+    if len(explanations) == 1 and len(job.methods) == 1:
+        np.save(buffer, explanations[0][0].raw[0].numpy().astype(np.float32), allow_pickle=False)
+        return buffer.getvalue(), "maps.npy"
+    arrays = {f"image{position}_{method}": explanation.raw[0].numpy().astype(np.float32)
+              for position, per_method in enumerate(explanations)
+              for method, explanation in zip(job.methods, per_method, strict=True)}
+    np.savez(buffer, **arrays)
+    return buffer.getvalue(), "maps.npz"

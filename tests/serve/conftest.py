@@ -1,0 +1,79 @@
+"""One explorer app shared by the serve tests: the shipped digit, caption and accent models."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install "
+                    "'camlens[serve]')")
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    from camlens.serve import ModelCatalog
+
+    return ModelCatalog.load(["digits-gap", "digits-fc", "digits-captioner", "accent-attention",
+                              "accent-cnn"], zoo=False)
+
+
+@pytest.fixture(scope="session")
+def app(catalog):
+    from camlens.cli.serve import build_app
+
+    return build_app(catalog)
+
+
+@pytest.fixture(scope="session")
+def client(app) -> Iterator:
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def png_bytes(tensor) -> bytes:
+    """A (1, H, W) or (3, H, W) tensor in [0, 1] as PNG bytes."""
+    from camlens.viz import to_pil
+
+    buffer = io.BytesIO()
+    to_pil(tensor).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """Six cluttered test digits (1, 64, 64) and their PNG bytes."""
+    from camlens.data import ClutteredDigits
+
+    items = [ClutteredDigits(6, "test", seed=11)[index] for index in range(6)]
+    return [(item["image"], png_bytes(item["image"])) for item in items]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def live_server(app) -> Iterator[str]:
+    """The app on uvicorn in a thread, on a free port of 127.0.0.1; its base URL."""
+    uvicorn = pytest.importorskip("uvicorn")
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start within 30 s")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
