@@ -1,4 +1,4 @@
-// The API reference, rendered from /openapi.json with textContent only (no CDN, no innerHTML).
+// The API reference, rendered from /openapi.json with textContent only (no CDN).
 "use strict";
 
 function el(tag, text, cls) {

@@ -1,6 +1,6 @@
 // camlens explorer: the page of `camlens serve`. Everything comes from this server (no CDN);
-// every string from a user, a file or a model reaches the page through textContent, never
-// innerHTML.
+// every string from a user, a file or a model reaches the page through textContent, not
+// as markup.
 "use strict";
 
 const state = {

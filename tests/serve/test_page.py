@@ -1,0 +1,124 @@
+"""The page in a real headless browser (Debian's chromium through playwright): upload a
+picture, change the method and see new overlays, read a map's value, click a word of a caption,
+play a recording and watch the cursor move. Skipped with the reason where chromium or
+playwright is missing (CI installs chromium: .ci/run)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from browser import chromium_path, launch
+
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="playwright is not installed (pip install playwright)")
+if chromium_path() is None:
+    pytest.skip("no chromium on this machine (apt-get install chromium, or set "
+                "CAMLENS_CHROMIUM)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    with sync_api.sync_playwright() as playwright:
+        started = launch(playwright)
+        yield started
+        started.close()
+
+
+@pytest.fixture
+def page(browser, live_server) -> Iterator:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    opened.goto(live_server + "/")
+    opened.wait_for_selector("#methods input")
+    yield opened
+    context.close()
+    assert errors == []
+
+
+def wait_until(page, expression: str, timeout_s: float = 30) -> None:
+    """Poll ``expression`` (the page's CSP forbids the eval behind wait_for_function)."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"still false after {timeout_s} s: {expression}"
+        time.sleep(0.05)
+
+
+def heat_sources(page) -> list[str]:
+    return page.eval_on_selector_all("img.heat", "nodes => nodes.map(n => n.src)")
+
+
+def test_upload_a_picture_change_the_method_and_read_a_value(page, digits, tmp_path):
+    hostile = tmp_path / "<img src=x onerror=alert(1)>.png"
+    hostile.write_bytes(digits[0][1])
+    page.set_input_files("#files", str(hostile))
+    page.wait_for_selector("td[data-method=gradcam] img.heat")
+    assert page.text_content(".card h2") == hostile.name  # shown as text, not markup
+    assert page.query_selector(".card h2 img") is None
+    before = heat_sources(page)
+    page.check("#methods input[value=layercam]")
+    page.uncheck("#methods input[value=gradcam]")
+    page.wait_for_selector("td[data-method=layercam] img.heat")
+    assert page.query_selector("td[data-method=gradcam]") is None
+    after = heat_sources(page)
+    assert len(after) == 1 and after != before
+    page.hover("td[data-method=layercam] .stack")
+    readout = page.text_content("#readout")
+    assert readout.startswith("layercam · ") and " map " in readout and "raw " in readout
+    page.fill("#opacity", "20")
+    page.dispatch_event("#opacity", "input")
+    assert page.eval_on_selector("img.heat", "n => n.style.opacity") == "0.2"
+
+
+@pytest.mark.slow
+def test_top_classes_make_a_grid_of_class_by_method(page):
+    page.click("button.sample[data-sample='digit-1']")
+    page.wait_for_selector("img.heat")
+    page.check("#methods input[value=cam]")
+    page.select_option("#target-mode", "top3")
+    wait_until(page, "document.querySelectorAll('img.heat').length === 6")
+    classes = page.eval_on_selector_all("td[data-method=cam]", "n => n.map(x => x.dataset.class)")
+    assert len(set(classes)) == 3
+    page.select_option("#target-mode", "classes")
+    page.fill("#class-search", "4")
+    visible = page.eval_on_selector_all("#class-list label:not([hidden])",
+                                        "n => n.map(x => x.textContent.trim())")
+    assert visible == ["4"]
+    page.check("#class-list input[value='4']")
+    wait_until(page, "document.querySelectorAll('img.heat').length === 2")
+    assert page.eval_on_selector_all("td[data-class]", "n => n.map(x => x.dataset.class)") == [
+        "4", "4"]
+
+
+@pytest.mark.slow
+def test_a_caption_shows_the_map_of_the_word_clicked(page):
+    page.select_option("#model", "digits-captioner")
+    page.click("button.sample[data-sample='scene-0']")
+    page.wait_for_selector("button.word[data-word='1']")
+    page.click("button.word[data-word='1']")
+    shown = page.get_attribute(".card.caption", "data-shown")
+    word = page.text_content("button.word[data-word='1'] b")
+    assert shown.startswith(f"word 2 “{word}”")
+    page.hover(".caption .stack")
+    assert page.text_content("#readout").startswith(shown)
+
+
+@pytest.mark.slow
+def test_a_recording_plays_with_a_moving_cursor(page):
+    page.select_option("#model", "accent-attention")
+    page.wait_for_selector("button.sample[data-sample='speech-0']", timeout=120_000)
+    page.click("button.sample[data-sample='speech-0']")
+    page.wait_for_selector("#timeline", timeout=60_000)
+    assert page.get_attribute("#timeline", "data-cursor") == "0.0"
+    rows = page.eval_on_selector_all(".words-table tr", "n => n.length")
+    assert rows > 1
+    page.evaluate("document.getElementById('player').play()")
+    deadline = time.monotonic() + 20
+    while page.evaluate("document.getElementById('player').currentTime") < 0.3:
+        assert time.monotonic() < deadline, "the recording did not play"
+        time.sleep(0.1)
+    page.evaluate("document.getElementById('player').pause()")
+    assert float(page.get_attribute("#timeline", "data-cursor")) > 0
