@@ -156,3 +156,21 @@ def test_every_detection_above_a_score_gets_its_own_map(detector):
     torch.testing.assert_close(exp.scores[0], found["scores"][:5], atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="no detection scores 2"):
         camlens.BoxesTarget.from_detections(found, score_threshold=2.0)
+
+
+def test_dense_outputs_become_detections_after_suppression():
+    from camlens.score_targets import dense_detections
+
+    # cx, cy, w, h, then 2 class scores; cells 0 and 1 overlap (IoU 0.6), cell 2 is class 1.
+    output = torch.tensor([[[20.0, 20.0, 10.0, 10.0, 0.9, 0.0],
+                            [22.5, 20.0, 10.0, 10.0, 0.8, 0.1],
+                            [21.0, 20.0, 10.0, 10.0, 0.1, 0.7],
+                            [60.0, 60.0, 10.0, 10.0, 0.3, 0.2]]])
+    found = dense_detections(output, score_threshold=0.5)[0]
+    torch.testing.assert_close(found["scores"], torch.tensor([0.9, 0.7]))
+    assert found["labels"].tolist() == [0, 1]  # suppression is per class
+    torch.testing.assert_close(found["boxes"][0], torch.tensor([15.0, 15.0, 25.0, 25.0]))
+    everything = dense_detections(output, score_threshold=0.25, iou_threshold=0.7)[0]
+    assert everything["scores"].tolist() == pytest.approx([0.9, 0.8, 0.7, 0.3])
+    with pytest.raises(ValueError, match=r"\(B, N, 4 \+ classes\)"):
+        dense_detections(torch.zeros(1, 3, 4))

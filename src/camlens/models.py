@@ -51,6 +51,7 @@ class LoadedModel:
     default_layer: str | None = None
     mean: tuple[float, ...] | None = None  # of the input normalisation, to show the input
     std: tuple[float, ...] | None = None
+    tokenizer: Callable | None = None  # text -> token ids, for models that read prompts (CLIP)
 
 
 def _read_state_dict(path: Path, trust_checkpoint: bool = False) -> dict[str, torch.Tensor]:
@@ -89,12 +90,12 @@ def _fit_state_dict(build: Callable[..., nn.Module], state: dict[str, torch.Tens
                     path: Path) -> nn.Module:
     """Build the architecture and load ``state``; a model with another number of classes (a
     fine-tuned head) is rebuilt with the class count under which every shape fits (tried from
-    the first axes of the 2-D weights that do not fit, smallest first: a detector's class
-    scores before its box coordinates)."""
+    the first axes of the weights that do not fit, smallest first: a detector's class scores
+    before its box coordinates; a segmenter's 1x1 convolution head)."""
     model = build()
     mismatched = _mismatched(model, state)
     if mismatched:
-        counts = sorted({int(state[key].shape[0]) for key in mismatched if state[key].ndim == 2})
+        counts = sorted({int(state[key].shape[0]) for key in mismatched if state[key].ndim})
         for count in counts:
             rebuilt = build(num_classes=count)
             if not _mismatched(rebuilt, state):
@@ -212,8 +213,13 @@ def _load_hugging_face(folder: Path, spec: str) -> LoadedModel:
     model = model_class.from_pretrained(folder, local_files_only=True, use_safetensors=True)
     labels = getattr(config, "id2label", None) or {}
     classes = tuple(labels[index] for index in sorted(labels)) if labels else None
-    size = getattr(config, "image_size", 224)
+    size = getattr(config, "image_size", None) or getattr(
+        getattr(config, "vision_config", None), "image_size", 224)
     size = size if isinstance(size, int) else int(size[0])
+    tokenizer = None
+    if any((folder / name).is_file() for name in ("tokenizer_config.json", "tokenizer.json",
+                                                   "vocab.json")):
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
     if (folder / "preprocessor_config.json").is_file():
         processor = transformers.AutoImageProcessor.from_pretrained(folder,
                                                                     local_files_only=True)
@@ -223,9 +229,9 @@ def _load_hugging_face(folder: Path, spec: str) -> LoadedModel:
         def preprocess(image) -> torch.Tensor:
             return processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"]
 
-        return LoadedModel(model.eval(), spec, preprocess, classes, None, mean, std)
+        return LoadedModel(model.eval(), spec, preprocess, classes, None, mean, std, tokenizer)
     return LoadedModel(model.eval(), spec, _generic_preprocess(size), classes, None,
-                       IMAGENET_MEAN, IMAGENET_STD)
+                       IMAGENET_MEAN, IMAGENET_STD, tokenizer)
 
 
 @contextmanager

@@ -24,7 +24,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BoxTarget", "BoxesTarget", "RegionTarget", "SimilarityTarget", "box_iou"]
+__all__ = ["BoxTarget", "BoxesTarget", "RegionTarget", "SimilarityTarget", "box_iou",
+           "dense_detections", "non_maximum_suppression"]
 
 
 def box_iou(boxes: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
@@ -35,6 +36,49 @@ def box_iou(boxes: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     area = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).prod(dim=1)
     box_area = (box[2:] - box[:2]).clamp(min=0).prod()
     return inter / (area + box_area - inter).clamp(min=1e-12)
+
+
+def non_maximum_suppression(boxes: torch.Tensor, scores: torch.Tensor,
+                            iou_threshold: float = 0.5) -> torch.Tensor:
+    """Indices of the boxes kept by greedy non-maximum suppression, best score first: a box is
+    dropped when it overlaps a kept one with IoU above ``iou_threshold``."""
+    order = scores.argsort(descending=True)
+    kept: list[int] = []
+    for index in order.tolist():
+        if not kept or float(box_iou(boxes[kept], boxes[index]).max()) <= iou_threshold:
+            kept.append(index)
+    return torch.tensor(kept, dtype=torch.long, device=boxes.device)
+
+
+def dense_detections(output: torch.Tensor, score_threshold: float = 0.5,
+                     iou_threshold: float = 0.5, objectness: bool = False,
+                     max_boxes: int = 100) -> list[dict[str, torch.Tensor]]:
+    """A YOLO-style dense output ``(B, N, 4 + classes)`` (``cx, cy, w, h``, then class scores;
+    with ``objectness``, ``(B, N, 5 + classes)``) as torchvision-style detections per image:
+    ``{"boxes" (M, 4) as x0, y0, x1, y1, "scores" (M,), "labels" (M,)}``, the cells whose best
+    class scores at least ``score_threshold``, after non-maximum suppression per class."""
+    first = 5 if objectness else 4
+    if output.ndim != 3 or output.shape[2] <= first:
+        raise ValueError(f"a dense detection output must be (B, N, {first} + classes), got "
+                         f"{tuple(output.shape)}")
+    output = output.detach()
+    centre, size = output[..., :2], output[..., 2:4]
+    corners = torch.cat([centre - size / 2, centre + size / 2], dim=-1)
+    classes = output[..., first:] * (output[..., 4:5] if objectness else 1.0)
+    best, labels = classes.max(dim=-1)
+    found = []
+    for row in range(output.shape[0]):
+        keep = best[row] >= score_threshold
+        boxes, scores, kinds = corners[row][keep], best[row][keep], labels[row][keep]
+        kept = []
+        for kind in kinds.unique().tolist():
+            same = torch.nonzero(kinds == kind).flatten()
+            kept.append(same[non_maximum_suppression(boxes[same], scores[same],
+                                                     iou_threshold)])
+        chosen = torch.cat(kept) if kept else torch.zeros(0, dtype=torch.long)
+        chosen = chosen[scores[chosen].argsort(descending=True)][:max_boxes]
+        found.append({"boxes": boxes[chosen], "scores": scores[chosen], "labels": kinds[chosen]})
+    return found
 
 
 @dataclass

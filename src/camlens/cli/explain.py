@@ -24,6 +24,13 @@ from camlens.cli.options import (
     model_options,
     writable_folder,
 )
+from camlens.cli.targets import (
+    ImageTarget,
+    TextPrompts,
+    class_label,
+    parse_target,
+    prepare_target,
+)
 from camlens.methods import METHODS
 
 __all__ = ["class_label", "display_image", "explain", "layer_shapes", "layers", "methods",
@@ -120,63 +127,6 @@ def automatic_layer(loaded, example, channels_last: bool | None = None) -> str |
         return None
 
 
-def parse_target(text: str, class_names):
-    """top1 -> None, topK -> TopK(K), an index, or a class name (closest names if unknown);
-    ``box:x0,y0,x1,y1[:CLASS]`` -> :class:`~camlens.score_targets.BoxTarget` (a detected box, in
-    the model input's pixels); ``class:CLASS`` -> :class:`~camlens.score_targets.RegionTarget`
-    (a segmentation class over the whole image)."""
-    from camlens.score_targets import BoxTarget, RegionTarget
-    from camlens.targets import TopK
-
-    lowered = text.lower()
-    if lowered.startswith("box:"):
-        corners, _, label = text[4:].partition(":")
-        try:
-            box = [float(value) for value in corners.split(",")]
-            return BoxTarget(box, None if not label else _class_index(label, class_names))
-        except ValueError as error:
-            raise click.BadParameter(f"{text!r}: {error}; use box:x0,y0,x1,y1 or "
-                                     "box:x0,y0,x1,y1:CLASS", param_hint="--target") from None
-    if lowered.startswith("class:"):
-        return RegionTarget(_class_index(text[6:], class_names))
-    if lowered == "top1":
-        return None
-    if lowered.startswith("top") and lowered[3:].isdigit() and int(lowered[3:]) >= 1:
-        return TopK(int(lowered[3:]))
-    if text.isdigit():
-        index = int(text)
-        if class_names is not None and index >= len(class_names):
-            raise click.BadParameter(
-                f"class index {index} is out of range: the model has {len(class_names)} classes",
-                param_hint="--target")
-        return index
-    if class_names is not None:
-        lookup = {name.lower(): position for position, name in enumerate(class_names)}
-        if lowered in lookup:
-            return lookup[lowered]
-        close = difflib.get_close_matches(text, list(class_names), n=3, cutoff=0.5)
-        hint = f"closest class names: {', '.join(close)}" if close else "see the model's classes"
-        raise click.BadParameter(f"unknown class {text!r}; {hint}", param_hint="--target")
-    raise click.BadParameter(
-        f"{text!r} is not top1, topK or a class index, and this model has no class names",
-        param_hint="--target")
-
-
-def _class_index(text: str, class_names) -> int:
-    """A class given as an index or a name."""
-    if text.isdigit():
-        return int(text)
-    chosen = parse_target(text, class_names)
-    if not isinstance(chosen, int):
-        raise click.BadParameter(f"{text!r} is not a class", param_hint="--target")
-    return chosen
-
-
-def class_label(index: int, class_names) -> str:
-    return class_names[index] if class_names is not None and index < len(class_names) else str(
-        index)
-
-
 def output_path(out: Path, stem: str, suffix: str, inputs: set[Path], taken: set[Path]) -> Path:
     """A fresh file name in ``out``: never an input file, never one written in this run."""
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{stem}_{suffix}")
@@ -200,12 +150,18 @@ def display_image(loaded, tensor):
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @model_options
-@click.option("--layer", "-l", help="Target layer (default: the model's own, else automatic).")
+@click.option("--layer", "-l", "layer_names", multiple=True,
+              help="Target layer (default: the model's own, else automatic); repeat for several "
+                   "(one map per layer and their fusion, see --fuse).")
+@click.option("--fuse", type=click.Choice(["max", "mean"]), default="max", show_default=True,
+              help="How the maps of several --layer are merged (each over its maximum, on the "
+                   "finest grid).")
 @click.option("--method", "method_names", multiple=True, default=("gradcam",), show_default=True,
               help="Method; repeat for several (a grid is written too).")
 @click.option("--target", "-t", default="top1", show_default=True,
               help="top1, topK (e.g. top3), a class index or a class name; box:x0,y0,x1,y1[:CLASS] "
-                   "(a detector's box); class:CLASS (a segmentation class).")
+                   "(a detector's box); detections[:SCORE] (every detection above SCORE, one map "
+                   "each); class:CLASS (a segmentation class); text:PROMPT[|PROMPT] (CLIP).")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (created).")
 @click.option("--resume", is_flag=True,
@@ -221,9 +177,9 @@ def display_image(loaded, tensor):
 @layout_options
 @DEVICE_OPTION
 @VERBOSE_OPTION
-def explain(paths, model_spec, weights, arch, trust_checkpoint, layer, method_names, target, out,
-            resume, colormap, alpha, max_pixels, max_aspect, channels_last, token_grid,
-            device) -> None:
+def explain(paths, model_spec, weights, arch, trust_checkpoint, layer_names, fuse, method_names,
+            target, out, resume, colormap, alpha, max_pixels, max_aspect, channels_last,
+            token_grid, device) -> None:
     """Explain the model's prediction for each image (folders are walked): one PNG per image and
     method, a grid when several, and the index (explanations.jsonl as it goes,
     explanations.json at the end)."""
@@ -238,19 +194,16 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer, method_na
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="--method") from None
     loaded = load_or_exit(model_spec, weights, arch, trust_checkpoint)
-    layer = layer_option(loaded, layer)
-    if layer is not None:
-        _, shapes, layouts = layer_shapes(loaded, channels_last, token_grid)
-        if layer not in layouts:
-            candidates = list(layouts)
-            shape = tuple(shapes[layer].shape) if shapes.get(layer) is not None else "no tensor"
-            close = difflib.get_close_matches(layer, candidates, n=3, cutoff=0.3) or candidates[-3:]
-            raise click.BadParameter(
-                f"layer {layer!r} outputs {shape}, which does not lie over the input's grid (no "
-                f"spatial or token axis, or not the batch first); layers that do: "
-                f"{', '.join(close)} (see `camlens layers`)", param_hint="--layer")
     chosen_target = parse_target(target, loaded.class_names)
-    _check_target_fits(loaded, chosen_target, target)
+    if len(set(layer_names)) < len(layer_names):
+        raise click.BadParameter(f"a layer is given twice: {', '.join(layer_names)}",
+                                 param_hint="--layer")
+    resolved = [layer_option(loaded, name) for name in layer_names or (None,)]
+    if not isinstance(chosen_target, TextPrompts):  # a text model needs its prompts to run
+        _check_layers_fit(loaded, [name for name in resolved if name is not None],
+                          channels_last, token_grid)
+        _check_target_fits(loaded, chosen_target, target)
+    layer = resolved if len(resolved) > 1 else resolved[0]
     device = device_option(device)
     loaded.model.to(device)
     try:
@@ -264,12 +217,14 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer, method_na
         sys.exit(1)
     writable_folder(out)
     settings = {"model": model_spec, "weights": str(weights) if weights else None,
-                "arch": arch, "layer": layer, "methods": [m.name for m in methods],
+                "arch": arch, "layer": layer, "fuse": fuse if len(resolved) > 1 else None,
+                "methods": [m.name for m in methods],
                 "target": target, "colormap": colormap, "alpha": alpha,
                 "channels_last": channels_last, "token_grid": token_grid}
     run = _Run(loaded, methods, layer, chosen_target, device, out, colormap, alpha,
                max_pixels, max_aspect, {path.resolve() for path in files if path.exists()},
-               {"channels_last": channels_last, "token_grid": token_grid})
+               {"channels_last": channels_last, "token_grid": token_grid,
+                **({"fuse": fuse} if len(resolved) > 1 else {})})
     index = RunIndex(out, settings, resume)
     run.taken |= index.outputs()
     counts = {"explained": 0, "failed": 0, "skipped": 0}
@@ -341,10 +296,11 @@ class _Run:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ExplanationWarning)
+                asked = prepare_target(loaded, self.target, tensor, self.device)
                 explanations = [
-                    method(loaded.model, self.layer, **self.layout)(tensor.to(self.device),
-                                                                    target=self.target)
-                    .to("cpu") for method in self.methods]
+                    method(loaded.model, self.layer, **self.layout, **asked.options)(
+                        asked.inputs, target=asked.target).to("cpu")
+                    for method in self.methods]
         except (ValueError, TypeError, IndexError, RuntimeError) as error:
             raise _FileFailed(f"{path}: {error}") from None
         for warning in caught:  # one line per image; the index keeps the notes too
@@ -354,7 +310,7 @@ class _Run:
                 warnings.warn_explicit(warning.message, warning.category, warning.filename,
                                        warning.lineno)
         try:
-            return self.write(path, picture, explanations)
+            return self.write(path, picture, explanations, asked, tensor)
         except OSError as error:
             raise _FileFailed(f"{path}: cannot write its pictures ({error})") from None
 
@@ -369,32 +325,56 @@ class _Run:
             return f"region_{class_label(self.target.label, self.loaded.class_names)}"
         return "custom"
 
-    def write(self, path: Path, picture, explanations) -> list[dict]:
-        import torch
-
-        from camlens.score_targets import BoxTarget
-        from camlens.viz import draw_boxes, explanation_grid, overlay, save_figure
+    def write(self, path: Path, picture, explanations, asked: ImageTarget, tensor
+              ) -> list[dict]:
+        from camlens.viz import (
+            draw_boxes,
+            draw_outline,
+            explanation_grid,
+            grid,
+            overlay,
+            save_figure,
+        )
 
         loaded, records = self.loaded, []
+        outline = self.region_mask(tensor, picture.size)
         for method, exp in zip(self.methods, explanations, strict=True):
             maps = exp.maps[0] if exp.maps.ndim == 4 else exp.maps[0][None]
             targets = exp.targets[0].reshape(-1).tolist() if exp.targets is not None else [None]
+            targets = targets * (len(maps) // len(targets))
             scores = exp.scores[0].reshape(-1).tolist()
-            for map_, class_index, score in zip(maps, targets, scores, strict=True):
-                name = class_label(class_index, loaded.class_names) if class_index is not None \
-                    else self.target_name()
-                suffix = method.name if len(targets) == 1 else f"{method.name}_{name}"
+            for number, (map_, class_index, score) in enumerate(
+                    zip(maps, targets, scores, strict=True)):
+                if asked.names is not None:
+                    name = asked.names[number]
+                elif class_index is not None:
+                    name = class_label(class_index, loaded.class_names)
+                else:
+                    name = self.target_name()
+                suffix = method.name if len(maps) == 1 else f"{method.name}_{name}"
                 destination = output_path(self.out, path.stem, suffix, self.inputs, self.taken)
                 drawn = overlay(picture, map_, colormap=self.colormap, alpha=self.alpha)
-                if isinstance(self.target, BoxTarget):  # the explained box, with its score
-                    box = self.target.box_for(0, torch.device("cpu")).tolist()
-                    drawn = draw_boxes(drawn, [box], labels=[f"{name} {score:.2f}"])
+                if outline is not None:  # the segmentation class's predicted region
+                    drawn = draw_outline(drawn, outline)
+                if asked.boxes is not None:  # the explained box, with its class and score
+                    box = asked.boxes[number if len(asked.boxes) > 1 else 0]
+                    label = name if asked.names is not None else f"{name} {score:.2f}"
+                    drawn = draw_boxes(drawn, [box], labels=[label])
                 drawn.save(destination)
                 records.append({"file": str(path), "model": loaded.name, "layer": exp.layer,
                                 "method": method.name, "target": class_index,
                                 "target_name": name, "score": round(float(score), 6),
                                 "output": str(destination), "notes": list(exp.notes)})
-        if len(explanations) > 1 or explanations[0].maps.ndim == 4:
+        if asked.names is not None and len(asked.names) > 1:
+            for method, exp in zip(self.methods, explanations, strict=True):
+                figure = grid(picture, exp.maps[0], titles=list(asked.names),
+                              colormap=self.colormap, alpha=self.alpha,
+                              columns=min(len(asked.names) + 1, 5))
+                grid_path = output_path(self.out, path.stem, f"{method.name}_grid", self.inputs,
+                                        self.taken)
+                save_figure(figure, grid_path)
+                records.append({"file": str(path), "grid": str(grid_path)})
+        elif len(explanations) > 1 or explanations[0].maps.ndim == 4:
             figure = explanation_grid(explanations if len(explanations) > 1 else explanations[0],
                                       picture, class_names=loaded.class_names,
                                       colormap=self.colormap, alpha=self.alpha)
@@ -402,6 +382,28 @@ class _Run:
             save_figure(figure, grid_path)
             records.append({"file": str(path), "grid": str(grid_path)})
         return records
+
+    def region_mask(self, tensor, size: tuple[int, int]):
+        """For a segmentation class target, the pixels the model assigns to that class (its
+        argmax), at the picture's ``size`` (width, height); else None."""
+        import torch
+        import torch.nn.functional as F
+
+        from camlens.model_state import preserved_model_state
+        from camlens.score_targets import RegionTarget
+        from camlens.targets import adapt_output
+
+        if not isinstance(self.target, RegionTarget):
+            return None
+        with preserved_model_state(self.loaded.model), torch.no_grad():
+            self.loaded.model.eval()
+            logits = adapt_output(self.loaded.model(tensor.to(self.device)))
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 4:
+            return None
+        width, height = size
+        resized = F.interpolate(logits[:1].float().cpu(), size=(height, width), mode="bilinear",
+                                align_corners=False)
+        return (resized[0].argmax(dim=0) == self.target.label).numpy()
 
 
 def _progress(files: list[Path]):
@@ -425,6 +427,23 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _check_layers_fit(loaded, names: list[str], channels_last, token_grid) -> None:
+    """Each --layer must lie over the input's grid: a usage error naming the layers that do."""
+    if not names:
+        return
+    _, shapes, layouts = layer_shapes(loaded, channels_last, token_grid)
+    for layer in names:
+        if layer in layouts:
+            continue
+        candidates = list(layouts)
+        shape = tuple(shapes[layer].shape) if shapes.get(layer) is not None else "no tensor"
+        close = difflib.get_close_matches(layer, candidates, n=3, cutoff=0.3) or candidates[-3:]
+        raise click.BadParameter(
+            f"layer {layer!r} outputs {shape}, which does not lie over the input's grid (no "
+            f"spatial or token axis, or not the batch first); layers that do: "
+            f"{', '.join(close)} (see `camlens layers`)", param_hint="--layer")
 
 
 def _check_target_fits(loaded, chosen, text: str) -> None:

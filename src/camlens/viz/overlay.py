@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from camlens.explanation import Explanation
 
 __all__ = ["BOX_COLORS", "COMMON_COLORMAPS", "Color", "MAP_TOLERANCE", "MapLike", "colorbar",
-           "colorize", "draw_boxes", "explanation_overlays", "get_colormap", "image_maps",
-           "overlay", "resize_map"]
+           "colorize", "draw_boxes", "draw_outline", "explanation_overlays", "get_colormap",
+           "image_maps", "overlay", "resize_map"]
 
 MapLike = torch.Tensor | np.ndarray
 Color = str | tuple[int, int, int]
@@ -157,6 +157,32 @@ def draw_boxes(
             shifted = draw.textbbox(corner, str(labels[number]))
             draw.rectangle(shifted, fill=(0, 0, 0))
             draw.text(corner, str(labels[number]), fill=color)
+    return picture
+
+
+def draw_outline(
+    image: ImageLike,
+    mask: torch.Tensor | np.ndarray,
+    color: Color = "white",
+    width: int = 1,
+) -> Image.Image:
+    """A copy of ``image`` with the border of ``mask`` (a ``(H, W)`` bool or 0/1 region at the
+    image's size, e.g. a segmentation class's pixels) drawn in ``color``: the mask's pixels that
+    have a pixel outside the mask within ``width`` steps."""
+    from PIL import ImageFilter
+
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"width must be a positive int, got {width!r}")
+    picture = to_pil(image)
+    region = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)
+    if region.shape != (picture.height, picture.width):
+        raise ValueError(f"the mask is {region.shape} but the image is "
+                         f"{(picture.height, picture.width)} (height, width); resize it first")
+    inside = Image.fromarray((region > 0).astype(np.uint8) * 255)
+    shrunk = inside.filter(ImageFilter.MinFilter(2 * width + 1))
+    border = np.asarray(inside) & ~np.asarray(shrunk)
+    colored = Image.new("RGB", picture.size, color)
+    picture.paste(colored, mask=Image.fromarray(border))
     return picture
 
 
