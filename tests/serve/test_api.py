@@ -67,7 +67,7 @@ def test_explain_gives_the_library_maps_scores_and_overlays(client, catalog, dig
                          method="gradcam,cam", target="top2", heatmap="true")
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    assert body["methods"] == ["gradcam", "cam"] and body["layer"] == "features"
+    assert body["methods"] == ["gradcam", "cam"] and body["layers"] == ["features"]
     for position, record in enumerate(body["images"]):
         image = model_input(catalog, "digits-gap", digits[position][1])
         for row in record["explanations"]:
@@ -260,3 +260,23 @@ def test_openapi_lists_the_endpoints_and_docs_are_served_here(client):
     assert "image" in form["multipart/form-data"]["schema"]["properties"]
     docs = client.get("/docs")
     assert docs.status_code == 200 and "/static/docs.js" in docs.text
+
+
+def test_several_layers_give_a_column_each(client, catalog, digits):
+    model = catalog.models["digits-gap"].loaded.model
+    body = post_images(client, [digits[0][1]], model="digits-gap", method="gradcam,layercam",
+                       layer="features,features.3").json()
+    rows = body["images"][0]["explanations"]
+    assert body["layers"] == ["features", "features.3"]
+    assert [(row["method"], row["layer"]) for row in rows] == [
+        ("gradcam", "features"), ("gradcam", "features.3"), ("layercam", "features"),
+        ("layercam", "features.3")]
+    image = model_input(catalog, "digits-gap", digits[0][1])
+    shallow = camlens.explain(model, image, method="layercam", layer="features.3")
+    assert rows[3]["raw_shape"] == list(shallow.raw.shape[1:])
+    np.testing.assert_allclose(rows[3]["maps"][0]["raw"], shallow.raw[0].numpy(), rtol=1e-3,
+                               atol=1e-6)
+    archive = np.load(io.BytesIO(post_images(
+        client, [digits[0][1]], model="digits-gap", layer="features,auto",
+        format="npz").content), allow_pickle=False)
+    assert sorted(archive.files) == ["image0_gradcam_auto", "image0_gradcam_features"]

@@ -61,8 +61,9 @@ def test_upload_a_picture_change_the_method_and_read_a_value(page, digits, tmp_p
     before = heat_sources(page)
     page.check("#methods input[value=layercam]")
     page.uncheck("#methods input[value=gradcam]")
-    page.wait_for_selector("td[data-method=layercam] img.heat")
-    assert page.query_selector("td[data-method=gradcam]") is None
+    wait_until(page, "document.querySelector('td[data-method=layercam] img.heat') !== null && "
+                     "document.querySelector('td[data-method=gradcam]') === null && "
+                     "!document.body.dataset.busy")
     after = heat_sources(page)
     assert len(after) == 1 and after != before
     page.hover("td[data-method=layercam] .stack")
@@ -88,9 +89,16 @@ def test_top_classes_make_a_grid_of_class_by_method(page):
                                         "n => n.map(x => x.textContent.trim())")
     assert visible == ["4"]
     page.check("#class-list input[value='4']")
-    wait_until(page, "document.querySelectorAll('img.heat').length === 2")
+    wait_until(page, "[...document.querySelectorAll('td[data-class]')].every("
+                     "n => n.dataset.class === '4') && !document.body.dataset.busy")
     assert page.eval_on_selector_all("td[data-class]", "n => n.map(x => x.dataset.class)") == [
         "4", "4"]
+    page.uncheck("#methods input[value=cam]")  # CAM explains only the layer before the GAP
+    page.select_option("#layer", ["features", "features.3"])
+    wait_until(page, "document.querySelector(\"td[data-layer='features.3']\") !== null")
+    assert sorted(page.eval_on_selector_all("td[data-layer]",
+                                            "n => n.map(x => x.dataset.layer)")) == [
+        "features", "features.3"]
 
 
 @pytest.mark.slow

@@ -62,8 +62,9 @@ EXPLAIN_FORM = _form_schema({
     "model": {**TEXT, "description": "a served model (GET /api/models)"},
     "image": {"type": "array", "items": FILE, "description": "one or more pictures"},
     "method": {**TEXT, "description": "gradcam (default); repeat or separate with commas"},
-    "layer": {**TEXT, "description": "a layer name; 'auto' for the automatic choice; default: "
-                                     "the model's own layer"},
+    "layer": {**TEXT, "description": "a layer name, 'auto' for the automatic choice; repeat or "
+                                     "separate with commas to compare layers; default: the "
+                                     "model's own layer"},
     "target": {**TEXT, "description": "top1 (default), topK, a class index or name, several "
                                       "classes separated by commas, box:x0,y0,x1,y1[:CLASS], "
                                       "class:CLASS"},
@@ -143,16 +144,18 @@ def _flag(form: Form, name: str) -> bool:
     return text in ("1", "true", "yes", "on")
 
 
-def _layer(form: Form, served: ServedModel) -> str | None:
-    """The layer asked for: None for the automatic choice, else a resolved name."""
+def _layers(form: Form, served: ServedModel) -> list[str | None]:
+    """The layers asked for (repeated or separated by commas; default: the model's own): None
+    for the automatic choice, else resolved names."""
     from camlens.capture import named_module
 
-    text = form.one("layer")
-    if text is None:
-        text = served.default_layer or "auto"
-    if text.strip().lower() in AUTOMATIC:
-        return None
-    return named_module(served.loaded.model, text.strip())[0]
+    texts = [part.strip() for value in form.fields.get("layer", [])
+             for part in value.split(",")] or [served.default_layer or "auto"]
+    layers = [None if text.lower() in AUTOMATIC else named_module(served.loaded.model, text)[0]
+              for text in texts]
+    if len(set(layers)) != len(layers):
+        raise BadRequest(f"a layer is asked for twice in {', '.join(texts)}")
+    return layers
 
 
 def _methods(form: Form, default: str) -> list[str]:
@@ -354,7 +357,7 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
     target_text = form.one("target") or "top1"
     colormap = form.one("colormap") or "jet"
     get_colormap(colormap)
-    job = ImageJob(served, _methods(form, "gradcam"), _layer(form, served), target_text,
+    job = ImageJob(served, _methods(form, "gradcam"), _layers(form, served), target_text,
                    server.target(target_text, served), _number(form, "alpha", 0.5, 0.0, 1.0),
                    colormap, _flag(form, "heatmap"))
 
@@ -371,25 +374,27 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
     pictures, tensors, sizes = await server.pool.run(prepare)
     futures = []
     for tensor in tensors:
-        for method in job.methods:
-            key, payload = job.batch_key(method, tensor), job.payload(method, tensor)
+        for method, layer in job.columns:
+            key = job.batch_key(method, layer, tensor)
+            payload = job.payload(method, layer, tensor)
             futures.append(server.batcher.submit(key, payload) if key is not None else
                            server.pool.run(lambda p=payload: _alone(p)))
     answers = await asyncio.gather(*futures)
-    count = len(job.methods)
+    count = len(job.columns)
     explanations = [list(answers[i * count:(i + 1) * count]) for i in range(len(tensors))]
     names = [upload.filename for upload in uploads]
     if output != "json":
         data, filename = await server.pool.run(lambda: maps_archive(job, explanations))
         if output == "npy" and filename.endswith(".npz"):
-            raise BadRequest(f"format=npy holds one array: one image and one method (got "
-                             f"{len(uploads)} and {count}); use format=npz")
+            raise BadRequest(f"format=npy holds one array: one image, one method and one layer "
+                             f"(got {len(uploads)} images and {count} maps each); use "
+                             "format=npz")
         return Response(data, media_type="application/octet-stream",
                         headers={"content-disposition": f'attachment; filename="{filename}"'})
     records = await server.pool.run(lambda: image_records(
         job, names, sizes, pictures, explanations, limits.value_grid))
     return JSONResponse({"model": served.name, "methods": job.methods,
-                         "layer": job.layer, "target": target_text, "images": records})
+                         "layers": job.layers, "target": target_text, "images": records})
 
 
 def _alone(payload):
@@ -410,7 +415,11 @@ async def _caption(server: Server, request: Request) -> dict[str, Any]:
     if len(methods) > 1:
         raise BadRequest(f"a caption is explained with one method; got {', '.join(methods)}")
     method = methods[0]
-    layer = _layer(form, served)
+    layers = _layers(form, served)
+    if len(layers) > 1:
+        raise BadRequest("a caption is explained at one layer; got "
+                         f"{', '.join(str(layer) for layer in layers)}")
+    layer = layers[0]
     beam = int(_number(form, "beam", 1, 1, 8))
 
     def work():

@@ -56,27 +56,35 @@ class Payload:
 
 @dataclass
 class ImageJob:
-    """What one explain request asks, read from its form."""
+    """What one explain request asks, read from its form: every method at every layer (None:
+    the automatic choice)."""
 
     served: ServedModel
     methods: list[str]
-    layer: str | None
+    layers: list[str | None]
     target_text: str
     target: Any
     alpha: float = 0.5
     colormap: str = "jet"
     heatmap: bool = False
 
-    def batch_key(self, method: str, inputs: torch.Tensor) -> Hashable | None:
-        """The micro-batcher's key for ``method`` on ``inputs``, None when not batchable."""
+    @property
+    def columns(self) -> list[tuple[str, str | None]]:
+        """(method, layer) of each map column, layers within methods."""
+        return [(method, layer) for method in self.methods for layer in self.layers]
+
+    def batch_key(self, method: str, layer: str | None, inputs: torch.Tensor
+                  ) -> Hashable | None:
+        """The micro-batcher's key for ``method`` at ``layer`` on ``inputs``, None when not
+        batchable."""
         _, batchable = target_factory(self.target)
-        if not batchable or self.layer is None:
+        if not batchable or layer is None:
             return None
-        return (self.served.name, method, self.layer, self.target_text, tuple(inputs.shape[1:]),
+        return (self.served.name, method, layer, self.target_text, tuple(inputs.shape[1:]),
                 str(inputs.dtype))
 
-    def payload(self, method: str, inputs: torch.Tensor) -> Payload:
-        return Payload(self.served, method, self.layer, target_factory(self.target)[0], inputs)
+    def payload(self, method: str, layer: str | None, inputs: torch.Tensor) -> Payload:
+        return Payload(self.served, method, layer, target_factory(self.target)[0], inputs)
 
 
 def _explain(payload: Payload, inputs: torch.Tensor) -> Explanation:
@@ -139,9 +147,10 @@ def _class_name(index: int | None, class_names: Sequence[str] | None) -> str:
 def image_records(job: ImageJob, names: list[str], sizes: list[tuple[int, int]],
                   pictures: list, explanations: list[list[Explanation]], value_grid: int
                   ) -> list[dict[str, Any]]:
-    """Per picture (``explanations[picture][method]``, each of one input): its name, sizes, the
-    input as the model saw it, and per method the maps (one per target) with class, score,
-    overlay PNG, hover values and the raw map."""
+    """Per picture (``explanations[picture][column]``, each of one input, columns as
+    :attr:`ImageJob.columns`): its name, sizes, the input as the model saw it, and per method and
+    layer the maps (one per target) with class, score, overlay PNG, hover values and the raw
+    map."""
     from camlens.viz import colorize, overlay
 
     class_names = job.served.class_names
@@ -149,7 +158,7 @@ def image_records(job: ImageJob, names: list[str], sizes: list[tuple[int, int]],
     for name, size, picture, per_method in zip(names, sizes, pictures, explanations,
                                                strict=True):
         rows = []
-        for method, explanation in zip(job.methods, per_method, strict=True):
+        for (method, _), explanation in zip(job.columns, per_method, strict=True):
             raw, maps = explanation.raw[0], explanation.maps[0]
             per_target = maps.ndim == 3
             maps = maps if per_target else maps[None]
@@ -176,16 +185,20 @@ def image_records(job: ImageJob, names: list[str], sizes: list[tuple[int, int]],
 
 
 def maps_archive(job: ImageJob, explanations: list[list[Explanation]]) -> tuple[bytes, str]:
-    """The raw maps (float32, no pickles) and a file name: a ``.npy`` for one picture and one
-    method, else an ``.npz`` with one array per picture and method (``image0_gradcam``)."""
+    """The raw maps (float32, no pickles) and a file name: a ``.npy`` for one picture, one
+    method and one layer, else an ``.npz`` with one array per picture, method and layer
+    (``image0_gradcam``, or ``image0_gradcam_features.3`` with several layers, ``_auto`` for the
+    automatic choice)."""
     import numpy as np
 
     buffer = io.BytesIO()
-    if len(explanations) == 1 and len(job.methods) == 1:
+    if len(explanations) == 1 and len(job.columns) == 1:
         np.save(buffer, explanations[0][0].raw[0].numpy().astype(np.float32), allow_pickle=False)
         return buffer.getvalue(), "maps.npy"
-    arrays = {f"image{position}_{method}": explanation.raw[0].numpy().astype(np.float32)
+    several = len(job.layers) > 1
+    arrays = {f"image{position}_{method}" + (f"_{layer or 'auto'}" if several else ""):
+              explanation.raw[0].numpy().astype(np.float32)
               for position, per_method in enumerate(explanations)
-              for method, explanation in zip(job.methods, per_method, strict=True)}
+              for (method, layer), explanation in zip(job.columns, per_method, strict=True)}
     np.savez(buffer, **arrays)
     return buffer.getvalue(), "maps.npz"

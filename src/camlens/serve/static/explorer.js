@@ -149,8 +149,13 @@ async function loadLayers() {
   select.onchange = () => { describeLayer(); scheduleRun(); };
 }
 
+function chosenLayers() {
+  const chosen = [...$("layer").selectedOptions].map((option) => option.value);
+  return chosen.length ? chosen : ["auto"];
+}
+
 function describeLayer() {
-  const value = $("layer").value;
+  const value = chosenLayers()[0];
   const row = state.layers && state.layers.layers.find((r) => r.name === value);
   $("layer-info").textContent = value === "auto" ?
     "the last layer over the input's grid that every position of the score reaches" :
@@ -290,6 +295,7 @@ async function run() {
   }
   if (state.busy) { state.pending = true; return; }
   state.busy = true;
+  document.body.dataset.busy = "true";
   const kind = state.model.kind;
   const form = new FormData();
   form.append("model", state.model.name);
@@ -300,7 +306,8 @@ async function run() {
     form.append("audio", state.inputs[0].blob, state.inputs[0].name);
     if (state.inputs[0].words) form.append("words", JSON.stringify(state.inputs[0].words));
   } else {
-    form.append("layer", $("layer").value || "auto");
+    const layers = chosenLayers();
+    form.append("layer", kind === "caption" ? layers[0] : layers.join(","));
     if (kind === "caption") {
       url = "/api/caption";
       form.append("image", state.inputs[0].blob, state.inputs[0].name);
@@ -325,6 +332,7 @@ async function run() {
     setStatus(error.message, true);
   } finally {
     state.busy = false;
+    delete document.body.dataset.busy;
     if (state.pending) { state.pending = false; scheduleRun(); }
   }
 }
@@ -456,6 +464,7 @@ function renderImages(result) {
             `${explanation.method} · ${cell.class_name} · score ${cell.score.toFixed(3)}`,
             image.input_size));
           td.dataset.method = explanation.method;
+          td.dataset.layer = explanation.layer;
           td.dataset.class = String(cell.class);
         }
         line.append(td);
