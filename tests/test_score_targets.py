@@ -145,6 +145,19 @@ def test_one_stage_detectors_read_the_same_way(builder):
     assert exp.raw.shape == (1, 8, 8)
 
 
+def test_ssd_reads_the_same_way():
+    torch.manual_seed(0)
+    model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=3, score_thresh=0.0).eval()
+    images = torch.rand(1, 3, 160, 160)
+    with torch.no_grad():
+        found = model(images)[0]
+    target = BoxTarget(found["boxes"][0].tolist(), label=int(found["labels"][0]))
+    exp = camlens.explain(model, images, "layercam", layer="backbone.features.0", target=target)
+    assert float(exp.scores[0]) >= float(found["scores"][0]) - 1e-5
+    assert exp.raw.shape == (1, 20, 20)  # SSD resizes to 320: stride 16
+
+
 def test_every_detection_above_a_score_gets_its_own_map(detector):
     image = torch.rand(1, 3, 160, 160)
     with torch.no_grad():

@@ -47,16 +47,18 @@ def train(name: str, seed: int, epochs: int | None, train_size: int | None,
 
 @click.command()
 @VERBOSE_OPTION
-@click.argument("what", type=click.Choice(["localization", "captioning", "audio"]))
+@click.argument("what", type=click.Choice(["localization", "captioning", "audio", "detection"]))
 @click.option("--test-size", type=click.IntRange(min=10),
-              help="Test images (localization, default 1000), scenes (captioning, default 500) "
-                   "or recordings of each kind (audio, default 400) to evaluate.")
+              help="Test images (localization, default 1000), scenes (captioning, default 500; "
+                   "detection, default 200) or recordings of each kind (audio, default 400) to "
+                   "evaluate.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the markdown to this file (audio: required; its figures are "
                    "written next to it).")
 def reproduce(what: str, test_size: int | None, out: Path | None) -> None:
     """Reproduce the papers' tables on the offline benchmarks: CAM and Grad-CAM localization,
-    Grad-CAM for captioning, relevance over time for the accent models."""
+    Grad-CAM for captioning, relevance over time for the accent models, maps of a detector's
+    boxes."""
     say = lambda message: click.echo(message, err=True)  # noqa: E731
     sizes = {} if test_size is None else {"test_size": test_size}
     if what == "audio":
@@ -74,6 +76,10 @@ def reproduce(what: str, test_size: int | None, out: Path | None) -> None:
         from camlens.experiments.captioning import captioning_table
 
         table = captioning_table(**sizes, log=say)
+    elif what == "detection":
+        from camlens.experiments.detection import detection_table
+
+        table = detection_table(**sizes, log=say)
     else:
         from camlens.experiments.localization import localization_table
 

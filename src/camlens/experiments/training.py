@@ -20,8 +20,9 @@ from camlens.model_state import preserved_model_state
 from camlens.targets import predicted_classes
 from camlens.zoo.registry import get_weights, weights_path
 
-__all__ = ["AccentTask", "CaptionTask", "ClassificationTask", "RECIPES", "TASKS", "TEST_SEED",
-           "TrainingRecipe", "accuracy", "caption_accuracy", "datasets", "train"]
+__all__ = ["AccentTask", "CaptionTask", "ClassificationTask", "DetectionTask", "RECIPES", "TASKS",
+           "TEST_SEED", "TrainingRecipe", "accuracy", "caption_accuracy", "datasets",
+           "detection_scores", "train"]
 
 TEST_SEED = 0
 
@@ -43,6 +44,8 @@ RECIPES = {"digits-captioner": TrainingRecipe(epochs=12, train_size=16000, test_
 RECIPES["accent-attention"] = TrainingRecipe(epochs=12, train_size=2400, test_size=800,
                                              batch_size=32, learning_rate=3e-3,
                                              weight_decay=1e-3)
+RECIPES["digits-detector"] = TrainingRecipe(epochs=8, train_size=6000, test_size=1000,
+                                            batch_size=64, learning_rate=3e-3)
 RECIPES["accent-cnn"] = TrainingRecipe(epochs=12, train_size=2400, test_size=800, batch_size=32,
                                        learning_rate=3e-3, weight_decay=1e-3)
 
@@ -55,12 +58,12 @@ def datasets(kind: str, train_size: int, test_size: int, seed: int):
     if kind == "biased":
         return (BiasedDigits(train_size, "train", seed),
                 BiasedDigits(test_size, "test", TEST_SEED, mark="random"))
-    if kind == "scenes":
+    if kind in ("scenes", "scene-boxes"):
         return (DigitScenes(train_size, "train", seed), DigitScenes(test_size, "test", TEST_SEED))
     if kind == "accents":
         return _accent_datasets(train_size, test_size, seed)
     raise ValueError(f"unknown training data set {kind!r}; known: cluttered, biased, scenes, "
-                     "accents")
+                     "scene-boxes, accents")
 
 
 def _accent_datasets(train_size: int, test_size: int, seed: int):
@@ -182,8 +185,68 @@ class AccentTask:
         return {"accuracy": float((predicted == data["label"]).float().mean())}
 
 
+class DetectionTask:
+    """Scenes -> every digit's box and class; :func:`~camlens.zoo.detector.detection_loss`;
+    scored by :func:`detection_scores`."""
+
+    def prepare(self, model: nn.Module) -> None:
+        """Nothing to set up: trained from scratch."""
+
+    def cache(self, model: nn.Module, data: dict[str, torch.Tensor]) -> None:
+        """Nothing to precompute."""
+
+    def tensors(self, dataset, progress: bool, label: str) -> dict[str, torch.Tensor]:
+        return materialize(dataset, keys=("image", "labels", "boxes"), progress=progress,
+                           description=label)
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        from camlens.zoo.detector import detection_loss
+
+        return detection_loss(model, batch["image"], batch["boxes"], batch["labels"])
+
+    def scores(self, model: nn.Module, data: dict[str, torch.Tensor]) -> dict[str, float]:
+        return detection_scores(model, data["image"], data["boxes"], data["labels"])
+
+
+def detection_scores(model: nn.Module, images: torch.Tensor, boxes: torch.Tensor,
+                     labels: torch.Tensor, score_threshold: float = 0.5,
+                     iou_threshold: float = 0.5, batch_size: int = 250) -> dict[str, float]:
+    """How well a dense detector finds the digits of scenes (boxes ``(B, K, 4)`` and labels
+    ``(B, K)`` padded with -1). A detection (score at least ``score_threshold``, after
+    non-maximum suppression) is right when it has a digit's class and IoU at least
+    ``iou_threshold`` with its box, each digit matched once. ``accuracy``: the share of scenes
+    whose detections are exactly their digits; ``recall`` and ``precision`` over boxes."""
+    from camlens.score_targets import box_iou, dense_detections
+
+    found_right = found_total = digits_total = scenes_right = 0
+    with preserved_model_state(model), torch.no_grad():
+        model.eval()
+        for start in range(0, len(images), batch_size):
+            outputs = model(images[start : start + batch_size])
+            detections = dense_detections(outputs, score_threshold, iou_threshold)
+            for offset, found in enumerate(detections):
+                row = start + offset
+                truth = labels[row] >= 0
+                true_boxes, true_labels = boxes[row][truth], labels[row][truth]
+                unmatched = torch.ones(len(true_boxes), dtype=torch.bool)
+                right = 0
+                for box, label in zip(found["boxes"], found["labels"], strict=True):
+                    overlap = box_iou(true_boxes, box)
+                    fits = unmatched & (true_labels == label) & (overlap >= iou_threshold)
+                    if bool(fits.any()):
+                        unmatched[torch.where(fits, overlap, -1.0).argmax()] = False
+                        right += 1
+                found_right += right
+                found_total += len(found["boxes"])
+                digits_total += len(true_boxes)
+                scenes_right += int(right == len(true_boxes) == len(found["boxes"]))
+    return {"accuracy": scenes_right / len(images),
+            "recall": found_right / max(digits_total, 1),
+            "precision": found_right / max(found_total, 1)}
+
+
 TASKS = {"cluttered": ClassificationTask, "biased": ClassificationTask, "scenes": CaptionTask,
-         "accents": AccentTask}
+         "accents": AccentTask, "scene-boxes": DetectionTask}
 
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -238,15 +301,18 @@ def train(name: str, *, seed: int = 0, recipe: TrainingRecipe | None = None,
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     model.eval()
+    test_scores = task.scores(model, test_data)
     summary = {
         "name": name,
         "seed": seed,
         "epochs": recipe.epochs,
         "train_size": recipe.train_size,
         "test_size": recipe.test_size,
-        "test_accuracy": round(task.scores(model, test_data)["accuracy"], 4),
+        "test_accuracy": round(test_scores["accuracy"], 4),
+        **{f"test_{key}": round(value, 4) for key, value in test_scores.items()
+           if key != "accuracy"},
         "train_accuracy": round(task.scores(model, train_data)["accuracy"], 4)
-        if "image" in train_data else None,
+        if "image" in train_data and "boxes" not in train_data else None,
         "train_seconds": round(time.perf_counter() - started, 1),
         "command": f"camlens train {name} --seed {seed}",
         "torch": torch.__version__,

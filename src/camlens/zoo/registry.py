@@ -31,6 +31,7 @@ from camlens.data.digits import CLASS_NAMES
 from camlens.zoo.accent import ACCENTS, AccentAttention, AccentCNN
 from camlens.zoo.audio_features import waveform_input
 from camlens.zoo.captioner import VOCABULARY, DigitsCaptioner
+from camlens.zoo.detector import DigitsDetector
 from camlens.zoo.digits import DigitsFC, DigitsGAP
 from camlens.zoo.preprocess import digit_canvas
 
@@ -170,6 +171,10 @@ REGISTRY: dict[str, ModelWeights] = {
                      partial(digit_canvas, size=(64, 128)), "scenes",
                      "conv encoder + attention GRU decoder: writes a scene's digits left to "
                      "right"),
+        ModelWeights("digits-detector", DigitsDetector, CLASS_NAMES, "neck",
+                     partial(digit_canvas, size=(64, 128)), "scene-boxes",
+                     "conv trunk -> stride-8 grid of objectness, box and class (YOLO-style "
+                     "dense output (B, N, 4 + classes)); explain a box with LayerCAM"),
         ModelWeights("accent-attention", AccentAttention, ACCENTS, "attention.weights",
                      waveform_input, "accents",
                      "log-mel -> TDNN -> 0.3 s segments -> BLSTM -> attention pooling (Padi et "
