@@ -129,21 +129,34 @@ def test_a_bad_payload_in_a_batch_gets_its_own_error(catalog, digits):
     assert isinstance(answers[1], Exception) and not isinstance(answers[0], Exception)
 
 
-def test_requests_arriving_together_are_batched_and_answer_as_alone(catalog, digits):
-    from camlens.serve import Limits
+def test_requests_arriving_while_the_worker_is_busy_are_batched_and_answer_as_alone(
+        catalog, digits):
+    from camlens.serve import Limits, ModelCatalog
     from camlens.serve.uploads import Upload, read_picture
 
+    blocking, model = blocking_catalog()
     served = catalog.models["digits-gap"]
+    both = ModelCatalog([blocking.models["blocking"], served])
     answers: dict[int, object] = {}
-    with make_client(catalog, batch_window_s=0.3, max_batch=6, workers=1) as client:
+    with make_client(both, batch_window_s=30, max_batch=8, workers=1) as client:
+        status = lambda: client.get("/api/status").json()  # noqa: E731
+        busy = threading.Thread(target=lambda: post(client, [digits[0][1]], model="blocking"))
+        busy.start()
+        deadline = time.monotonic() + 20
+        while status()["queue"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
         threads = [threading.Thread(target=lambda i=i: answers.setdefault(
             i, post(client, [digits[i][1]], format="npy"))) for i in range(6)]
         for thread in threads:
             thread.start()
-        for thread in threads:
+        while status()["batches"]["waiting"] < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)  # all six wait for the one worker
+        model.hold.set()
+        for thread in [busy, *threads]:
             thread.join(timeout=60)
-        stats = client.get("/api/status").json()["batches"]
-    assert stats["requests"] == 6 and stats["calls"] < 6 and stats["largest"] >= 2
+        stats = status()["batches"]
+    assert stats == {"calls": 2, "requests": 7, "waiting": 0, "largest": 6,
+                     "sizes": {"1": 1, "6": 1}}
     for i, answer in answers.items():
         assert answer.status_code == 200
         raw = np.load(io.BytesIO(answer.content), allow_pickle=False)

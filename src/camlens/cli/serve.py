@@ -67,8 +67,9 @@ def build_app(catalog=None, limits=None, *, models: Sequence[str] = (),
               help="Threads running model work.")
 @click.option("--timeout", "timeout_s", default=60.0, show_default=True,
               type=click.FloatRange(min=0.1), help="Seconds before a request gets 504.")
-@click.option("--batch-ms", default=4.0, show_default=True, type=click.FloatRange(min=0),
-              help="How long requests wait to be batched with others (0: no waiting).")
+@click.option("--batch-ms", default=20.0, show_default=True, type=click.FloatRange(min=0),
+              help="While every worker is busy, how long a request waits for others to join "
+                   "its batch (0: no batching).")
 @click.option("--max-batch", default=16, show_default=True, type=click.IntRange(min=1),
               help="Most images in one batched call.")
 @DEVICE_OPTION

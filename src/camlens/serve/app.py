@@ -317,6 +317,7 @@ def create_app(catalog: ModelCatalog, limits: Limits | None = None, *,
         return {"queue": server.pool.admitted, "queue_size": server.limits.queue_size,
                 "workers": server.limits.workers,
                 "batches": {"calls": stats.calls, "requests": stats.requests,
+                            "waiting": server.batcher.waiting,
                             "largest": stats.largest,
                             "sizes": {str(k): v for k, v in sorted(stats.sizes.items())}},
                 "limits": {"max_upload_bytes": server.limits.max_upload_bytes,
@@ -371,7 +372,7 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
             pictures.append(server.picture_of(served.loaded, tensor))
         return pictures, tensors, sizes
 
-    pictures, tensors, sizes = await server.pool.run(prepare)
+    pictures, tensors, sizes = await server.pool.aside(prepare)
     futures = []
     for tensor in tensors:
         for method, layer in job.columns:
@@ -384,14 +385,14 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
     explanations = [list(answers[i * count:(i + 1) * count]) for i in range(len(tensors))]
     names = [upload.filename for upload in uploads]
     if output != "json":
-        data, filename = await server.pool.run(lambda: maps_archive(job, explanations))
+        data, filename = await server.pool.aside(lambda: maps_archive(job, explanations))
         if output == "npy" and filename.endswith(".npz"):
             raise BadRequest(f"format=npy holds one array: one image, one method and one layer "
                              f"(got {len(uploads)} images and {count} maps each); use "
                              "format=npz")
         return Response(data, media_type="application/octet-stream",
                         headers={"content-disposition": f'attachment; filename="{filename}"'})
-    records = await server.pool.run(lambda: image_records(
+    records = await server.pool.aside(lambda: image_records(
         job, names, sizes, pictures, explanations, limits.value_grid))
     return JSONResponse({"model": served.name, "methods": job.methods,
                          "layers": job.layers, "target": target_text, "images": records})

@@ -71,8 +71,14 @@ class WorkPool:
         return Ticket(self)
 
     def run(self, work: Callable[[], T]) -> asyncio.Future[T]:
-        """``work()`` on a worker thread."""
+        """``work()`` on a worker thread (model work)."""
         return asyncio.get_running_loop().run_in_executor(self.executor, work)
+
+    @staticmethod
+    def aside(work: Callable[[], T]) -> asyncio.Future[T]:
+        """``work()`` on the event loop's own threads: decoding and encoding, which must not
+        hold a model worker (nor keep requests from joining a batch)."""
+        return asyncio.get_running_loop().run_in_executor(None, work)
 
     async def answer(self, ticket: Ticket, futures: Sequence[Awaitable[Any]]) -> list[Any]:
         """The results of ``futures`` within the request timeout; ``ticket`` is released when
@@ -114,9 +120,14 @@ class _Item:
 
 
 class MicroBatcher:
-    """Joins work with the same key that arrives within ``window_s`` (up to ``max_batch``
-    items in all) into one call of ``run_batch(key, payloads) -> results`` on the pool; each
-    submitter gets its own result, or the batch's exception."""
+    """Joins work with the same key into one call of ``run_batch(key, payloads) -> results`` on
+    the pool; each submitter gets its own result, or its own exception (``run_batch`` may return
+    an exception in a payload's place), or the batch's exception.
+
+    Batches form while the workers are busy: work that arrives when a worker is free starts at
+    once (no added latency at low load); work that arrives while every worker runs waits, with
+    the work of the same key, until a worker frees or ``window_s`` has passed, at most
+    ``max_batch`` items a call. ``window_s=0`` turns batching off."""
 
     def __init__(self, pool: WorkPool,
                  run_batch: Callable[[Hashable, list[Any]], list[Any]],
@@ -124,7 +135,13 @@ class MicroBatcher:
         self.pool, self.run_batch = pool, run_batch
         self.window_s, self.max_batch = window_s, max_batch
         self.pending: dict[Hashable, list[_Item]] = {}
+        self.running = 0  # calls on the workers now
         self.stats = BatchStats()
+
+    @property
+    def waiting(self) -> int:
+        """Items waiting to join a batch."""
+        return sum(len(group) for group in self.pending.values())
 
     def submit(self, key: Hashable, payload: Any, size: int = 1) -> asyncio.Future:
         """Queue ``payload`` (``size`` images) under ``key``; the future of its result."""
@@ -132,7 +149,8 @@ class MicroBatcher:
         future = loop.create_future()
         group = self.pending.setdefault(key, [])
         group.append(_Item(payload, size, future))
-        if sum(item.size for item in group) >= self.max_batch or self.window_s == 0:
+        free = self.running < self.pool.limits.workers
+        if free or self.window_s == 0 or sum(item.size for item in group) >= self.max_batch:
             self._flush(key, group)
         elif len(group) == 1:
             loop.call_later(self.window_s, self._flush, key, group)
@@ -140,12 +158,20 @@ class MicroBatcher:
 
     def _flush(self, key: Hashable, group: list[_Item]) -> None:
         if self.pending.get(key) is not group:
-            return  # flushed already (full) before its window ended
+            return  # flushed already (full, or a worker freed) before its window ended
         del self.pending[key]
         self.stats.add(len(group))
+        self.running += 1
         payloads = [item.payload for item in group]
         work = self.pool.run(lambda: self.run_batch(key, payloads))
-        work.add_done_callback(lambda done: _distribute(done, group))
+        work.add_done_callback(lambda done: self._done(done, group))
+
+    def _done(self, done: asyncio.Future, group: list[_Item]) -> None:
+        self.running -= 1
+        _distribute(done, group)
+        if self.pending:  # a worker is free: the oldest waiting group goes now
+            key, waiting = next(iter(self.pending.items()))
+            self._flush(key, waiting)
 
 
 def _distribute(done: asyncio.Future, group: list[_Item]) -> None:

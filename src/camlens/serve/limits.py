@@ -22,7 +22,8 @@ class Limits:
         queue_size: requests admitted at once (running or waiting); more is 503.
         workers: threads that run model work.
         timeout_s: a request that waits longer for its answer gets 504.
-        batch_window_s: how long the micro-batcher waits for requests to join a batch.
+        batch_window_s: how long work waits for others to join its batch while every worker
+            is busy (0: no batching).
         max_batch: the most images in one batched library call.
         value_grid: the longest side of the map values sent for hovering.
     """
@@ -35,7 +36,7 @@ class Limits:
     queue_size: int = 32
     workers: int = 2
     timeout_s: float = 60.0
-    batch_window_s: float = 0.004
+    batch_window_s: float = 0.02
     max_batch: int = 16
     value_grid: int = 128
 
