@@ -6,7 +6,6 @@ import difflib
 import signal
 import sys
 import threading
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,16 +24,20 @@ from camlens.cli.options import (
     writable_folder,
 )
 from camlens.cli.targets import (
-    ImageTarget,
+    Detections,
     TextPrompts,
     class_label,
     parse_target,
     prepare_target,
 )
 from camlens.methods import METHODS
+from camlens.scale.runs import ENGINES, RunCounts, run_explanations
+from camlens.scale.sources import SourceError, read_inputs
+from camlens.scale.work import WorkSpec, display_image
+from camlens.scale.writers import FORMATS, make_writer, output_path
 
 __all__ = ["class_label", "display_image", "explain", "layer_shapes", "layers", "methods",
-           "parse_target"]
+           "output_path", "parse_target"]
 
 
 @click.command()
@@ -127,26 +130,6 @@ def automatic_layer(loaded, example, channels_last: bool | None = None) -> str |
         return None
 
 
-def output_path(out: Path, stem: str, suffix: str, inputs: set[Path], taken: set[Path]) -> Path:
-    """A fresh file name in ``out``: never an input file, never one written in this run."""
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{stem}_{suffix}")
-    candidate, counter = out / f"{safe}.png", 2
-    while candidate.resolve() in inputs or candidate in taken:
-        candidate, counter = out / f"{safe}-{counter}.png", counter + 1
-    taken.add(candidate)
-    return candidate
-
-
-def display_image(loaded, tensor):
-    """The model's input as a picture (normalisation undone), so maps line up with it."""
-    from camlens.viz import denormalize, to_pil
-
-    image = tensor[0]
-    if loaded.mean is not None and loaded.std is not None:
-        image = denormalize(image, loaded.mean, loaded.std)
-    return to_pil(image.clamp(0, 1))
-
-
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @model_options
@@ -167,6 +150,26 @@ def display_image(loaded, tensor):
 @click.option("--resume", is_flag=True,
               help="Go on with an interrupted run into the same --out: skip the images its "
                    "index says are done (same settings only).")
+@click.option("--format", "output_format", type=click.Choice(FORMATS), default=None,
+              help="png: overlay pictures (the local engine's default); npz: raw maps and "
+                   "scores in shards; parquet: one row per image and target (--engine ray's "
+                   "default).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Images explained together (default: from the model's input size and the "
+                   "device, e.g. 16 for 224x224 on a CPU, 64 on a GPU).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Threads decoding and writing (default: the CPU count, at most 4; 0 does "
+                   "everything on one thread).")
+@click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+              help="local: this machine's streaming pipeline; ray: an actor pool of model "
+                   "replicas on Ray Data (pip install 'camlens[scale]').")
+@click.option("--actors", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Model replicas with --engine ray.")
+@click.option("--ray-address", default=None,
+              help="The Ray cluster for --engine ray (what ray.init takes: auto, "
+                   "ray://HOST:10001); default: a local Ray for this run.")
+@click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Images per npz or Parquet shard (a shard is indexed when it is written).")
 @click.option("--colormap", default="jet", show_default=True)
 @click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--max-pixels", default=40_000_000, show_default=True, type=click.IntRange(min=1),
@@ -178,12 +181,15 @@ def display_image(loaded, tensor):
 @DEVICE_OPTION
 @VERBOSE_OPTION
 def explain(paths, model_spec, weights, arch, trust_checkpoint, layer_names, fuse, method_names,
-            target, out, resume, colormap, alpha, max_pixels, max_aspect, channels_last,
+            target, out, resume, output_format, batch_size, workers, engine, actors,
+            ray_address, shard_size, colormap, alpha, max_pixels, max_aspect, channels_last,
             token_grid, device) -> None:
-    """Explain the model's prediction for each image (folders are walked): one PNG per image and
-    method, a grid when several, and the index (explanations.jsonl as it goes,
-    explanations.json at the end)."""
-    from camlens.io.images import find_images
+    """Explain the model's prediction for each image (folders are walked; a .txt list of paths
+    or a Parquet table with a path or image column is read too): one PNG per image and method
+    (a grid when several), or npz / Parquet shards of the raw maps, and the index
+    (explanations.jsonl as it goes, explanations.json at the end). Images are decoded and
+    written in worker threads and explained in batches; --engine ray spreads the work over a
+    Ray cluster."""
     from camlens.methods import get_method
     from camlens.viz import get_colormap
 
@@ -193,6 +199,12 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer_names, fus
             methods.append(get_method(name))
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="--method") from None
+    output_format = output_format or ("parquet" if engine == "ray" else "png")
+    if engine == "ray" and output_format == "png":
+        raise click.BadParameter("overlays are drawn by the local engine; with --engine ray "
+                                 "use --format parquet or npz", param_hint="--format")
+    if ray_address is not None and engine != "ray":
+        raise click.BadParameter("--ray-address needs --engine ray", param_hint="--ray-address")
     loaded = load_or_exit(model_spec, weights, arch, trust_checkpoint)
     chosen_target = parse_target(target, loaded.class_names)
     if len(set(layer_names)) < len(layer_names):
@@ -211,8 +223,11 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer_names, fus
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--colormap") from None
 
-    files = find_images(list(paths))
-    if not files:
+    try:
+        items = read_inputs(list(paths))
+    except SourceError as error:
+        raise click.UsageError(str(error)) from None
+    if not items:
         click.echo(f"warning: no image files in {', '.join(str(p) for p in paths)}", err=True)
         sys.exit(1)
     writable_folder(out)
@@ -221,195 +236,58 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer_names, fus
                 "methods": [m.name for m in methods],
                 "target": target, "colormap": colormap, "alpha": alpha,
                 "channels_last": channels_last, "token_grid": token_grid}
-    run = _Run(loaded, methods, layer, chosen_target, device, out, colormap, alpha,
-               max_pixels, max_aspect, {path.resolve() for path in files if path.exists()},
-               {"channels_last": channels_last, "token_grid": token_grid,
-                **({"fuse": fuse} if len(resolved) > 1 else {})})
+    if output_format != "png":  # an index of overlays reads as before
+        settings["format"] = output_format
+    per_image = isinstance(chosen_target, (Detections, TextPrompts))
+    if per_image and batch_size != 1:
+        click.echo(f"note: --target {target} is prepared for each image (its own "
+                   f"{'detections' if isinstance(chosen_target, Detections) else 'prompts'}), "
+                   "so images are explained one at a time", err=True)
+    spec = WorkSpec(methods=tuple(m.name for m in methods), layer=layer, target=chosen_target,
+                    options={"channels_last": channels_last, "token_grid": token_grid,
+                             **({"fuse": fuse} if len(resolved) > 1 else {})},
+                    prepare=prepare_target, per_image=per_image,
+                    pictures=output_format == "png", max_pixels=max_pixels,
+                    max_aspect=max_aspect)
     index = RunIndex(out, settings, resume)
-    run.taken |= index.outputs()
-    counts = {"explained": 0, "failed": 0, "skipped": 0}
-    failures: list[str] = []
+    try:
+        writer = make_writer(output_format, loaded, out, colormap=colormap, alpha=alpha,
+                             inputs={Path(item.path).resolve() for item in items
+                                     if item.path and Path(item.path).exists()},
+                             taken=index.outputs(), shard_size=shard_size)
+    except ValueError as error:
+        index.close()
+        raise click.BadParameter(str(error), param_hint="--format") from None
+    counts = RunCounts()
     interrupted = False
     with _sigterm_as_interrupt():
         try:
-            for path in _progress(files):
-                if index.done(path):
-                    counts["skipped"] += 1
-                    continue
-                try:
-                    records = run.one(path)
-                except _FileFailed as failure:
-                    counts["failed"] += 1
-                    failures.append(str(failure))
-                    click.echo(f"error: {failure}", err=True)
-                    index.add(path, [], error=str(failure))
-                else:
-                    counts["explained"] += 1
-                    index.add(path, records)
+            run_explanations(
+                loaded, spec, items, index, writer, counts, engine=engine, device=device,
+                batch_size=1 if per_image else batch_size, workers=workers, actors=actors,
+                ray_address=ray_address,
+                on_note=lambda key, note: click.echo(f"note: {key}: {note}", err=True),
+                on_error=lambda error: click.echo(f"error: {error}", err=True),
+                progress=sys.stderr.isatty())
         except KeyboardInterrupt:
             interrupted = True
+        except ValueError as error:  # Ray missing or refusing
+            raise click.UsageError(str(error)) from None
         finally:
             summary = index.close()
-    click.echo(f"explained {counts['explained']}, failed {counts['failed']}, skipped "
-               f"{counts['skipped']} (done before) of {len(files)} images with "
+    click.echo(f"explained {counts.explained}, failed {counts.failed}, skipped "
+               f"{counts.skipped} (done before) of {len(items)} images with "
                f"{', '.join(m.name for m in methods)}; wrote {summary}")
-    if failures:
-        click.echo(f"{len(failures)} file(s) failed:", err=True)
-        for failure in failures:
+    if counts.failures:
+        click.echo(f"{len(counts.failures)} file(s) failed:", err=True)
+        for failure in counts.failures:
             click.echo(f"  {failure}", err=True)
     if interrupted:
         click.echo("interrupted: the index holds what was done; rerun with --resume to go on",
                    err=True)
         sys.exit(130)
-    if failures:
+    if counts.failures:
         sys.exit(1)
-
-
-class _FileFailed(Exception):
-    """One input could not be explained or written; the message names the file and why."""
-
-
-class _Run:
-    """What explaining one file needs, and doing it."""
-
-    def __init__(self, loaded, methods, layer, target, device, out: Path, colormap: str,
-                 alpha: float, max_pixels: int, max_aspect: float, inputs: set[Path],
-                 layout: dict) -> None:
-        self.loaded, self.methods, self.layer, self.target = loaded, methods, layer, target
-        self.device, self.out, self.colormap, self.alpha = device, out, colormap, alpha
-        self.max_pixels, self.max_aspect, self.inputs = max_pixels, max_aspect, inputs
-        self.layout = layout
-        self.taken: set[Path] = set()
-
-    def one(self, path: Path) -> list[dict]:
-        """Explain ``path`` and write its pictures; the index records, or :class:`_FileFailed`."""
-        from camlens.explanation import ExplanationWarning
-        from camlens.io.images import ImageFileError, read_image
-
-        loaded = self.loaded
-        try:
-            image = read_image(path, self.max_pixels, max_aspect=self.max_aspect)
-            tensor = loaded.preprocess(image)
-        except ImageFileError as error:
-            raise _FileFailed(str(error)) from None
-        picture = display_image(loaded, tensor)
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", ExplanationWarning)
-                asked = prepare_target(loaded, self.target, tensor, self.device)
-                explanations = [
-                    method(loaded.model, self.layer, **self.layout, **asked.options)(
-                        asked.inputs, target=asked.target).to("cpu")
-                    for method in self.methods]
-        except (ValueError, TypeError, IndexError, RuntimeError) as error:
-            raise _FileFailed(f"{path}: {error}") from None
-        for warning in caught:  # one line per image; the index keeps the notes too
-            if issubclass(warning.category, ExplanationWarning):
-                click.echo(f"note: {path}: {warning.message}", err=True)
-            else:
-                warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                                       warning.lineno)
-        try:
-            return self.write(path, picture, explanations, asked, tensor)
-        except OSError as error:
-            raise _FileFailed(f"{path}: cannot write its pictures ({error})") from None
-
-    def target_name(self) -> str:
-        """How a callable target is named in file names and the index."""
-        from camlens.score_targets import BoxTarget, RegionTarget
-
-        if isinstance(self.target, BoxTarget):
-            return "box" if self.target.label is None else (
-                f"box_{class_label(self.target.label, self.loaded.class_names)}")
-        if isinstance(self.target, RegionTarget):
-            return f"region_{class_label(self.target.label, self.loaded.class_names)}"
-        return "custom"
-
-    def write(self, path: Path, picture, explanations, asked: ImageTarget, tensor
-              ) -> list[dict]:
-        from camlens.viz import (
-            draw_boxes,
-            draw_outline,
-            explanation_grid,
-            grid,
-            overlay,
-            save_figure,
-        )
-
-        loaded, records = self.loaded, []
-        outline = self.region_mask(tensor, picture.size)
-        for method, exp in zip(self.methods, explanations, strict=True):
-            maps = exp.maps[0] if exp.maps.ndim == 4 else exp.maps[0][None]
-            targets = exp.targets[0].reshape(-1).tolist() if exp.targets is not None else [None]
-            targets = targets * (len(maps) // len(targets))
-            scores = exp.scores[0].reshape(-1).tolist()
-            for number, (map_, class_index, score) in enumerate(
-                    zip(maps, targets, scores, strict=True)):
-                if asked.names is not None:
-                    name = asked.names[number]
-                elif class_index is not None:
-                    name = class_label(class_index, loaded.class_names)
-                else:
-                    name = self.target_name()
-                suffix = method.name if len(maps) == 1 else f"{method.name}_{name}"
-                destination = output_path(self.out, path.stem, suffix, self.inputs, self.taken)
-                drawn = overlay(picture, map_, colormap=self.colormap, alpha=self.alpha)
-                if outline is not None:  # the segmentation class's predicted region
-                    drawn = draw_outline(drawn, outline)
-                if asked.boxes is not None:  # the explained box, with its class and score
-                    box = asked.boxes[number if len(asked.boxes) > 1 else 0]
-                    label = name if asked.names is not None else f"{name} {score:.2f}"
-                    drawn = draw_boxes(drawn, [box], labels=[label])
-                drawn.save(destination)
-                records.append({"file": str(path), "model": loaded.name, "layer": exp.layer,
-                                "method": method.name, "target": class_index,
-                                "target_name": name, "score": round(float(score), 6),
-                                "output": str(destination), "notes": list(exp.notes)})
-        if asked.names is not None and len(asked.names) > 1:
-            for method, exp in zip(self.methods, explanations, strict=True):
-                figure = grid(picture, exp.maps[0], titles=list(asked.names),
-                              colormap=self.colormap, alpha=self.alpha,
-                              columns=min(len(asked.names) + 1, 5))
-                grid_path = output_path(self.out, path.stem, f"{method.name}_grid", self.inputs,
-                                        self.taken)
-                save_figure(figure, grid_path)
-                records.append({"file": str(path), "grid": str(grid_path)})
-        elif len(explanations) > 1 or explanations[0].maps.ndim == 4:
-            figure = explanation_grid(explanations if len(explanations) > 1 else explanations[0],
-                                      picture, class_names=loaded.class_names,
-                                      colormap=self.colormap, alpha=self.alpha)
-            grid_path = output_path(self.out, path.stem, "grid", self.inputs, self.taken)
-            save_figure(figure, grid_path)
-            records.append({"file": str(path), "grid": str(grid_path)})
-        return records
-
-    def region_mask(self, tensor, size: tuple[int, int]):
-        """For a segmentation class target, the pixels the model assigns to that class (its
-        argmax), at the picture's ``size`` (width, height); else None."""
-        import torch
-        import torch.nn.functional as F
-
-        from camlens.model_state import preserved_model_state
-        from camlens.score_targets import RegionTarget
-        from camlens.targets import adapt_output
-
-        if not isinstance(self.target, RegionTarget):
-            return None
-        with preserved_model_state(self.loaded.model), torch.no_grad():
-            self.loaded.model.eval()
-            logits = adapt_output(self.loaded.model(tensor.to(self.device)))
-        if not isinstance(logits, torch.Tensor) or logits.ndim != 4:
-            return None
-        width, height = size
-        resized = F.interpolate(logits[:1].float().cpu(), size=(height, width), mode="bilinear",
-                                align_corners=False)
-        return (resized[0].argmax(dim=0) == self.target.label).numpy()
-
-
-def _progress(files: list[Path]):
-    from tqdm import tqdm
-
-    return tqdm(files, desc="explaining", unit="image", disable=not sys.stderr.isatty())
 
 
 @contextmanager

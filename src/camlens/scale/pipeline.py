@@ -1,0 +1,137 @@
+"""The local streaming engine: decode in worker threads, explain in batches, write in the
+background, with bounded queues.
+
+::
+
+    inputs ──► decode pool (``workers`` threads, at most 2 batches read ahead)
+           ──► explain_batch on the calling thread (the model; torch releases the GIL)
+           ──► writer pool (``workers`` threads, at most 2 batches waiting)
+           ──► on_written(Written) on the calling thread (the index, the console)
+
+Every queue is bounded, so memory does not grow with the number of inputs: at any time at most
+about four batches of inputs are in memory. Decoding, the model and writing overlap (PIL, zlib
+and torch release the GIL). ``workers=0`` does everything on the calling thread, one input after
+another (for debugging and for deterministic tests).
+
+Ctrl-C or SIGTERM (raised as KeyboardInterrupt on the calling thread) stops reading, lets the
+writes under way finish and be reported, flushes the writer (a shard writer writes what it
+holds), and raises again: every input reported is on disk, and nothing else is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from camlens.scale.sources import InputItem
+from camlens.scale.work import Decoded, ImageResult
+from camlens.scale.writers import Written
+
+__all__ = ["default_workers", "run_pipeline"]
+
+
+def default_workers() -> int:
+    """Decoding and writing threads: the CPU count, between 1 and 4."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def run_pipeline(
+    items: Sequence[InputItem],
+    decode: Callable[[InputItem], Decoded],
+    explain: Callable[[list[Decoded]], list[ImageResult]],
+    writer,
+    on_written: Callable[[Written], None],
+    *,
+    batch_size: int,
+    workers: int | None = None,
+    on_result: Callable[[ImageResult], None] | None = None,
+) -> None:
+    """Run ``items`` through ``decode``, ``explain`` (a batch at a time) and ``writer``; call
+    ``on_result`` for each explained input (its console notes) and ``on_written`` for each one
+    on disk or failed, on this thread (see the module docstring)."""
+    workers = default_workers() if workers is None else workers
+    batch_size = max(1, batch_size)
+    if workers == 0:
+        _run_serially(items, decode, explain, writer, on_written, batch_size, on_result)
+        return
+    decoding = ThreadPoolExecutor(workers, thread_name_prefix="camlens-decode")
+    writing = ThreadPoolExecutor(workers, thread_name_prefix="camlens-write")
+    decoded: deque[Future] = deque()
+    written: deque[Future] = deque()
+    ahead, behind = 2 * batch_size, 2 * batch_size
+    source = iter(items)
+
+    def fill() -> None:
+        while len(decoded) < ahead + batch_size:
+            item = next(source, None)
+            if item is None:
+                return
+            decoded.append(decoding.submit(decode, item))
+
+    def report(block: bool) -> None:
+        while written and (block or written[0].done() or len(written) > behind):
+            for done in written.popleft().result():
+                on_written(done)
+
+    try:
+        fill()
+        while decoded:
+            batch = [decoded.popleft().result() for _ in range(min(batch_size, len(decoded)))]
+            fill()  # the next batch decodes while this one is explained
+            for result in explain(batch):
+                if result.error is not None:
+                    on_written(Written(result.key, [], result.error))
+                    continue
+                if on_result is not None:
+                    on_result(result)
+                written.append(writing.submit(writer.write, result))
+            report(block=False)
+        report(block=True)
+        for done in writer.close():
+            on_written(done)
+    except BaseException:
+        for future in decoded:
+            future.cancel()
+        decoding.shutdown(wait=False, cancel_futures=True)
+        _finish_writes(written, writer, on_written)
+        raise
+    finally:
+        decoding.shutdown(wait=False, cancel_futures=True)
+        writing.shutdown(wait=True)
+
+
+def _finish_writes(written: Iterable[Future], writer, on_written) -> None:
+    """After an interrupt: report the writes under way and what the writer flushes."""
+    for future in written:
+        if future.cancel():
+            continue
+        try:
+            for done in future.result():
+                on_written(done)
+        except Exception:  # noqa: BLE001 - an interrupt must still close the run
+            continue
+    for done in writer.close():
+        on_written(done)
+
+
+def _run_serially(items, decode, explain, writer, on_written, batch_size, on_result) -> None:
+    batch: list[Decoded] = []
+    try:
+        for position, item in enumerate(items):
+            batch.append(decode(item))
+            if len(batch) < batch_size and position < len(items) - 1:
+                continue
+            for result in explain(batch):
+                if result.error is not None:
+                    on_written(Written(result.key, [], result.error))
+                    continue
+                if on_result is not None:
+                    on_result(result)
+                for done in writer.write(result):
+                    on_written(done)
+            batch = []
+    finally:
+        for done in writer.close():
+            on_written(done)

@@ -1,0 +1,261 @@
+"""Writing the results of a data-set run: overlay PNGs, npz shards or Parquet shards.
+
+A writer takes one :class:`~camlens.scale.work.ImageResult` at a time (from background threads:
+every writer is safe to call from several) and answers with the inputs whose results are now on
+disk (:class:`Written`), which the engine then indexes. An overlay is on disk when written; a
+shard writer holds rows until a shard is full (``shard_size`` inputs) or the writer is closed,
+so an input is indexed only once the shard that holds it is in place: the index never names a
+row that is not there. Shards are written to a temporary name and moved into place.
+
+- ``png``: one overlay per input, method and target (and a grid for several), as
+  ``camlens explain`` always wrote them;
+- ``npz``: ``OUT/maps/part-NNNNN.npz`` with ``file``, ``model``, ``method``, ``layer``,
+  ``target`` (-1: none), ``target_name``, ``score`` and ``raw`` ``(N, *grid)`` float32: read
+  with ``numpy.load(path)`` (no pickle: every array is plain);
+- ``parquet``: ``OUT/maps/part-NNNNN.parquet``, one row per input and target with the same
+  columns, ``map`` a fixed-shape tensor column (``pyarrow.FixedShapeTensorType``) and
+  ``notes``; the
+  folder reads as one table: ``pandas.read_parquet("OUT/maps")``, pyarrow or DuckDB.
+
+Maps of different grids (several layers) go to different shards, so a shard's ``raw`` is one
+array.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from camlens.scale.work import ImageResult, display_image
+
+__all__ = ["FORMATS", "NpzShardWriter", "ParquetShardWriter", "PngWriter", "Written",
+           "make_writer", "output_path"]
+
+#: The output formats, by ``--format`` name.
+FORMATS = ("png", "npz", "parquet")
+
+
+@dataclass
+class Written:
+    """One input now on disk with its index ``records``, or the ``error`` that kept it off."""
+
+    key: str
+    records: list[dict]
+    error: str | None = None
+
+
+def output_path(out: Path, stem: str, suffix: str, inputs: set[Path], taken: set[Path]) -> Path:
+    """A fresh file name in ``out``: never an input file, never one written in this run."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{stem}_{suffix}")
+    candidate, counter = out / f"{safe}.png", 2
+    while candidate.resolve() in inputs or candidate in taken:
+        candidate, counter = out / f"{safe}-{counter}.png", counter + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _record(key: str, model: str, row) -> dict:
+    return {"file": key, "model": model, "layer": row.layer, "method": row.method,
+            "target": row.target, "target_name": row.target_name,
+            "score": round(float(row.score), 6)}
+
+
+class PngWriter:
+    """Overlay PNGs (and grids) in ``out``, named after the input, method and target."""
+
+    def __init__(self, loaded, out: Path, colormap: str = "jet", alpha: float = 0.5,
+                 inputs: set[Path] | None = None, taken: set[Path] | None = None) -> None:
+        self.loaded, self.out, self.colormap, self.alpha = loaded, out, colormap, alpha
+        self.inputs = inputs or set()
+        self.taken: set[Path] = set(taken or ())
+        self._names = threading.Lock()
+        self._figures = threading.Lock()  # matplotlib figures: one at a time
+
+    def _path(self, stem: str, suffix: str) -> Path:
+        with self._names:
+            return output_path(self.out, stem, suffix, self.inputs, self.taken)
+
+    def write(self, result: ImageResult) -> list[Written]:
+        try:
+            return [Written(result.key, self._pictures(result))]
+        except OSError as error:
+            return [Written(result.key, [], f"{result.key}: cannot write its pictures ({error})")]
+
+    def close(self) -> list[Written]:
+        return []
+
+    def _pictures(self, result: ImageResult) -> list[dict]:
+        from camlens.viz import (
+            draw_boxes,
+            draw_outline,
+            explanation_grid,
+            grid,
+            overlay,
+            save_figure,
+        )
+
+        loaded, records, stem = self.loaded, [], Path(result.key).stem
+        picture = display_image(loaded, result.tensor)
+        explanations = result.explanations
+        rows = iter(result.rows)
+        for exp in explanations:
+            maps = exp.maps[0] if exp.maps.ndim == 4 else exp.maps[0][None]
+            for number, map_ in enumerate(maps):
+                row = next(rows)
+                suffix = row.method if len(maps) == 1 else f"{row.method}_{row.target_name}"
+                destination = self._path(stem, suffix)
+                drawn = overlay(picture, map_, colormap=self.colormap, alpha=self.alpha)
+                if result.outline is not None:  # the segmentation class's predicted region
+                    drawn = draw_outline(drawn, result.outline)
+                if result.boxes is not None:  # the explained box, with its class and score
+                    box = result.boxes[number if len(result.boxes) > 1 else 0]
+                    label = (row.target_name if result.names is not None
+                             else f"{row.target_name} {row.score:.2f}")
+                    drawn = draw_boxes(drawn, [box], labels=[label])
+                drawn.save(destination)
+                records.append({**_record(result.key, loaded.name, row),
+                                "output": str(destination), "notes": list(exp.notes)})
+        if result.names is not None and len(result.names) > 1:
+            for exp in explanations:
+                grid_path = self._path(stem, f"{exp.method}_grid")
+                with self._figures:
+                    figure = grid(picture, exp.maps[0], titles=list(result.names),
+                                  colormap=self.colormap, alpha=self.alpha,
+                                  columns=min(len(result.names) + 1, 5))
+                    save_figure(figure, grid_path)
+                records.append({"file": result.key, "grid": str(grid_path)})
+        elif len(explanations) > 1 or explanations[0].maps.ndim == 4:
+            grid_path = self._path(stem, "grid")
+            with self._figures:
+                figure = explanation_grid(explanations if len(explanations) > 1
+                                          else explanations[0], picture,
+                                          class_names=loaded.class_names,
+                                          colormap=self.colormap, alpha=self.alpha)
+                save_figure(figure, grid_path)
+            records.append({"file": result.key, "grid": str(grid_path)})
+        return records
+
+
+class _ShardWriter:
+    """Rows held until ``shard_size`` inputs are done, then one shard per map grid."""
+
+    suffix = ""
+
+    def __init__(self, out: Path, model_name: str, shard_size: int = 1000) -> None:
+        self.out, self.model_name, self.shard_size = out / "maps", model_name, max(1, shard_size)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._pending: list[ImageResult] = []
+        self._lock = threading.Lock()
+        existing = [int(path.stem.split("-")[-1]) for path in out.glob(f"part-*{self.suffix}")
+                    if path.stem.split("-")[-1].isdigit()]
+        self._next = max(existing, default=-1) + 1  # a resumed run adds shards, never replaces
+
+    def write(self, result: ImageResult) -> list[Written]:
+        with self._lock:
+            self._pending.append(result)
+            if len(self._pending) < self.shard_size:
+                return []
+            return self._flush()
+
+    def close(self) -> list[Written]:
+        with self._lock:
+            return self._flush() if self._pending else []
+
+    def _flush(self) -> list[Written]:
+        pending, self._pending = self._pending, []
+        by_grid: dict[tuple, list[tuple[ImageResult, int]]] = {}
+        for result in pending:
+            for number, row in enumerate(result.rows):
+                by_grid.setdefault(row.raw.shape, []).append((result, number))
+        records: dict[str, list[dict]] = {result.key: [] for result in pending}
+        try:
+            for rows in by_grid.values():
+                path = self.out / f"part-{self._next:05d}{self.suffix}"
+                self._next += 1
+                temporary = path.with_name(f".{path.name}.tmp")
+                self._save(temporary, [result.rows[number] for result, number in rows],
+                           [result.key for result, _ in rows])
+                os.replace(temporary, path)
+                for row_number, (result, number) in enumerate(rows):
+                    row = result.rows[number]
+                    records[result.key].append({**_record(result.key, self.model_name, row),
+                                                "output": str(path), "row": row_number,
+                                                "notes": row.notes})
+        except OSError as error:
+            return [Written(result.key, [], f"{result.key}: cannot write its shard ({error})")
+                    for result in pending]
+        return [Written(result.key, records[result.key]) for result in pending]
+
+    def _columns(self, rows, keys) -> dict[str, np.ndarray]:
+        return {
+            "file": np.array(keys, dtype=str),
+            "model": np.array([self.model_name] * len(rows), dtype=str),
+            "method": np.array([row.method for row in rows], dtype=str),
+            "layer": np.array([row.layer for row in rows], dtype=str),
+            "target": np.array([-1 if row.target is None else row.target for row in rows],
+                               dtype=np.int64),
+            "target_name": np.array([row.target_name for row in rows], dtype=str),
+            "score": np.array([row.score for row in rows], dtype=np.float32),
+            "raw": np.stack([row.raw.astype(np.float32) for row in rows]),
+        }
+
+    def _save(self, path: Path, rows, keys) -> None:
+        raise NotImplementedError
+
+
+class NpzShardWriter(_ShardWriter):
+    """``maps/part-NNNNN.npz`` shards of plain arrays (see the module docstring)."""
+
+    suffix = ".npz"
+
+    def _save(self, path: Path, rows, keys) -> None:
+        # np.savez's own first argument is called "file": write the same archive by hand
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, values in self._columns(rows, keys).items():
+                with archive.open(f"{name}.npy", "w") as stream:
+                    np.lib.format.write_array(stream, values, allow_pickle=False)
+
+
+class ParquetShardWriter(_ShardWriter):
+    """``maps/part-NNNNN.parquet`` shards, one row per input and target (see the module
+    docstring)."""
+
+    suffix = ".parquet"
+
+    def _save(self, path: Path, rows, keys) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns = self._columns(rows, keys)
+        raw = columns.pop("raw")
+        table = pa.table({
+            **{name: pa.array(values.tolist()) for name, values in columns.items()},
+            "target": pa.array([row.target for row in rows], type=pa.int64()),
+            "score": pa.array(columns["score"], type=pa.float32()),
+            "map": pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(raw)),
+            "notes": pa.array([list(row.notes) for row in rows], type=pa.list_(pa.string())),
+        })
+        pq.write_table(table, path)
+
+
+def make_writer(form: str, loaded, out: Path, *, colormap: str = "jet", alpha: float = 0.5,
+                inputs: set[Path] | None = None, taken: set[Path] | None = None,
+                shard_size: int = 1000):
+    """The writer of ``form`` (one of :data:`FORMATS`) into ``out``."""
+    if form == "png":
+        return PngWriter(loaded, out, colormap, alpha, inputs, taken)
+    if form == "npz":
+        return NpzShardWriter(out, loaded.name, shard_size)
+    if form == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ValueError("--format parquet needs pyarrow: pip install 'camlens[scale]'"
+                             ) from None
+        return ParquetShardWriter(out, loaded.name, shard_size)
+    raise ValueError(f"unknown output format {form!r}; use one of {', '.join(FORMATS)}")
