@@ -107,38 +107,12 @@ async def read_form(request: Request, limits: Limits) -> Form:
     return Form(fields, files)
 
 
-class _BytesFile(io.BytesIO):
-    """Uploaded bytes that :func:`camlens.io.read_image` reads as it reads a file: same limits,
-    same EXIF and mode handling, same messages (named after the upload)."""
-
-    def __init__(self, upload: Upload) -> None:
-        super().__init__(upload.data)
-        self.name_shown = upload.filename
-
-    def exists(self) -> bool:
-        return True
-
-    def is_file(self) -> bool:
-        return True
-
-    def stat(self):
-        return _Size(len(self.getbuffer()))
-
-    def __str__(self) -> str:
-        return self.name_shown
-
-
-@dataclass(frozen=True)
-class _Size:
-    st_size: int
-
-
 def read_picture(upload: Upload, limits: Limits):
     """The upload as an RGB PIL image, or :class:`camlens.io.ImageFileError` naming it."""
     from camlens.io.images import read_image
 
-    return read_image(_BytesFile(upload), limits.max_pixels,  # type: ignore[arg-type]
-                      max_aspect=limits.max_aspect)
+    return read_image(upload.data, limits.max_pixels, max_aspect=limits.max_aspect,
+                      name=upload.filename)
 
 
 def read_recording(upload: Upload, limits: Limits, target_rate: int = 16000):
