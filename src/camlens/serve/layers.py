@@ -8,12 +8,13 @@ picture, or a blank picture and its caption, or a second of silence) and its pre
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from camlens.serve.catalog import ServedModel
+# ``served`` below is a camlens.serve.catalog.ServedModel; catalog imports this module, so the
+# type is not imported here (no circle in the import graph).
+ServedModel = Any
 
 __all__ = ["example_inputs", "layer_rows"]
 
