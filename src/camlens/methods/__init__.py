@@ -8,9 +8,19 @@ from camlens.methods.attention import AttentionGradient, AttentionWeights
 from camlens.methods.base import CAMMethod, GradientCAM, LayerMapMethod
 from camlens.methods.cam import CAM
 from camlens.methods.eigen import EigenCAM
-from camlens.methods.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from camlens.methods.finer import FinerCAM
+from camlens.methods.fullgrad import FullGrad
+from camlens.methods.gradient import (
+    EigenGradCAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    XGradCAM,
+)
 from camlens.methods.guided import GuidedBackprop, GuidedGradCAM
 from camlens.methods.perturbation import AblationCAM, ScoreCAM
+from camlens.methods.shapley import ShapleyCAM
 
 METHODS: dict[str, type[CAMMethod]] = {
     method.name: method
@@ -22,6 +32,10 @@ METHODS: dict[str, type[CAMMethod]] = {
         XGradCAM,
         LayerCAM,
         EigenCAM,
+        EigenGradCAM,
+        FinerCAM,
+        ShapleyCAM,
+        FullGrad,
         ScoreCAM,
         AblationCAM,
         GuidedBackprop,

@@ -26,11 +26,12 @@ from camlens.capture import named_module as resolve_named_module
 from camlens.explanation import FUSION_RULES, Explanation, ExplanationWarning, fuse_layers
 from camlens.layer_choice import LayerChoiceError, choose_layer
 from camlens.layouts import spatial_size
+from camlens.methods.smoothing import Smoothing, smoothed
 from camlens.model_state import check_inputs, input_tensors, preserved_model_state
 from camlens.targets import ResolvedTarget, Target, adapt_output, resolve_target
 
-__all__ = ["CAMMethod", "Forward", "GradientCAM", "LayerMapMethod", "layer_gradients",
-           "score_gradients"]
+__all__ = ["CAMMethod", "Forward", "GradientCAM", "LayerMapMethod", "eigen_projection",
+           "layer_gradients", "score_gradients"]
 
 logger = logging.getLogger("camlens")
 
@@ -41,7 +42,7 @@ class Forward:
 
     output: Any  # the adapted model output (a tensor, or what output_fn returned)
     activation: torch.Tensor  # the target layer's raw output (a grad-tracking leaf if asked)
-    layout: Layout
+    layout: Layout | None  # None for maps at the input (FullGrad)
     target: ResolvedTarget
     scores: torch.Tensor  # (B, K)
     layer_name: str = ""
@@ -54,6 +55,8 @@ class Forward:
         tensor = self.activation if tensor is None else tensor
         leading = tensor.shape[: tensor.ndim - self.activation.ndim + 1]
         flat = tensor.reshape(-1, *tensor.shape[len(leading) :])
+        if self.layout is None:
+            raise ValueError("this forward captured no layer to put in a layout")
         canonical = self.layout.to_canonical(flat)
         return canonical.reshape(*leading, *canonical.shape[1:])
 
@@ -70,6 +73,13 @@ class CAMMethod:
             allows it.
         fuse: how the maps of several layers are merged, ``"max"`` or ``"mean"``
             (:func:`camlens.explanation.fuse_layers`).
+        eigen_smooth: replace the sum of the per-channel terms of the map by their first
+            principal component (:func:`eigen_projection`); methods with such terms only.
+        counterfactual: negate the score gradients (Grad-CAM, Section 7): the map shows what
+            would raise the score if it were removed; gradient methods only.
+        aug_smooth, smooth_samples, smooth_noise, smooth_seed: average the maps over mirrored
+            and intensity-scaled copies of the input, and/or over ``smooth_samples`` noisy
+            copies (:mod:`camlens.methods.smoothing`).
         output_fn: turns the model output into the tensor the targets read.
         channels_last: the layer outputs ``(B, h, w, C)`` (Swin).
         token_grid, prefix_tokens: how to fold a token sequence ``(B, N, C)`` onto the patch
@@ -84,6 +94,10 @@ class CAMMethod:
     name: ClassVar[str] = ""
     #: Whether the maps come from score gradients (says why an empty map is empty).
     uses_gradients: ClassVar[bool] = True
+    #: Whether the map is a sum over channels of terms ``T^k`` (so ``eigen_smooth`` applies).
+    has_channel_terms: ClassVar[bool] = False
+    #: The map is always the first principal component of the terms (Eigen-Grad-CAM).
+    always_eigen: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -97,6 +111,12 @@ class CAMMethod:
         input_size: Sequence[int] | None = None,
         input_index: int = 0,
         fuse: str = "max",
+        eigen_smooth: bool = False,
+        counterfactual: bool = False,
+        aug_smooth: bool = False,
+        smooth_samples: int = 0,
+        smooth_noise: float = 0.15,
+        smooth_seed: int = 0,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -112,13 +132,22 @@ class CAMMethod:
         if fuse not in FUSION_RULES:
             raise ValueError(f"fuse must be one of {', '.join(FUSION_RULES)}, got {fuse!r}")
         self.fuse = fuse
+        if eigen_smooth and not self.has_channel_terms:
+            raise ValueError(f"eigen_smooth needs a map that is a sum of per-channel terms; "
+                             f"{self.name} has none (it applies to cam, scorecam and the "
+                             "gradient family)")
+        if counterfactual and not self.uses_gradients:
+            raise ValueError(f"counterfactual negates the score gradients; {self.name} uses "
+                             "none (it applies to the gradient family)")
+        self.eigen_smooth = bool(eigen_smooth)
+        self.counterfactual = bool(counterfactual)
+        self.smoothing = Smoothing(bool(aug_smooth), smooth_samples, smooth_noise, smooth_seed)
         #: The layers of a multi-layer call (``layer=[...]``), else None.
         self.layers: list[str | nn.Module] | None = None
         if isinstance(layer, (list, tuple)):
             self.layers = _checked_layer_list(model, layer)
         elif layer is not None:
-            assert isinstance(layer, (str, nn.Module))
-            resolve_named_module(model, layer)  # fail early on a bad name
+            resolve_named_module(model, layer)  # type: ignore[arg-type]  # names the bad type
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(layer={self.layer!r})"
@@ -130,9 +159,10 @@ class CAMMethod:
         check_inputs(self.model, tensors)
         try:
             with active_call(), preserved_model_state(self.model):
-                if self.layers is not None:
-                    return self.explain_layers(tensors, target)
-                return self.explain(tensors, target)
+                if self.smoothing.active:
+                    return smoothed(self.smoothing, tensors, target, self.options.input_index,
+                                    self.explain_any)
+                return self.explain_any(tensors, target)
         except (RuntimeError, ValueError) as error:
             hint = _missing_batch_axis(self.model, self.options.explained(tensors))
             if hint is None or isinstance(error, LayerChoiceError):
@@ -141,9 +171,22 @@ class CAMMethod:
 
     # --- steps shared by the methods -----------------------------------------------------------
 
+    def explain_any(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
+        """:meth:`explain_layers` for ``layer=[...]``, else :meth:`explain`."""
+        if self.layers is not None:
+            return self.explain_layers(inputs, target)
+        return self.explain(inputs, target)
+
     def explain(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
         """Compute the explanation; the model is already in eval mode."""
         raise NotImplementedError
+
+    def target_scores(self, resolved: ResolvedTarget, scores: torch.Tensor, output: Any
+                      ) -> torch.Tensor:
+        """The explained scores ``(B, K)`` of the resolved targets: ``scores`` as read from the
+        output, unless a method explains another function of the same classes (Finer-CAM's
+        differences, Shapley-CAM's ReST)."""
+        return scores
 
     def explain_layers(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
         """The maps of every layer of ``self.layers`` and their fusion. This default runs the
@@ -228,6 +271,7 @@ class CAMMethod:
         with torch.set_grad_enabled(track_grad):
             output = adapt_output(model_output, self.options.output_fn)
             resolved, scores = resolve_target(target, output, explained.shape[0])
+            scores = self.target_scores(resolved, scores, output)
         check_finite({f"input {self.options.input_index}": explained,
                       **{f"the output of layer {name!r}": activation
                          for activation, (name, _) in zip(activations, layers, strict=True)},
@@ -253,7 +297,8 @@ class CAMMethod:
         resolved = forward.target
         classes = resolved.classes
         positive = torch.relu(raw).detach()
-        layout_notes = [forward.layout.note] if forward.layout.note else []
+        layout_notes = [forward.layout.note] if forward.layout is not None and (
+            forward.layout.note) else []
         notes = notes + layout_notes + flag_empty_maps(positive, forward.scores, self.name,
                                                        layer_name, self.uses_gradients)
         return Explanation(
@@ -465,13 +510,25 @@ class LayerMapMethod(CAMMethod):
         """Maps ``(B, K, *spatial)`` before the ReLU."""
         raise NotImplementedError
 
+    def layer_terms(self, forward: Forward, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The per-channel terms ``(B, K, C, *spatial)`` whose sum is :meth:`layer_map`
+        (methods with ``has_channel_terms``)."""
+        raise NotImplementedError
+
+    def map_of(self, forward: Forward, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """:meth:`layer_map`, or with ``eigen_smooth`` the first principal component of
+        :meth:`layer_terms`."""
+        if self.eigen_smooth or self.always_eigen:
+            return eigen_projection(self.layer_terms(forward, inputs))
+        return self.layer_map(forward, inputs)
+
     def explain(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
         layer_name, module, notes = self.target_layer(inputs, target)
         with self.watch() as watched:
             forward = self.hooked_forward(inputs, target, layer_name, module,
                                           track_grad=self.uses_gradients)
         forward.watched = watched
-        raw = self.layer_map(forward, inputs)
+        raw = self.map_of(forward, inputs)
         return self.make_explanation(forward, raw, inputs, layer_name, notes)
 
     def explain_layers(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
@@ -490,7 +547,7 @@ class LayerMapMethod(CAMMethod):
         per_layer = {}
         for forward in forwards:
             forward.watched = watched
-            raw = self.layer_map(forward, inputs)
+            raw = self.map_of(forward, inputs)
             per_layer[forward.layer_name] = self.make_explanation(forward, raw, inputs,
                                                                   forward.layer_name, [])
         return fuse_layers(per_layer, self.fuse, [])
@@ -502,12 +559,45 @@ class GradientCAM(LayerMapMethod):
     ``(B, K, *spatial)`` before the ReLU. Subclasses override :meth:`combine` only."""
 
     uses_gradients = True
+    has_channel_terms = True
 
     def combine(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        """Maps ``(B, K, *S)`` from activations ``(B, C, *S)`` and gradients ``(B, K, C, *S)``
+        (default: the sum of :meth:`channel_terms` over channels)."""
+        return self.channel_terms(activations, gradients).sum(dim=2)
+
+    def channel_terms(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        """The terms ``T^k`` ``(B, K, C, *S)`` of the map ``sum_k T^k``."""
         raise NotImplementedError
 
-    def layer_map(self, forward: Forward, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def gradients_of(self, forward: Forward) -> torch.Tensor:
+        """The canonical score gradients ``(B, K, C, *S)``, negated for ``counterfactual``."""
         gradients = forward.gradients
         if gradients is None:
             gradients = score_gradients(forward.scores, forward.activation)
-        return self.combine(forward.canonical(), forward.canonical(gradients))
+        canonical = forward.canonical(gradients)
+        return -canonical if self.counterfactual else canonical
+
+    def layer_map(self, forward: Forward, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return self.combine(forward.canonical(), self.gradients_of(forward))
+
+    def layer_terms(self, forward: Forward, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return self.channel_terms(forward.canonical(), self.gradients_of(forward))
+
+
+def eigen_projection(terms: torch.Tensor) -> torch.Tensor:
+    """The first principal component of per-channel terms ``(B, K, C, *S)``: for each input
+    and target, the ``(positions, channels)`` matrix of the terms, centred over the positions,
+    projected on its first right singular vector (pytorch-grad-cam's ``eigen_smooth``, after
+    Eigen-CAM, Muhammad and Yeasin, IJCNN 2020). A singular vector's sign is arbitrary: it is
+    chosen so that the projection agrees (positive inner product) with the plain sum of the
+    terms, so the map keeps the evidence *for* the score. Returns ``(B, K, *S)``."""
+    spatial = terms.shape[3:]
+    dtype = torch.promote_types(terms.dtype, torch.float32)  # no half-precision SVD
+    matrix = terms.flatten(3).transpose(2, 3).to(dtype)  # (B, K, P, C)
+    centred = matrix - matrix.mean(dim=2, keepdim=True)
+    _, _, right_vectors = torch.linalg.svd(centred, full_matrices=False)
+    projection = (centred @ right_vectors[..., 0, :].unsqueeze(-1)).squeeze(-1)  # (B, K, P)
+    agreement = (projection * matrix.sum(dim=3)).sum(dim=2, keepdim=True)
+    projection = torch.where(agreement < 0, -projection, projection)
+    return projection.reshape(*terms.shape[:2], *spatial).to(terms.dtype)

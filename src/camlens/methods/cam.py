@@ -17,7 +17,7 @@ from torch import nn
 
 from camlens._calls import current, is_current
 from camlens.methods.base import Forward, LayerMapMethod, nearly_equal, spatial_axes
-from camlens.methods.gradient import weighted_channel_sum
+from camlens.methods.gradient import channel_products, weighted_channel_sum
 
 __all__ = ["CAM", "gap_linear_weights"]
 
@@ -32,6 +32,8 @@ class CAM(LayerMapMethod):
     """
 
     name = "cam"
+    uses_gradients = False
+    has_channel_terms = True
 
     @contextmanager
     def watch(self) -> Iterator[list[tuple[nn.Linear, torch.Tensor, torch.Tensor]]]:
@@ -50,6 +52,14 @@ class CAM(LayerMapMethod):
         finally:
             for handle in handles:
                 handle.remove()
+
+    def layer_terms(self, forward: Forward, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        self.layer_map(forward, inputs)  # the same checks
+        activations = forward.canonical()
+        class_weights = gap_linear_weights(activations, forward, forward.watched,
+                                           forward.layer_name)
+        assert forward.target.classes is not None
+        return channel_products(class_weights[forward.target.classes], activations)
 
     def layer_map(self, forward: Forward, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         if forward.target.classes is None:

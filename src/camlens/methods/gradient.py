@@ -3,6 +3,11 @@
 Notation: ``A^k`` is channel k of the target layer's output, ``g^k = d y^c / d A^k`` the gradient
 of the explained score ``y^c`` (a pre-softmax logit for class targets), ``Z`` the number of
 positions. Every map is passed through ReLU afterwards.
+
+Each rule gives the per-channel terms of its map, ``T^k`` with ``L = sum_k T^k``: ``alpha_k A^k``
+for the methods with one weight per channel, ``w^k_ij A^k_ij`` for the per-position ones.
+``eigen_smooth=True`` replaces the sum by the terms' first principal component
+(:func:`eigen_projection`).
 """
 
 from __future__ import annotations
@@ -11,8 +16,8 @@ import torch
 
 from camlens.methods.base import GradientCAM, spatial_axes
 
-__all__ = ["GradCAM", "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "XGradCAM",
-           "weighted_channel_sum"]
+__all__ = ["ChannelWeightedCAM", "EigenGradCAM", "GradCAM", "GradCAMPlusPlus", "HiResCAM",
+           "LayerCAM", "XGradCAM", "weighted_channel_sum"]
 
 
 def weighted_channel_sum(channel_weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
@@ -20,7 +25,31 @@ def weighted_channel_sum(channel_weights: torch.Tensor, activations: torch.Tenso
     return torch.einsum("bkc,bc...->bk...", channel_weights, activations)
 
 
-class GradCAM(GradientCAM):
+def channel_products(channel_weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+    """The terms ``w_k A^k`` ``(B, K, C, *spatial)`` of weights ``(B, K, C)``."""
+    spatial = activations.ndim - 2
+    return channel_weights.reshape(*channel_weights.shape, *([1] * spatial)) * (
+        activations.unsqueeze(1))
+
+
+class ChannelWeightedCAM(GradientCAM):
+    """A rule with one weight per channel and target, ``L = sum_k alpha_k A^k``: subclasses
+    override :meth:`channel_weights` only."""
+
+    def channel_weights(self, activations: torch.Tensor, gradients: torch.Tensor
+                        ) -> torch.Tensor:
+        """``alpha`` ``(B, K, C)`` from activations ``(B, C, *S)`` and gradients
+        ``(B, K, C, *S)``."""
+        raise NotImplementedError
+
+    def combine(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        return weighted_channel_sum(self.channel_weights(activations, gradients), activations)
+
+    def channel_terms(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        return channel_products(self.channel_weights(activations, gradients), activations)
+
+
+class GradCAM(ChannelWeightedCAM):
     """Grad-CAM (Selvaraju et al., ICCV 2017 / IJCV 2019).
 
     ``alpha_k^c = (1/Z) sum_ij d y^c / d A^k_ij`` and ``L^c = ReLU(sum_k alpha_k^c A^k)``.
@@ -32,9 +61,9 @@ class GradCAM(GradientCAM):
 
     name = "gradcam"
 
-    def combine(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
-        channel_weights = gradients.mean(dim=spatial_axes(gradients, 3))
-        return weighted_channel_sum(channel_weights, activations)
+    def channel_weights(self, activations: torch.Tensor, gradients: torch.Tensor
+                        ) -> torch.Tensor:
+        return gradients.mean(dim=spatial_axes(gradients, 3))
 
 
 class HiResCAM(GradientCAM):
@@ -53,8 +82,25 @@ class HiResCAM(GradientCAM):
     def combine(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         return (gradients * activations.unsqueeze(1)).sum(dim=2)
 
+    def channel_terms(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        return gradients * activations.unsqueeze(1)
 
-class XGradCAM(GradientCAM):
+
+class EigenGradCAM(HiResCAM):
+    """Eigen-Grad-CAM (as in pytorch-grad-cam; after Eigen-CAM, Muhammad and Yeasin, IJCNN 2020):
+    the first principal component of the gradient-times-activation terms ``g^k * A^k`` over the
+    positions, ``L^c = ReLU(P_1(g * A))`` (:func:`~camlens.methods.base.eigen_projection`): a
+    class-dependent Eigen-CAM.
+
+    Example:
+        >>> exp = EigenGradCAM(model, layer="layer4")(images)  # doctest: +SKIP
+    """
+
+    name = "eigengradcam"
+    always_eigen = True
+
+
+class XGradCAM(ChannelWeightedCAM):
     """XGrad-CAM (Fu et al., BMVC 2020), from the sensitivity and conservation axioms.
 
     ``alpha_k^c = sum_ij (A^k_ij / sum_ab A^k_ab) * d y^c / d A^k_ij``; a channel whose
@@ -66,16 +112,16 @@ class XGradCAM(GradientCAM):
 
     name = "xgradcam"
 
-    def combine(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    def channel_weights(self, activations: torch.Tensor, gradients: torch.Tensor
+                        ) -> torch.Tensor:
         axes = spatial_axes(gradients, 3)
         activation_sums = activations.sum(dim=spatial_axes(activations, 2)).unsqueeze(1)
         weighted = (gradients * activations.unsqueeze(1)).sum(dim=axes)
         safe_sums = torch.where(activation_sums != 0, activation_sums, torch.ones_like(weighted))
-        channel_weights = torch.where(activation_sums != 0, weighted / safe_sums, 0.0)
-        return weighted_channel_sum(channel_weights, activations)
+        return torch.where(activation_sums != 0, weighted / safe_sums, 0.0)
 
 
-class GradCAMPlusPlus(GradientCAM):
+class GradCAMPlusPlus(ChannelWeightedCAM):
     """Grad-CAM++ (Chattopadhyay et al., WACV 2018).
 
     With ``Y^c = exp(S^c)`` and piecewise-linear layers the pixel coefficients are
@@ -89,15 +135,15 @@ class GradCAMPlusPlus(GradientCAM):
 
     name = "gradcam++"
 
-    def combine(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    def channel_weights(self, activations: torch.Tensor, gradients: torch.Tensor
+                        ) -> torch.Tensor:
         axes = spatial_axes(gradients, 3)
         activation_sums = activations.sum(dim=spatial_axes(activations, 2), keepdim=True)
         squared = gradients.pow(2)
         denominator = 2 * squared + activation_sums.unsqueeze(1) * gradients.pow(3)
         safe_denominator = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
         coefficients = torch.where(denominator != 0, squared / safe_denominator, 0.0)
-        channel_weights = (coefficients * torch.relu(gradients)).sum(dim=axes)
-        return weighted_channel_sum(channel_weights, activations)
+        return (coefficients * torch.relu(gradients)).sum(dim=axes)
 
 
 class LayerCAM(GradientCAM):
@@ -114,3 +160,6 @@ class LayerCAM(GradientCAM):
 
     def combine(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         return (torch.relu(gradients) * activations.unsqueeze(1)).sum(dim=2)
+
+    def channel_terms(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        return torch.relu(gradients) * activations.unsqueeze(1)

@@ -16,7 +16,7 @@ from torch import nn
 from camlens.capture import Layout, capture_layer, checked_activation
 from camlens.explanation import Explanation, normalize, upsample
 from camlens.methods.base import CAMMethod, Forward, LayerMapMethod, nearly_equal
-from camlens.methods.gradient import weighted_channel_sum
+from camlens.methods.gradient import channel_products, weighted_channel_sum
 from camlens.replay import PrefixRecord, record_prefix, replay_prefix
 from camlens.targets import ResolvedTarget, Target, adapt_output, class_logits, resolve_target
 
@@ -57,7 +57,17 @@ class ScoreCAM(LayerMapMethod):
         _check_batch_size(batch_size, allow_none=False)
         self.batch_size = batch_size
 
+    has_channel_terms = True
+
     def layer_map(self, forward: Forward, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return weighted_channel_sum(self.channel_weights(forward, inputs), forward.canonical())
+
+    def layer_terms(self, forward: Forward, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return channel_products(self.channel_weights(forward, inputs), forward.canonical())
+
+    def channel_weights(self, forward: Forward, inputs: tuple[torch.Tensor, ...]
+                        ) -> torch.Tensor:
+        """The score increase of each channel's mask, ``(B, K, C)``."""
         activations = forward.canonical()
         index = self.options.input_index
         image = inputs[index]
@@ -81,7 +91,7 @@ class ScoreCAM(LayerMapMethod):
                     scores = self.confidence(forward.target, _with(rows, index, masked),
                                              slice(row, row + 1))
                     channel_weights[row, :, channels] = (scores - baseline[row]).T
-        return weighted_channel_sum(channel_weights, activations)
+        return channel_weights
 
     def confidence(self, target: ResolvedTarget, batch: tuple[torch.Tensor, ...], rows: slice
                    ) -> torch.Tensor:
