@@ -30,6 +30,7 @@ Pointing it at a cluster: ``address`` (``--ray-address``) is what ``ray.init`` t
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -138,6 +139,7 @@ def run_on_ray(
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # camlens shows its own progress
     gpu = torch.device(device).type == "cuda"
     loaded.model.to("cpu")  # the replicas place it on their own device
     model_ref = ray.put(loaded)
@@ -145,7 +147,8 @@ def run_on_ray(
     context.enable_progress_bars = False
     dataset = ray.data.from_items([{"key": item.key, "path": item.path or "",
                                     "data": item.data or b""} for item in items],
-                                  override_num_blocks=max(1, -(-len(items) // batch_size)))
+                                  override_num_blocks=max(-(-len(items) // batch_size),
+                                                          min(len(items), 2 * actors)))
     explained = dataset.map_batches(
         RayExplainer, fn_constructor_kwargs={"loaded": model_ref, "spec": spec,
                                              "device": "cuda" if gpu else "cpu"},

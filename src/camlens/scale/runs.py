@@ -61,6 +61,8 @@ def run_explanations(
 
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    for found in getattr(writer, "recover", lambda done: [])(index.done):
+        index.add(found.key, found.records)  # in a shard already: done before
     todo = [item for item in items if not index.done(item.key)]
     counts.skipped += len(items) - len(todo)
     batch_size = batch_size or default_batch_size(loaded, device)
@@ -128,8 +130,9 @@ def explain_dataset(
 
     ``model``: a zoo name or a spec ``camlens explain`` takes (``torchvision:resnet18``...), a
     loaded model (:func:`camlens.models.load_model`), or an ``nn.Module`` with its
-    ``preprocess`` (PIL image -> ``(1, C, H, W)`` tensor). ``target``: None (the predicted
-    class), an index, ``camlens.TopK(k)``, ``"all"`` or a callable score, the same for every
+    ``preprocess`` (PIL image -> ``(1, C, H, W)`` tensor). ``layer``: None is the model's own
+    layer (else the automatic choice). ``target``: None (the predicted class), an index,
+    ``camlens.TopK(k)``, ``"all"`` or a callable score, the same for every
     input. ``format``: ``parquet`` (default), ``npz`` or ``png`` (overlays; local engine only).
     ``engine``: ``local`` (threads on this machine) or ``ray`` (an actor pool of ``actors``
     model replicas on the Ray cluster at ``ray_address``, or a local one). ``resume``: go on
@@ -155,6 +158,7 @@ def explain_dataset(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     loaded.model.to(device)
+    layer = loaded.default_layer if layer is None else layer  # as `camlens explain` does
     spec = WorkSpec(methods=names, layer=layer, target=target, options=dict(options),
                     pictures=format == "png")
     sources = [source] if isinstance(source, (str, Path)) else list(source)

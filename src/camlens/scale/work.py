@@ -246,17 +246,18 @@ def _one_input(exp: Explanation, position: int, count: int) -> Explanation:
                          method=exp.method, layer=exp.layer, input_size=exp.input_size,
                          attributions=cut(exp.attributions), notes=[],
                          per_layer=per_layer)
-    single.notes = [note for note in (_note_for(note, single) for note in exp.notes)
+    single.notes = [note for note in (_note_for(note, single, count) for note in exp.notes)
                     if note is not None]
     return single
 
 
-def _note_for(note: str, single: Explanation) -> str | None:
+def _note_for(note: str, single: Explanation, count: int) -> str | None:
     """``note`` as it reads for one input: an empty-map count is recounted on its own maps
-    (None when none of its maps is empty); other notes hold for every input."""
+    (None when none of its maps is empty); other notes hold for every input, with the shapes
+    they quote given for one input (``(16, 128, 7, 7)`` -> ``(1, 128, 7, 7)``)."""
     match = _EMPTY_NOTE.match(note)
     if match is None:
-        return note
+        return re.sub(rf"\({count},(?=\)| \d)", "(1,", note)
     layer = match.group(4).strip("'\"")
     exp = single.per_layer.get(layer, single)
     raw = exp.raw
@@ -275,7 +276,8 @@ def _own_notes(messages: list[str], alone: list[Explanation], count: int) -> lis
     if count == 1:
         return messages
     own = [note for exp in alone for note in exp.notes if _EMPTY_NOTE.match(note)]
-    kept = [message for message in messages if _EMPTY_NOTE.match(message) is None]
+    kept = [re.sub(rf"\({count},(?=\)| \d)", "(1,", message) for message in messages
+            if _EMPTY_NOTE.match(message) is None]
     return list(dict.fromkeys([*kept, *own]))
 
 

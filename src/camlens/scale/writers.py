@@ -5,17 +5,20 @@ every writer is safe to call from several) and answers with the inputs whose res
 disk (:class:`Written`), which the engine then indexes. An overlay is on disk when written; a
 shard writer holds rows until a shard is full (``shard_size`` inputs) or the writer is closed,
 so an input is indexed only once the shard that holds it is in place: the index never names a
-row that is not there. Shards are written to a temporary name and moved into place.
+row that is not there. A run killed between writing a shard and indexing it leaves rows the
+index does not know; ``recover`` indexes them from the shard when the run resumes, so they are
+neither lost nor written again. Shards are written to a temporary name and moved into place.
 
 - ``png``: one overlay per input, method and target (and a grid for several), as
   ``camlens explain`` always wrote them;
 - ``npz``: ``OUT/maps/part-NNNNN.npz`` with ``file``, ``model``, ``method``, ``layer``,
-  ``target`` (-1: none), ``target_name``, ``score`` and ``raw`` ``(N, *grid)`` float32: read
-  with ``numpy.load(path)`` (no pickle: every array is plain);
+  ``target`` (-1: none), ``target_name``, ``score``, ``raw`` ``(N, *grid)`` float32 and
+  ``notes`` (JSON lists): read with ``numpy.load(path)`` (no pickle: every array is plain);
 - ``parquet``: ``OUT/maps/part-NNNNN.parquet``, one row per input and target with the same
   columns, ``map`` a fixed-shape tensor column (``pyarrow.FixedShapeTensorType``) and
-  ``notes``; the
-  folder reads as one table: ``pandas.read_parquet("OUT/maps")``, pyarrow or DuckDB.
+  ``notes``; the folder reads as one table: ``pandas.read_parquet("OUT/maps")`` (maps
+  flattened), ``pyarrow.parquet.read_table("OUT/maps").column("map").combine_chunks()
+  .to_numpy_ndarray()`` (``(N, *grid)``), or DuckDB.
 
 Maps of different grids (several layers) go to different shards, so a shard's ``raw`` is one
 array.
@@ -23,9 +26,11 @@ array.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,9 +156,32 @@ class _ShardWriter:
         self.out.mkdir(parents=True, exist_ok=True)
         self._pending: list[ImageResult] = []
         self._lock = threading.Lock()
-        existing = [int(path.stem.split("-")[-1]) for path in out.glob(f"part-*{self.suffix}")
-                    if path.stem.split("-")[-1].isdigit()]
-        self._next = max(existing, default=-1) + 1  # a resumed run adds shards, never replaces
+        self._next = max(self._numbers(), default=-1) + 1  # a resumed run adds shards
+
+    def _numbers(self) -> list[int]:
+        return [int(path.stem.split("-")[-1]) for path in self.out.glob(f"part-*{self.suffix}")
+                if path.stem.split("-")[-1].isdigit()]
+
+    def recover(self, done: Callable[[str], bool]) -> list[Written]:
+        """The inputs whose rows are in a shard but not ``done`` in the index (a run killed
+        between writing a shard and indexing it), with their records rebuilt from the shard:
+        indexing them makes ``resume`` go on without writing them twice."""
+        found: dict[str, list[dict]] = {}
+        for number in sorted(self._numbers()):
+            path = self.out / f"part-{number:05d}{self.suffix}"
+            columns = self._load(path)
+            for row, file in enumerate(columns["file"]):
+                if done(str(file)):
+                    continue
+                target = int(columns["target"][row])
+                found.setdefault(str(file), []).append({
+                    "file": str(file), "model": str(columns["model"][row]),
+                    "layer": str(columns["layer"][row]), "method": str(columns["method"][row]),
+                    "target": None if target < 0 else target,
+                    "target_name": str(columns["target_name"][row]),
+                    "score": round(float(columns["score"][row]), 6), "output": str(path),
+                    "row": row, "notes": list(columns["notes"][row])})
+        return [Written(file, records) for file, records in found.items()]
 
     def write(self, result: ImageResult) -> list[Written]:
         with self._lock:
@@ -202,9 +230,14 @@ class _ShardWriter:
             "target_name": np.array([row.target_name for row in rows], dtype=str),
             "score": np.array([row.score for row in rows], dtype=np.float32),
             "raw": np.stack([row.raw.astype(np.float32) for row in rows]),
+            "notes": np.array([json.dumps(row.notes) for row in rows], dtype=str),
         }
 
     def _save(self, path: Path, rows, keys) -> None:
+        raise NotImplementedError
+
+    def _load(self, path: Path) -> dict:
+        """A shard's columns but the maps (``notes`` as lists of strings)."""
         raise NotImplementedError
 
 
@@ -220,6 +253,12 @@ class NpzShardWriter(_ShardWriter):
                 with archive.open(f"{name}.npy", "w") as stream:
                     np.lib.format.write_array(stream, values, allow_pickle=False)
 
+    def _load(self, path: Path) -> dict:
+        with np.load(path, allow_pickle=False) as shard:
+            columns = {name: shard[name] for name in shard.files if name != "raw"}
+        columns["notes"] = [json.loads(text) for text in columns["notes"]]
+        return columns
+
 
 class ParquetShardWriter(_ShardWriter):
     """``maps/part-NNNNN.parquet`` shards, one row per input and target (see the module
@@ -233,6 +272,7 @@ class ParquetShardWriter(_ShardWriter):
 
         columns = self._columns(rows, keys)
         raw = columns.pop("raw")
+        columns.pop("notes")
         table = pa.table({
             **{name: pa.array(values.tolist()) for name, values in columns.items()},
             "target": pa.array([row.target for row in rows], type=pa.int64()),
@@ -241,6 +281,15 @@ class ParquetShardWriter(_ShardWriter):
             "notes": pa.array([list(row.notes) for row in rows], type=pa.list_(pa.string())),
         })
         pq.write_table(table, path)
+
+    def _load(self, path: Path) -> dict:
+        import pyarrow.parquet as pq
+
+        names = ["file", "model", "method", "layer", "target", "target_name", "score", "notes"]
+        table = pq.read_table(path, columns=names)
+        columns = {name: table.column(name).to_pylist() for name in names}
+        columns["target"] = [-1 if value is None else value for value in columns["target"]]
+        return columns
 
 
 def make_writer(form: str, loaded, out: Path, *, colormap: str = "jet", alpha: float = 0.5,

@@ -1,0 +1,26 @@
+"""Fixtures of the data-set tests: a folder of digit scenes and the digits-gap model."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from camlens.data import ClutteredDigits
+
+
+@pytest.fixture(scope="session")
+def digit_scenes(tmp_path_factory):
+    """12 cluttered-digit PNGs (64x64, gray) in a folder."""
+    folder = tmp_path_factory.mktemp("scenes")
+    data = ClutteredDigits(12, "test", seed=5)
+    for index in range(12):
+        Image.fromarray((data[index]["image"][0] * 255).byte().numpy()).save(
+            folder / f"s{index:02d}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def digits_gap():
+    from camlens.models import load_model
+
+    return load_model("digits-gap")

@@ -1,0 +1,102 @@
+"""Batching changes nothing: a batch's maps, scores, targets and notes are each input's own,
+equal to explaining the inputs one at a time."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from camlens.scale.sources import InputItem
+from camlens.scale.work import Decoded, WorkSpec, explain_batch
+from camlens.targets import TopK
+
+
+def decoded(digits_gap, folder, count):
+    from camlens.scale.sources import read_inputs
+    from camlens.scale.work import decode_input
+
+    return [decode_input(digits_gap, WorkSpec(), item) for item in read_inputs([folder])[:count]]
+
+
+def assert_same(batched, alone):
+    assert [r.key for r in batched] == [r.key for r in alone]
+    for together, single in zip(batched, alone, strict=True):
+        assert together.error == single.error
+        assert len(together.rows) == len(single.rows) > 0
+        for row, expected in zip(together.rows, single.rows, strict=True):
+            assert (row.method, row.layer, row.target, row.target_name) == (
+                expected.method, expected.layer, expected.target, expected.target_name)
+            assert row.score == pytest.approx(expected.score, rel=1e-5, abs=1e-5)
+            assert torch.allclose(torch.from_numpy(row.raw), torch.from_numpy(expected.raw),
+                                  rtol=1e-4, atol=1e-5 * max(1.0, float(expected.raw.max())))
+            assert row.notes == expected.notes
+        assert together.console_notes == single.console_notes
+
+
+@pytest.mark.parametrize(("methods", "layer", "target", "count"), [
+    (("gradcam",), None, None, 3),  # the automatic layer: its note quotes one input's shapes
+    (("gradcam", "layercam"), "features", None, 6),
+    (("gradcam++",), "features", TopK(3), 6),
+    (("gradcam",), ["features.3", "features"], 4, 6),
+])
+def test_a_batch_explains_each_input_as_if_alone(digits_gap, digit_scenes, methods, layer,
+                                                  target, count):
+    inputs = decoded(digits_gap, digit_scenes, count)
+    spec = WorkSpec(methods=methods, layer=layer, target=target,
+                    options={"fuse": "max"} if isinstance(layer, list) else {})
+    batched = explain_batch(digits_gap, spec, "cpu", inputs)
+    alone = [explain_batch(digits_gap, spec, "cpu", [one])[0] for one in inputs]
+    assert_same(batched, alone)
+    assert len({round(r.rows[0].score, 4) for r in batched}) > 1  # not one input repeated
+
+
+def test_batch_norm_in_eval_and_a_resnet_batch_equal_one_at_a_time():
+    from camlens.models import LoadedModel
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+    for module in model.modules():  # running statistics that are not the identity
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    loaded = LoadedModel(model, "bn", preprocess=lambda image: image)
+    inputs = [Decoded(InputItem(f"x{i}"), torch.rand(1, 3, 20, 20)) for i in range(5)]
+    spec = WorkSpec(methods=("gradcam", "scorecam"), layer="3")
+    assert_same(explain_batch(loaded, spec, "cpu", inputs),
+                [explain_batch(loaded, spec, "cpu", [one])[0] for one in inputs])
+    assert model.training  # the model's mode is left as found
+
+
+def test_a_bad_input_in_a_batch_fails_alone(digits_gap, digit_scenes):
+    inputs = decoded(digits_gap, digit_scenes, 4)
+    broken = inputs[1].tensor.clone()
+    broken[0, 0, 0, 0] = float("nan")
+    inputs[1] = Decoded(InputItem("nan.png"), broken)
+    inputs.insert(2, Decoded(InputItem("unreadable.png"), error="unreadable.png: not an image"))
+    results = explain_batch(digits_gap, WorkSpec(), "cpu", inputs)
+    assert [r.key for r in results] == [inputs[0].item.key, "nan.png", "unreadable.png",
+                                        inputs[3].item.key, inputs[4].item.key]
+    assert results[1].error.startswith("nan.png: ") and "NaN" in results[1].error
+    assert results[2].error == "unreadable.png: not an image"
+    assert all(r.error is None and r.rows for r in (results[0], *results[3:]))
+
+
+def test_an_empty_map_is_noted_for_its_own_input_only(digits_gap, digit_scenes):
+    """Inputs whose map is empty get "1 of 1 ... zero everywhere"; the others no note."""
+    inputs = decoded(digits_gap, digit_scenes, 4)
+    inputs[2] = Decoded(InputItem("black.png"), torch.zeros_like(inputs[2].tensor))
+    spec = WorkSpec(methods=("gradcam",), target=7)
+    batched = explain_batch(digits_gap, spec, "cpu", inputs)
+    alone = [explain_batch(digits_gap, spec, "cpu", [one])[0] for one in inputs]
+    assert_same(batched, alone)
+    def empty(result):
+        return any("zero everywhere" in note for note in result.rows[0].notes)
+
+    assert [r.key for r in batched if empty(r)] == [r.key for r in alone if empty(r)] == [
+        "black.png"]
+    for result in batched:
+        for note in result.console_notes:
+            assert note.startswith("1 of 1 gradcam maps")
