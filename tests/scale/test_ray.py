@@ -106,3 +106,18 @@ def test_an_actor_that_dies_mid_run_loses_nothing_and_writes_nothing_twice(
     assert len(index) == len({entry["file"] for entry in index}) == 12
     explain_dataset(digits, digit_scenes, tmp_path / "local", layer="features", batch_size=2)
     assert_same_rows(tmp_path / "local", tmp_path / "ray")
+
+
+@pytest.mark.slow
+def test_the_command_on_ray(local_ray, digit_scenes, tmp_path):
+    from click.testing import CliRunner
+
+    from camlens.cli import main
+
+    result = CliRunner().invoke(main, ["explain", str(digit_scenes), "-m", "digits-gap",
+                                       "--engine", "ray", "--actors", "2", "--format", "npz",
+                                       "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "explained 12, failed 0" in result.output
+    with np.load(tmp_path / "out" / "maps" / "part-00000.npz") as shard:
+        assert sorted(shard["file"].tolist()) == sorted(map(str, digit_scenes.glob("*.png")))
