@@ -96,8 +96,15 @@ def reproduce(what: str, test_size: int | None, out: Path | None) -> None:
 @click.option("--out", "-o", default="camlens-demo", show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="Folder for the page.")
 def demo(out: Path) -> None:
-    """The built-in demo: CAM and Grad-CAM on the shipped digit models, as an HTML page."""
-    from camlens.experiments.demo import build_demo
+    """The built-in demo: the lecture's story on the shipped models (CAM and Grad-CAM, a map per
+    class, counterfactual maps, GAP vs FC, captions, a bias audit, an accent recording, a
+    detector), as an offline HTML page; ends with the command that opens the explorer."""
+    import time
 
-    page = build_demo(out)
-    click.echo(f"wrote {page.resolve()}")
+    from camlens.experiments.demo import EXPLORER_COMMAND, build_demo
+
+    started = time.perf_counter()
+    page = build_demo(out, log=lambda line: click.echo(f"  {line}", err=True))
+    click.echo(f"wrote {page.resolve()} in {time.perf_counter() - started:.1f} s")
+    click.echo(f"explore further in the browser: {EXPLORER_COMMAND}  (then open "
+               "http://127.0.0.1:8000/)")

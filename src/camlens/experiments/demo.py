@@ -1,19 +1,28 @@
 """The built-in demo (``camlens demo`` / ``make demo``): the seed lecture's story in one HTML page.
 
-Offline and quick on a laptop CPU, with the shipped digit models:
+Offline and quick on a laptop CPU, with the shipped models only (no CDN, no download; every
+string on the page is HTML-escaped):
 
 1. CAM and Grad-CAM side by side on digits-gap: the same maps (the page prints the largest
    difference), because on a global-average-pooling + linear head Grad-CAM's weights are CAM's;
-2. Grad-CAM on digits-fc, whose fully connected head CAM cannot explain;
-3. two-digit scenes with one map per digit class: class-discriminative maps;
-4. localization: the box around the largest component of the CAM above 20% of its peak (red)
-   against the true box (green), with their IoU.
+   Grad-CAM on digits-fc, whose fully connected head CAM cannot explain;
+2. two-digit scenes with one map per digit class: class-discriminative maps;
+3. counterfactual maps (Grad-CAM Section 7, negated gradients): what speaks *against* a class;
+4. GAP vs FC: accuracy and training time from the weights' metadata, parameters counted, and
+   localization error measured on this page's own test digits;
+5. localization: the box around the largest component of the CAM above 20% of its peak (red)
+   against the true box (green), with their IoU;
+6. to 9. the applications (:mod:`camlens.experiments.demo_applications`): a caption with a map per
+   word, the bias audit's headline and worst cases, an accent recording with its relevance over
+   time and a player, a detector's map per detected digit.
 """
 
 from __future__ import annotations
 
 import html
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,106 +32,303 @@ from camlens.api import explain
 from camlens.data import ClutteredDigits, DigitScenes, materialize
 from camlens.zoo import get_weights, load
 
-__all__ = ["SCALE", "build_demo", "enlarged"]
+__all__ = ["EXPLORER_COMMAND", "SCALE", "SCENE_SCALE", "DemoPage", "DemoSizes", "build_demo",
+           "enlarged", "figure_tag", "gap_fc_rows", "table_tag"]
 
 SCALE = 3  # the 64-pixel canvases are drawn three times larger
+SCENE_SCALE = 2  # the 64x128 scenes twice
+#: The command that opens the explorer; the page and ``make demo`` end with it.
+EXPLORER_COMMAND = "camlens serve"
 
 
-def enlarged(picture):
+@dataclass(frozen=True)
+class DemoSizes:
+    """How much each section shows or measures (smaller: a quicker page)."""
+
+    digits: int = 6  # cluttered digits in the CAM / Grad-CAM and localization rows
+    scenes: int = 4  # two-digit scenes with a map per class and counterfactual maps
+    table: int = 100  # test digits behind the GAP vs FC localization error
+    captions: int = 2  # scenes captioned with a map per word
+    audit: int = 100  # biased digits per audit (and per counterfactual variant)
+    worst: int = 4  # worst cases shown per audited model
+    detections: int = 2  # detector scenes
+
+
+@dataclass
+class DemoPage:
+    """The page being written: its folder, the pictures saved into it and its sections."""
+
+    out: Path
+    sections: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def save(self, picture, name: str) -> str:
+        """Save a PIL image or a matplotlib figure as ``name`` next to the page; its name."""
+        from camlens.viz import save_figure
+
+        if hasattr(picture, "savefig"):
+            save_figure(picture, self.out / name)
+        else:
+            picture.save(self.out / name)
+        return name
+
+    def section(self, title: str, *parts: str) -> None:
+        """A section: an escaped title and ``parts``, HTML made with the escaping helpers."""
+        self.sections.append(f"<section><h2>{html.escape(title)}</h2>{''.join(parts)}</section>")
+
+
+def enlarged(picture, scale: int = SCALE):
+    """``picture`` drawn ``scale`` times larger, pixels kept sharp."""
     from PIL import Image
 
-    return picture.resize((picture.width * SCALE, picture.height * SCALE), Image.NEAREST)
+    return picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
 
 
-def _figure_tag(src: str, caption: str) -> str:
+def figure_tag(src: str, caption: str) -> str:
+    """A figure of the picture ``src`` with ``caption``; both escaped."""
     return (f'<figure><img src="{html.escape(src)}" alt="{html.escape(caption)}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def build_demo(out: Path, count: int = 6) -> Path:
-    """Write ``index.html`` and its PNGs into ``out``; returns the page's path."""
-    from camlens.viz import draw_boxes, overlay, save_figure, to_pil
-    from camlens.viz.grid import explanation_grid
+def paragraph(text: str) -> str:
+    """``text`` as an escaped paragraph."""
+    return f"<p>{html.escape(text)}</p>"
 
-    started = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+
+def row_tag(figures: list[str], kind: str = "row") -> str:
+    return f'<div class="{kind}">{"".join(figures)}</div>'
+
+
+def table_tag(header: list[str], rows: list[list[str]]) -> str:
+    """An HTML table; every cell escaped."""
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+                   for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _cam_and_gradcam(page: DemoPage, sizes: DemoSizes) -> dict:
+    from camlens.viz import overlay, to_pil
+
     gap, fc = load("digits-gap"), load("digits-fc")
-    digits = materialize(ClutteredDigits(count, "test", seed=7))
-    images, labels, boxes = digits["image"], digits["label"], digits["box"]
-
+    digits = materialize(ClutteredDigits(sizes.digits, "test", seed=7))
+    images, labels = digits["image"], digits["label"]
     cam = explain(gap, images, method="cam", layer="features")
     gradcam = explain(gap, images, method="gradcam", layer="features")
     fc_gradcam = explain(fc, images, method="gradcam", layer="features")
     difference = (cam.maps - gradcam.maps).abs().max().item()
-    sections = []
-
     rows = []
-    for index in range(count):
+    for index in range(sizes.digits):
         picture = to_pil(images[index])
-        cells = [("input", picture), (f"CAM, digits-gap: {int(cam.targets[index])}",
-                                      overlay(picture, cam.maps[index])),
+        cells = [("input", picture),
+                 (f"CAM, digits-gap: {int(cam.targets[index])}",
+                  overlay(picture, cam.maps[index])),
                  (f"Grad-CAM, digits-gap: {int(gradcam.targets[index])}",
                   overlay(picture, gradcam.maps[index])),
                  (f"Grad-CAM, digits-fc: {int(fc_gradcam.targets[index])}",
                   overlay(picture, fc_gradcam.maps[index]))]
-        tags = []
-        for column, (caption, image) in enumerate(cells):
-            name = f"digit{index}_{column}.png"
-            enlarged(image).save(out / name)
-            tags.append(_figure_tag(name, caption))
-        rows.append(f'<div class="row">{"".join(tags)}</div>')
-    sections.append(
-        "<h2>1-2. CAM and Grad-CAM agree on a GAP model; Grad-CAM also explains an FC head</h2>"
-        f"<p>True labels: {', '.join(str(int(v)) for v in labels)}. On digits-gap "
-        "(conv trunk, global average pooling, one linear layer) the CAM and Grad-CAM maps "
-        f"differ by at most <b>{difference:.1e}</b>. digits-fc has a flattened, fully connected "
-        "head: CAM refuses it, Grad-CAM explains it.</p>" + "".join(rows))
+        rows.append(row_tag([figure_tag(page.save(enlarged(image), f"digit{index}_{column}.png"),
+                                        caption)
+                             for column, (caption, image) in enumerate(cells)]))
+    page.section(
+        "1. CAM = Grad-CAM on a GAP model; Grad-CAM also explains an FC head",
+        paragraph(f"True labels: {', '.join(str(int(v)) for v in labels)}. On digits-gap (conv "
+                  "trunk, global average pooling, one linear layer) the CAM and Grad-CAM maps "
+                  "differ by at most ").removesuffix("</p>")
+        + f"<b>{difference:.1e}</b>"  # a number, nothing to escape
+        + html.escape(". digits-fc has a flattened, fully connected head: CAM refuses it, "
+                      "Grad-CAM explains it.") + "</p>",
+        *rows)
+    return {"images": images, "labels": labels, "boxes": digits["box"], "cam": cam}
 
-    scenes = materialize(DigitScenes(count, "test", seed=3, digits=(2, 2)))
-    scene_rows = []
-    for index in range(count):
+
+def _box_share(maps: torch.Tensor, box: torch.Tensor) -> float:
+    """The share of a map's mass ``(H, W)`` inside ``box`` (x0, y0, x1, y1, pixels)."""
+    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+    total = float(maps.sum())
+    return float(maps[y0:y1, x0:x1].sum()) / total if total > 0 else float("nan")
+
+
+def _per_class_and_counterfactual(page: DemoPage, sizes: DemoSizes) -> None:
+    from camlens.viz import overlay, to_pil
+    from camlens.viz.grid import explanation_grid
+
+    gap = load("digits-gap")
+    names = get_weights("digits-gap").class_names
+    scenes = materialize(DigitScenes(sizes.scenes, "test", seed=3, digits=(2, 2)))
+    per_class, counter_rows = [], []
+    refused = None
+    for index in range(sizes.scenes):
         scene = scenes["image"][index : index + 1]
         classes = scenes["labels"][index, :2]
-        exp = explain(gap, scene, method="gradcam", layer="features",
-                              target=classes[None])
-        figure = explanation_grid(exp, scene, class_names=get_weights("digits-gap").class_names)
-        name = f"scene{index}.png"
-        save_figure(figure, out / name)
-        scene_rows.append(_figure_tag(name, f"scene with {classes[0]} and {classes[1]}: "
-                                           "one Grad-CAM map per digit class"))
-    sections.append("<h2>3. One map per class in the same image</h2><p>Each scene holds two "
-                    "digits; asking for each digit's class gives a map on that digit.</p>"
-                    f'<div class="column">{"".join(scene_rows)}</div>')
+        exp = explain(gap, scene, method="gradcam", layer="features", target=classes[None])
+        figure = explanation_grid(exp, scene, class_names=names)
+        per_class.append(figure_tag(page.save(figure, f"scene{index}.png"),
+                                    f"scene with {int(classes[0])} and {int(classes[1])}: "
+                                    "one Grad-CAM map per digit class"))
+        first, other_box = int(classes[0]), scenes["boxes"][index, 1]
+        try:
+            against = explain(gap, scene, method="gradcam", layer="features", target=first,
+                              counterfactual=True)
+        except TypeError as error:  # an engine without the option
+            refused = str(error)
+            continue
+        picture = to_pil(scene[0])
+        ordinary = exp.maps[0, 0]
+        counter = against.maps[0]
+        own_box = scenes["boxes"][index, 0]
+        counter_rows.append(row_tag([
+            figure_tag(page.save(enlarged(picture, SCENE_SCALE), f"counter{index}_0.png"),
+                       "input"),
+            figure_tag(page.save(enlarged(overlay(picture, ordinary), SCENE_SCALE),
+                                 f"counter{index}_1.png"),
+                       f"Grad-CAM for {first}: {_box_share(ordinary, own_box):.0%} of the "
+                       f"map on the {first}"),
+            figure_tag(page.save(enlarged(overlay(picture, counter), SCENE_SCALE),
+                                 f"counter{index}_2.png"),
+                       f"counterfactual for {first}: {_box_share(counter, other_box):.0%} on "
+                       f"the {int(classes[1])}")]))
+    page.section("2. One map per class in the same image",
+                 paragraph("Each scene holds two digits; asking for each digit's class gives a "
+                           "map on that digit."),
+                 row_tag(per_class, "column"))
+    if refused is not None:
+        page.section("3. Counterfactual maps",
+                      paragraph(f"This build of the engine has no counterfactual option: "
+                                f"{refused}"))
+        return
+    page.section(
+        "3. Counterfactual maps: what speaks against a class",
+        paragraph("Grad-CAM with the score's gradients negated (explain(..., counterfactual=True),"
+                  " the Grad-CAM paper's Section 7) shows the regions that lower the score of "
+                  "the class: removing them would make the model surer of it. Beside the "
+                  "ordinary map of the first digit's class, its counterfactual map lands on the "
+                  "other digit. Shares are of the map's mass (upsampled, normalised) inside "
+                  "each digit's true box."),
+        *counter_rows)
 
+
+def gap_fc_rows(localization_size: int) -> tuple[list[str], list[list[str]]]:
+    """The GAP vs FC table: head, parameters (counted), test accuracy and training time (from the
+    weights' metadata, written by ``camlens train``) and the top-1 localization error of CAM
+    and Grad-CAM measured on ``localization_size`` cluttered test digits."""
+    digits = materialize(ClutteredDigits(localization_size, "test", seed=11))
+    images, labels, boxes = digits["image"], digits["label"], digits["box"]
+    header = ["model", "head", "parameters", "test accuracy (metadata)", "trained in",
+              f"loc. error, CAM ({localization_size} digits)",
+              f"loc. error, Grad-CAM ({localization_size} digits)", "trained by"]
+    rows = []
+    for name in ("digits-gap", "digits-fc"):
+        weights = get_weights(name)
+        model = load(name)
+        metadata = weights.metadata
+        errors = []
+        for method in ("cam", "gradcam"):
+            try:
+                exp = explain(model, images, method=method, layer=weights.target_layer)
+            except ValueError:
+                errors.append("refused (no GAP + linear head)")
+                continue
+            found = metrics.largest_component_boxes(exp.maps, threshold=0.2)
+            hits = metrics.localization_hits(found, boxes, exp.targets, labels)
+            errors.append(f"{100 * (1 - float(hits.float().mean())):.1f}%")
+        accuracy = weights.metrics.get("test_accuracy")
+        rows.append([name, weights.description.split(" (")[0],
+                     f"{sum(p.numel() for p in model.parameters()):,}",
+                     "-" if accuracy is None else
+                     f"{100 * accuracy:.2f}% of {metadata.get('test_size', '?')}",
+                     f"{metadata.get('train_seconds', '?')} s", *errors,
+                     metadata.get("command", "?")])
+    return header, rows
+
+
+def _gap_vs_fc(page: DemoPage, sizes: DemoSizes) -> None:
+    header, rows = gap_fc_rows(sizes.table)
+    page.section(
+        "4. GAP vs FC: what the GAP head costs",
+        paragraph("The seed lecture (after the CAM paper's Table 1) warns that a global-average-"
+                  "pooling head can cost accuracy. Accuracy and training time are read from the "
+                  "weights' metadata (camlens train wrote them); parameters are counted; the "
+                  "localization errors (wrong class, or the box from the map above 20% of its "
+                  "peak has IoU < 0.5 with the true box) are measured by this page on its own "
+                  "test digits. The 1,000-image table is docs/results.md (camlens reproduce "
+                  "localization)."),
+        table_tag(header, rows))
+
+
+def _localization(page: DemoPage, digits: dict, sizes: DemoSizes) -> None:
+    from camlens.viz import draw_boxes, overlay, to_pil
+
+    cam, images, boxes, labels = digits["cam"], digits["images"], digits["boxes"], digits["labels"]
     found = metrics.largest_component_boxes(cam.maps, threshold=0.2)
     overlaps = metrics.box_iou(found, boxes)
-    box_tags = []
-    for index in range(count):
+    tags = []
+    for index in range(sizes.digits):
         picture = overlay(to_pil(images[index]), cam.maps[index])
         drawn = draw_boxes(enlarged(picture), torch.stack([boxes[index], found[index]]) * SCALE,
                            colors=["lime", "red"])
-        name = f"box{index}.png"
-        drawn.save(out / name)
-        box_tags.append(_figure_tag(name, f"IoU {overlaps[index]:.2f}"))
+        tags.append(figure_tag(page.save(drawn, f"box{index}.png"),
+                               f"IoU {overlaps[index]:.2f}"))
     hits = metrics.localization_hits(found, boxes, cam.targets, labels)
-    sections.append(
-        "<h2>4. Localization from the map (the CAM paper's protocol)</h2><p>Keep the CAM above "
-        "20% of its peak, take the box around the largest connected component (red) and compare "
-        f"it with the true box (green): {int(hits.sum())} of {count} are right class and IoU "
-        f"&ge; 0.5. The full table is in docs/results.md.</p>"
-        f'<div class="row">{"".join(box_tags)}</div>')
+    page.section(
+        "5. Localization from the map (the CAM paper's protocol)",
+        paragraph("Keep the CAM above 20% of its peak, take the box around the largest connected "
+                  "component (red) and compare it with the true box (green): "
+                  f"{int(hits.sum())} of {sizes.digits} are right class and IoU >= 0.5."),
+        row_tag(tags))
 
+
+STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+         ".row{display:flex;gap:8px;flex-wrap:wrap;margin-bottom:8px;align-items:flex-start}"
+         "figure{margin:0}figcaption{font-size:12px;text-align:center;max-width:400px}"
+         "img{image-rendering:pixelated}.column img,.wide img{max-width:100%}"
+         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+         "padding:3px 8px;font-size:13px;text-align:left}pre{background:#f6f6f6;padding:8px;"
+         "overflow-x:auto}code{background:#f3f3f3;padding:0 .2em}")
+
+
+def build_demo(out: Path, sizes: DemoSizes | None = None,
+               log: Callable[[str], None] | None = None) -> Path:
+    """Write ``index.html``, its PNGs and its WAV into ``out``; returns the page's path.
+    ``log`` hears each section's time."""
+    from camlens.experiments import demo_applications as applications
+
+    sizes = sizes or DemoSizes()
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    page = DemoPage(out)
+
+    def timed(name: str, work: Callable[[], object]) -> object:
+        begun = time.perf_counter()
+        result = work()
+        page.timings[name] = time.perf_counter() - begun
+        if log is not None:
+            log(f"{name}: {page.timings[name]:.1f} s")
+        return result
+
+    digits = timed("CAM and Grad-CAM", lambda: _cam_and_gradcam(page, sizes))
+    timed("per class and counterfactual", lambda: _per_class_and_counterfactual(page, sizes))
+    timed("GAP vs FC", lambda: _gap_vs_fc(page, sizes))
+    timed("localization", lambda: _localization(page, digits, sizes))  # type: ignore[arg-type]
+    timed("captions", lambda: applications.captions_section(page, sizes))
+    timed("bias audit", lambda: applications.audit_section(page, sizes))
+    timed("accent", lambda: applications.accent_section(page, sizes))
+    timed("detector", lambda: applications.detector_section(page, sizes))
+    page.section("Explore further",
+                 paragraph("Every map here, and any picture or recording of your own, can be "
+                           "explored in the browser: run the command below, then open "
+                           "http://127.0.0.1:8000/ (pick a model, a method, layers and targets; "
+                           "hover to read values; browse a bias audit)."),
+                 f"<pre>{html.escape(EXPLORER_COMMAND)}</pre>")
     seconds = time.perf_counter() - started
-    page = out / "index.html"
-    page.write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>camlens demo</title><style>"
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-        ".row{display:flex;gap:8px;flex-wrap:wrap;margin-bottom:8px}figure{margin:0}"
-        "figcaption{font-size:12px;text-align:center}img{image-rendering:pixelated}"
-        ".column img{max-width:100%}</style></head><body>"
-        "<h1>camlens demo: why did the model say that digit?</h1>"
-        "<p>Offline reference models trained by camlens on scikit-learn's handwritten digits, "
-        f"placed on cluttered 64x64 canvases. Built in {seconds:.1f} s.</p>"
-        + "".join(sections) + "</body></html>"
-    )
-    return page
+    index = out / "index.html"
+    index.write_text(
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>camlens demo</title>"
+        f"<style>{STYLE}</style></head><body>"
+        "<h1>camlens demo: why did the model say that?</h1>"
+        + paragraph("Offline reference models trained by camlens: handwritten digits from "
+                    "scikit-learn on cluttered 64x64 canvases and two-digit scenes, a captioner, "
+                    "a detector, a biased classifier and an accent classifier on synthesized "
+                    f"speech. Built in {seconds:.1f} s.")
+        + "".join(page.sections) + "</body></html>")
+    return index
