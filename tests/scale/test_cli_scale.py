@@ -11,6 +11,7 @@ import signal
 
 import numpy as np
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from camlens.cli import main
@@ -79,3 +80,16 @@ def test_engine_options_are_checked_before_any_work(digit_scenes, tmp_path):
                   "-o", tmp_path / "b")
     assert address.exit_code == 2 and "--ray-address needs --engine ray" in address.output
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow  # worker processes start torch: ~17 s on 2 cores
+def test_audit_prepares_batches_in_worker_processes_with_the_same_result(tmp_path):
+    results = []
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        result = run("audit", "-m", "digits-biased", "--size", 40, "--batch-size", 16,
+                     "--workers", workers, "-o", out)
+        assert result.exit_code == 0, result.output
+        summary = json.loads((out / "summary.json").read_text())
+        results.append({key: summary[key] for key in ("overall", "per_class", "counterfactual")})
+    assert results[0] == results[1]

@@ -93,6 +93,10 @@ def _reproduction_command(**options) -> str:
 @click.option("--target", type=click.Choice(["predicted", "label"]), default="predicted",
               show_default=True, help="Explain the predicted or the true class.")
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Worker processes preparing the next batches while the model explains "
+                   "(a DataLoader's num_workers; 0: on the main process). Results do not "
+                   "depend on it.")
 @click.option("--top", default=8, show_default=True, type=click.IntRange(min=0),
               help="Worst cases shown per region.")
 @click.option("--out", "-o", default="camlens-audit", show_default=True,
@@ -100,7 +104,7 @@ def _reproduction_command(**options) -> str:
               help="Folder for report.html and summary.json (created).")
 @DEVICE_OPTION
 def audit(model_spec, weights, arch, trust_checkpoint, data_name, size, seed, method, layer,
-          target, batch_size, top, out, device) -> None:
+          target, batch_size, workers, top, out, device) -> None:
     """Audit where MODEL's maps put their mass (the object, a suspected cue) on a built-in data
     set, with the accuracy when the cue is moved or removed; writes report.html and
     summary.json."""
@@ -121,6 +125,7 @@ def audit(model_spec, weights, arch, trust_checkpoint, data_name, size, seed, me
         loaded.model, data.dataset, data.regions, method_name, layer=layer, target=target,
         batch_size=batch_size, class_names=loaded.class_names, keep=top,
         counterfactuals=data.variants, cue_key=data.cue_key, progress=sys.stderr.isatty(),
+        num_workers=workers,
     )
     out.mkdir(parents=True, exist_ok=True)
     command = _reproduction_command(model_spec=model_spec, weights=weights, arch=arch,
