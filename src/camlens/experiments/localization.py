@@ -7,7 +7,8 @@
   the CAM paper's 20% and Grad-CAM's 15% thresholds (largest connected component, right class
   and IoU >= 0.5), pointing accuracy and energy-based pointing game for the true class, and, on
   the first ``faithfulness_size`` images, RISE deletion / insertion AUC and Grad-CAM++ average
-  drop / increase in confidence for the predicted class;
+  drop / increase in confidence for the predicted class, and on the first ``road_size`` ROAD's
+  MoRF and LeRF means (noisy linear imputation; :mod:`camlens.metrics.road_metric`);
 - baselines: a centred box of the training set's average size, the full image, a random map;
 - a sanity check: cascading randomization of digits-gap (Spearman rank correlation between the
   maps of the trained and the randomised model).
@@ -30,10 +31,12 @@ __all__ = ["COLUMNS", "FAITHFULNESS_STEPS", "MODELS", "POINTING_TOLERANCE", "TAB
            "localization_table"]
 
 TABLE_METHODS = ("cam", "gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigencam",
-                 "scorecam", "ablationcam", "guided-backprop", "guided-gradcam")
+                 "eigengradcam", "finercam", "shapleycam", "fullgrad", "scorecam",
+                 "ablationcam", "guided-backprop", "guided-gradcam")
 MODELS = ("digits-gap", "digits-fc")
 POINTING_TOLERANCE = metrics.pointing.DIGITS_TOLERANCE
 FAITHFULNESS_STEPS = 32
+ROAD_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
 def _batched_maps(model, images, method: str, targets: torch.Tensor, batch: int = 200,
@@ -48,7 +51,7 @@ def _batched_maps(model, images, method: str, targets: torch.Tensor, batch: int 
 
 
 def _evaluate_maps(model, images, labels, boxes, predicted, maps_predicted, maps_true,
-                  faithfulness_size: int) -> dict[str, float]:
+                  faithfulness_size: int, road_size: int = 0) -> dict[str, float]:
     """Every metric of one method (or baseline map) on one model."""
     row = {}
     for threshold in (0.20, 0.15):
@@ -68,6 +71,13 @@ def _evaluate_maps(model, images, labels, boxes, predicted, maps_predicted, maps
                                                targets=predicted[few], batch_size=256)
     row["drop"] = confidence["average_drop"]
     row["increase"] = confidence["increase_in_confidence"]
+    if road_size:
+        some = slice(0, road_size)
+        road = metrics.road_scores(model, images[some], maps_predicted[some],
+                                   targets=predicted[some], fractions=ROAD_FRACTIONS,
+                                   batch_size=256)
+        row["road_morf"] = road.morf_mean.mean().item()
+        row["road_lerf"] = road.lerf_mean.mean().item()
     return row
 
 
@@ -87,7 +97,9 @@ COLUMNS = (("loc@0.20", "top-1 loc. error % (20%)", "{:.1f}"),
            ("deletion", "deletion AUC (lower better)", "{:.3f}"),
            ("insertion", "insertion AUC (higher better)", "{:.3f}"),
            ("drop", "avg drop % (lower better)", "{:.1f}"),
-           ("increase", "increase in conf. %", "{:.1f}"))
+           ("increase", "increase in conf. %", "{:.1f}"),
+           ("road_morf", "ROAD MoRF (lower better)", "{:.3f}"),
+           ("road_lerf", "ROAD LeRF (higher better)", "{:.3f}"))
 
 
 def _markdown_row(label: str, row: dict[str, float]) -> str:
@@ -96,7 +108,7 @@ def _markdown_row(label: str, row: dict[str, float]) -> str:
 
 
 def localization_table(test_size: int = 1000, faithfulness_size: int = 250,
-                       progress: bool = False,
+                       road_size: int = 100, progress: bool = False,
                        log: Callable[[str], None] | None = None) -> str:
     """The markdown report (see the module docstring)."""
     say = log or (lambda message: None)
@@ -108,11 +120,14 @@ def localization_table(test_size: int = 1000, faithfulness_size: int = 250,
                  (train_boxes[:, 2] - train_boxes[:, 0]).mean().item())
     size = tuple(images.shape[-2:])
     faithfulness_size = min(faithfulness_size, test_size)
+    road_size = min(road_size, test_size)
 
     lines = [
         "Cluttered digits, test split "
         f"({test_size} images, 64x64; deletion/insertion and average drop on the first "
-        f"{faithfulness_size}, {FAITHFULNESS_STEPS} steps). Maps for the predicted class for "
+        f"{faithfulness_size}, {FAITHFULNESS_STEPS} steps; ROAD on the first {road_size}, "
+        f"removing {', '.join(f'{f:.0%}' for f in ROAD_FRACTIONS)} of the pixels, noise 0.01). "
+        "Maps for the predicted class for "
         "localization and faithfulness, for the true class for pointing "
         f"(tolerance {POINTING_TOLERANCE} px). Machine: {platform.machine()}, "
         f"torch {torch.__version__}.",
@@ -144,13 +159,14 @@ def localization_table(test_size: int = 1000, faithfulness_size: int = 250,
             maps_true = _batched_maps(model, images, method, labels)
             say(f"{label} ...")
             row = _evaluate_maps(model, images, labels, boxes, predicted, maps_predicted,
-                                maps_true, faithfulness_size)
+                                maps_true, faithfulness_size, road_size)
             lines.append(_markdown_row(label, row))
         generator = torch.Generator().manual_seed(0)
         noise = torch.rand(len(images), 1, 16, 16, generator=generator)
         random_maps = F.interpolate(noise, size=size, mode="bilinear", align_corners=False)[:, 0]
         lines.append(_markdown_row(f"{name} baseline: random map", _evaluate_maps(
-            model, images, labels, boxes, predicted, random_maps, random_maps, faithfulness_size)))
+            model, images, labels, boxes, predicted, random_maps, random_maps, faithfulness_size,
+            road_size)))
         lines.append(_markdown_row(f"{name} baseline: centred box of average size", _box_baseline(
             labels, boxes, predicted, metrics.center_box(size, mean_size))))
         lines.append(_markdown_row(f"{name} baseline: full image", _box_baseline(

@@ -8,6 +8,8 @@ All metrics are batched torch and run on the tensors' device (CPU or CUDA):
   pointing game (Score-CAM);
 - :mod:`~camlens.metrics.faithfulness`: RISE deletion/insertion and Grad-CAM++ average
   drop/increase in confidence;
+- :mod:`~camlens.metrics.road_metric`: ROAD (remove and debias: noisy linear imputation, MoRF and
+  LeRF; Rong et al., ICML 2022);
 - :mod:`~camlens.metrics.sanity`: cascading and independent model-parameter randomization
   (Adebayo et al.).
 """
@@ -29,6 +31,7 @@ from camlens.metrics.localization import (
     localization_hits,
 )
 from camlens.metrics.pointing import energy_pointing_game, pointing_accuracy, pointing_game
+from camlens.metrics.road_metric import ROADScores, noisy_linear_imputation, road, road_scores
 from camlens.metrics.sanity import (
     cascading_randomization,
     independent_randomization,
@@ -37,6 +40,10 @@ from camlens.metrics.sanity import (
 
 __all__ = [
     "PerturbationCurves",
+    "ROADScores",
+    "noisy_linear_imputation",
+    "road",
+    "road_scores",
     "average_drop_increase",
     "box_iou",
     "box_masks",
