@@ -130,3 +130,22 @@ def test_a_recording_plays_with_a_moving_cursor(page):
         time.sleep(0.1)
     page.evaluate("document.getElementById('player').pause()")
     assert float(page.get_attribute("#timeline", "data-cursor")) > 0
+
+
+@pytest.mark.slow
+def test_an_audit_sorts_by_region_share_and_opens_the_worst_cases(page):
+    page.fill("#audit-size", "20")
+    page.click("#audit-run")
+    page.wait_for_selector(".audit-records tr[data-index]", timeout=60_000)
+    wait_until(page, "!document.body.dataset.busy")
+    page.select_option("#audit-sort", "mark:desc")
+    shares = page.eval_on_selector_all(
+        ".audit-records tr[data-index] td:nth-child(5)",
+        "n => n.map(x => parseFloat(x.textContent))")
+    assert len(shares) == 20 and shares == sorted(shares, reverse=True)
+    first = page.get_attribute(".worst button.case", "data-index")
+    assert first == page.get_attribute(".audit-records tr[data-index]", "data-index")
+    page.click(".worst button.case")
+    assert page.is_visible("#audit-case img")
+    assert page.get_attribute("#audit-case", "data-index") == first
+    assert "mark share" in page.text_content("#audit-case p")

@@ -326,6 +326,29 @@ def create_app(catalog: ModelCatalog, limits: Limits | None = None, *,
                            "max_audio_s": server.limits.max_audio_s,
                            "timeout_s": server.limits.timeout_s}}
 
+    @app.get("/api/audit", summary="A bias audit on the built-in biased digits")
+    async def audit(model: str, size: int = 100, seed: int = 0, method: str = "gradcam",
+                    worst: int = 8, counterfactual: bool = True) -> dict[str, Any]:
+        """Where a served digit classifier's maps put their mass (the digit, the border mark)
+        on ``size`` biased digits, with the accuracy when the mark moves (``counterfactual``):
+        the summary, every record (sort them by region share) and the ``worst`` cases per
+        region with their pictures, as ``camlens audit`` computes them."""
+        from camlens.methods import get_method
+        from camlens.serve.audits import MAX_AUDIT_SIZE, MAX_WORST, audit_record
+
+        served = catalog.get(model)
+        if not 1 <= size <= MAX_AUDIT_SIZE:
+            raise BadRequest(f"size must be from 1 to {MAX_AUDIT_SIZE}, got {size}")
+        if not 0 <= worst <= MAX_WORST:
+            raise BadRequest(f"worst must be from 0 to {MAX_WORST}, got {worst}")
+        name = get_method(method).name
+
+        async def work() -> dict[str, Any]:
+            return await server.pool.run(
+                lambda: audit_record(served, size, seed, name, worst, counterfactual))
+
+        return await server.limited(work)
+
     @app.post("/api/explain", summary="Explain pictures", openapi_extra=EXPLAIN_FORM)
     async def explain_pictures(request: Request) -> Response:
         return await server.limited(lambda: _explain_pictures(server, request))

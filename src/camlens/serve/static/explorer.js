@@ -75,6 +75,7 @@ async function chooseModel(name) {
     (model.kind === "caption" ? "one picture of digits in a row" : "one or more pictures");
   $("layer-box").hidden = isAudio;
   $("target-box").hidden = model.kind !== "image";
+  $("audit-box").hidden = model.kind !== "image";
   if (previousKind !== model.kind) {
     state.inputs = [];
     renderInputs();
@@ -621,11 +622,166 @@ function drawTimeline(canvas, result, seconds) {
   canvas.dataset.cursor = x.toFixed(1);
 }
 
+// --- bias audit ----------------------------------------------------------------------------
+
+async function runAudit() {
+  if (!state.model) return;
+  const size = Math.max(1, Math.min(500, Number($("audit-size").value) || 100));
+  const params = new URLSearchParams({model: state.model.name, size: String(size), worst: "8"});
+  state.busy = true;
+  document.body.dataset.busy = "true";
+  setStatus(`auditing ${state.model.name} on ${size} biased digits…`);
+  try {
+    const result = await getJSON(`/api/audit?${params}`);
+    state.result = result;
+    renderAudit(result);
+    $("downloads").hidden = false;
+    setStatus(`audited ${result.size} inputs`);
+  } catch (error) {
+    setStatus(error.message, true);
+  } finally {
+    state.busy = false;
+    delete document.body.dataset.busy;
+  }
+}
+
+function percentText(value, digits = 1) {
+  return value === null || value === undefined ? "–" : `${(100 * value).toFixed(digits)}%`;
+}
+
+function auditSummary(result) {
+  const table = el("table", undefined, "grid audit-summary");
+  const head = el("tr");
+  for (const text of ["region", "mean share", "median share", "mean area", "lift"]) {
+    head.append(el("th", text));
+  }
+  table.append(head);
+  for (const region of result.regions) {
+    const stats = result.overall.regions[region];
+    const line = el("tr");
+    line.append(el("th", region), el("td", percentText(stats.mean_share, 2)),
+                el("td", percentText(stats.median_share, 2)),
+                el("td", percentText(stats.mean_area, 2)),
+                el("td", stats.lift === null ? "–" : `${stats.lift.toFixed(2)}×`));
+    table.append(line);
+  }
+  return table;
+}
+
+function counterfactualTable(result) {
+  const table = el("table", undefined, "grid");
+  const head = el("tr");
+  for (const text of ["data", "accuracy", "change", "follows the mark"]) head.append(el("th", text));
+  table.append(head);
+  for (const variant of result.counterfactual.variants) {
+    const line = el("tr");
+    line.append(el("th", variant.name), el("td", percentText(variant.accuracy)),
+                el("td", variant.change === null ? "–" :
+                  `${(100 * variant.change).toFixed(1)} points`),
+                el("td", percentText(variant.cue_following)));
+    table.append(line);
+  }
+  return table;
+}
+
+// The worst case shown large: its picture and its record.
+function openCase(view, region, record) {
+  view.replaceChildren();
+  view.dataset.index = String(record.index);
+  const picture = document.createElement("img");
+  picture.src = record.picture;
+  picture.alt = `input ${record.index}`;
+  view.append(picture, el("p", `#${record.index}: label ${record.label}, predicted ` +
+    `${record.prediction}${record.correct === false ? " (wrong)" : ""}; ${region} share ` +
+    `${percentText(record.share[region], 2)}`));
+  view.hidden = false;
+}
+
+function renderAudit(result) {
+  const output = $("output");
+  output.replaceChildren();
+  const card = el("article", undefined, "card audit");
+  card.append(el("h2", `Bias audit of ${result.model}`));
+  card.append(el("p", result.description, "hint"));
+  card.append(el("p", `${result.method} at ${result.layer}, map of the ${result.target} class; ` +
+    `accuracy ${percentText(result.overall.accuracy)}. Rerun: ${result.command}`));
+  card.append(auditSummary(result));
+  if (result.counterfactual) card.append(counterfactualTable(result));
+  const view = el("div", undefined, "case-view");
+  view.id = "audit-case";
+  view.hidden = true;
+  const pictures = {};
+  for (const region of result.regions) {
+    for (const record of result.worst[region]) pictures[`${region}:${record.index}`] = record;
+  }
+  const controls = el("p");
+  const sort = document.createElement("select");
+  sort.id = "audit-sort";
+  sort.setAttribute("aria-label", "sort by");
+  for (const region of result.regions) {
+    for (const [order, words] of [["desc", "largest first"], ["asc", "smallest first"]]) {
+      const option = el("option", `${region} share, ${words}`);
+      option.value = `${region}:${order}`;
+      sort.append(option);
+    }
+  }
+  controls.append(el("span", "sort the inputs by "), sort);
+  const worst = el("div", undefined, "row worst");
+  const table = el("table", undefined, "grid audit-records");
+  const draw = () => {
+    const [region, order] = sort.value.split(":");
+    const sign = order === "asc" ? 1 : -1;
+    const share = (r) => (r.share[region] === null ? -Infinity * sign : r.share[region]);
+    const rows = [...result.records].sort((a, b) => sign * (share(a) - share(b)) ||
+                                                    a.index - b.index);
+    table.replaceChildren();
+    const head = el("tr");
+    for (const text of ["input", "label", "predicted", ...result.regions.map((r) => `${r} share`)]) {
+      head.append(el("th", text));
+    }
+    table.append(head);
+    for (const record of rows.slice(0, 50)) {
+      const line = el("tr");
+      line.dataset.index = String(record.index);
+      line.append(el("td", `#${record.index}`), el("td", record.label),
+                  el("td", record.prediction + (record.correct === false ? " ✗" : "")));
+      for (const name of result.regions) line.append(el("td", percentText(record.share[name], 2)));
+      const kept = pictures[`${region}:${record.index}`];
+      if (kept) {
+        line.classList.add("has-picture");
+        line.title = "open this case";
+        line.addEventListener("click", () => openCase(view, region, kept));
+      }
+      table.append(line);
+    }
+    worst.replaceChildren();
+    for (const record of result.worst[region]) {
+      const button = el("button", undefined, "case");
+      button.type = "button";
+      button.dataset.index = String(record.index);
+      const thumb = document.createElement("img");
+      thumb.src = record.picture;
+      thumb.alt = `input ${record.index}`;
+      button.append(thumb, el("span", `#${record.index} ${percentText(record.share[region])}`));
+      button.addEventListener("click", () => openCase(view, region, record));
+      worst.append(button);
+    }
+  };
+  sort.addEventListener("change", draw);
+  card.append(el("h3", "The worst cases (largest share first; click to open)"), worst, view,
+              controls, table, el("p", "the first 50 inputs in this order; rows with a picture " +
+                                  "open it", "hint"));
+  draw();
+  output.append(card);
+  if (result.notes && result.notes.length) card.append(notesList(result.notes));
+}
+
 // --- the page ------------------------------------------------------------------------------
 
 function setUp() {
   setUpDropZone();
   $("run").addEventListener("click", run);
+  $("audit-run").addEventListener("click", runAudit);
   $("target-mode").addEventListener("change", () => {
     $("class-picker").hidden = $("target-mode").value !== "classes";
     scheduleRun();
