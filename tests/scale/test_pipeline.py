@@ -145,3 +145,11 @@ def test_a_shard_written_but_not_indexed_is_recovered_not_redone(digit_scenes, t
     after = json.loads((out / "explanations.json").read_text())
     key = lambda record: record["file"]  # noqa: E731
     assert sorted(after, key=key) == sorted(before, key=key)
+
+
+def test_a_fresh_run_replaces_an_earlier_runs_shards(digit_scenes, tmp_path):
+    files = sorted(digit_scenes.glob("*.png"))
+    explain_dataset("digits-gap", files, tmp_path, format="npz", shard_size=5)
+    again = explain_dataset("digits-gap", files[:2], tmp_path, format="npz", shard_size=5)
+    assert (again.explained, again.skipped) == (2, 0)
+    assert [p.name for p in (tmp_path / "maps").iterdir()] == ["part-00000.npz"]

@@ -254,7 +254,7 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer_names, fus
         writer = make_writer(output_format, loaded, out, colormap=colormap, alpha=alpha,
                              inputs={Path(item.path).resolve() for item in items
                                      if item.path and Path(item.path).exists()},
-                             taken=index.outputs(), shard_size=shard_size)
+                             taken=index.outputs(), shard_size=shard_size, resume=resume)
     except ValueError as error:
         index.close()
         raise click.BadParameter(str(error), param_hint="--format") from None

@@ -168,7 +168,7 @@ def explain_dataset(
     index = RunIndex(out, settings, resume)
     writer = make_writer(format, loaded, out, inputs={Path(i.path).resolve() for i in items
                                                       if i.path}, taken=index.outputs(),
-                         shard_size=shard_size)
+                         shard_size=shard_size, resume=resume)
     counts = RunCounts()
     try:
         run_explanations(loaded, spec, items, index, writer, counts, engine=engine,

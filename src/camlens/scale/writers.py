@@ -151,9 +151,14 @@ class _ShardWriter:
 
     suffix = ""
 
-    def __init__(self, out: Path, model_name: str, shard_size: int = 1000) -> None:
+    def __init__(self, out: Path, model_name: str, shard_size: int = 1000,
+                 resume: bool = False) -> None:
         self.out, self.model_name, self.shard_size = out / "maps", model_name, max(1, shard_size)
         self.out.mkdir(parents=True, exist_ok=True)
+        if not resume:  # a fresh run: an earlier run's shards would read as this run's rows
+            for stale in self.out.glob("part-*"):
+                if stale.suffix in (".npz", ".parquet") and stale.is_file():
+                    stale.unlink()
         self._pending: list[ImageResult] = []
         self._lock = threading.Lock()
         self._next = max(self._numbers(), default=-1) + 1  # a resumed run adds shards
@@ -294,17 +299,18 @@ class ParquetShardWriter(_ShardWriter):
 
 def make_writer(form: str, loaded, out: Path, *, colormap: str = "jet", alpha: float = 0.5,
                 inputs: set[Path] | None = None, taken: set[Path] | None = None,
-                shard_size: int = 1000):
-    """The writer of ``form`` (one of :data:`FORMATS`) into ``out``."""
+                shard_size: int = 1000, resume: bool = False):
+    """The writer of ``form`` (one of :data:`FORMATS`) into ``out``; without ``resume`` an
+    earlier run's shards in ``out/maps`` are removed (as its index is)."""
     if form == "png":
         return PngWriter(loaded, out, colormap, alpha, inputs, taken)
     if form == "npz":
-        return NpzShardWriter(out, loaded.name, shard_size)
+        return NpzShardWriter(out, loaded.name, shard_size, resume)
     if form == "parquet":
         try:
             import pyarrow  # noqa: F401
         except ImportError:
             raise ValueError("--format parquet needs pyarrow: pip install 'camlens[scale]'"
                              ) from None
-        return ParquetShardWriter(out, loaded.name, shard_size)
+        return ParquetShardWriter(out, loaded.name, shard_size, resume)
     raise ValueError(f"unknown output format {form!r}; use one of {', '.join(FORMATS)}")

@@ -1,0 +1,192 @@
+"""`camlens explain` on a folder against a bare loop, Ray with 1 and 2 actors, and peak memory.
+
+Measured in one run, on the same images and batch size:
+
+- the bare loop: read each file (PIL), preprocess it with the model's own preprocessing, stack
+  a batch and run the model on it under ``torch.inference_mode`` (no explanation, nothing
+  written): the speed of inference;
+- ``camlens explain FOLDER --format npz`` and ``--format png`` (overlays), in this process
+  (``camlens.cli.main``), so the interpreter's start is not counted but the model's loading,
+  the checks before any work, the index and every file written are;
+- ``--engine ray --format npz`` with 1 and 2 actors (a local Ray started once, not counted);
+- the peak resident memory of ``camlens explain --format npz`` on 1,000 and 10,000 images, each
+  in its own process (``/usr/bin/time``-like: ``resource.getrusage(RUSAGE_CHILDREN)``).
+
+Models: resnet18 (random weights, 224x224 RGB JPEGs, layer4) and digits-gap (the shipped digit
+model, 64x64 gray PNGs). Usage::
+
+    python benchmarks/bench_pipeline.py --output benchmarks/PIPELINE.md
+    python benchmarks/bench_pipeline.py --quick   # a smoke run: few images, no Ray, no memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+torch.manual_seed(0)
+
+
+def make_images(folder: Path, count: int, size: int, mode: str, suffix: str) -> Path:
+    """``count`` pictures with some structure (blobs on noise) in ``folder``."""
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = np.random.default_rng(0)
+    for number in range(count):
+        path = folder / f"img{number:06d}{suffix}"
+        if path.exists():
+            continue
+        pixels = generator.integers(0, 60, (size, size, 3), dtype=np.uint8)
+        image = Image.fromarray(pixels)
+        draw = ImageDraw.Draw(image)
+        for _ in range(3):
+            x, y = generator.integers(0, size - size // 4, 2)
+            draw.ellipse([int(x), int(y), int(x) + size // 4, int(y) + size // 4],
+                         fill=tuple(int(v) for v in generator.integers(80, 255, 3)))
+        image.convert(mode).save(path, quality=90) if suffix == ".jpg" else image.convert(
+            mode).save(path)
+    return folder
+
+
+def resnet18_weights(folder: Path) -> Path:
+    import torchvision
+    from safetensors.torch import save_file
+
+    path = folder / "resnet18.safetensors"
+    if not path.exists():
+        save_file(torchvision.models.resnet18(weights=None).state_dict(), str(path))
+    return path
+
+
+def bare_loop(loaded, files: list[Path], batch_size: int) -> float:
+    """Images per second: decode, preprocess, model forward in batches, inference mode."""
+    from PIL import Image
+
+    model = loaded.model.eval()
+    start = time.perf_counter()
+    for first in range(0, len(files), batch_size):
+        tensors = []
+        for path in files[first:first + batch_size]:
+            with Image.open(path) as image:
+                tensors.append(loaded.preprocess(image.convert("RGB")))
+        with torch.inference_mode():
+            model(torch.cat(tensors))
+    return len(files) / (time.perf_counter() - start)
+
+
+def camlens_explain(args: list[str], count: int) -> float:
+    """Images per second of ``camlens explain ARGS`` in this process."""
+    from camlens.cli import main
+
+    start = time.perf_counter()
+    try:
+        main(args, standalone_mode=False)
+    except SystemExit as stop:
+        if stop.code:
+            raise RuntimeError(f"camlens explain {' '.join(args)} exited {stop.code}") from None
+    return count / (time.perf_counter() - start)
+
+
+def peak_rss(args: list[str]) -> float:
+    """Peak resident memory (MiB) of ``camlens explain ARGS`` in a fresh process (measured by
+    a fresh parent, so each figure is its own run's)."""
+    camlens = str(Path(sys.executable).with_name("camlens"))
+    probe = ("import resource, subprocess, sys; "
+             "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, "
+             "stderr=subprocess.DEVNULL); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    done = subprocess.run([sys.executable, "-c", probe, camlens, *args], check=True,
+                          capture_output=True, text=True)
+    return int(done.stdout.strip()) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=256, help="images per speed run")
+    parser.add_argument("--output", type=Path)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--work", type=Path, help="folder for the images (default: a temp one)")
+    options = parser.parse_args()
+    count = 32 if options.quick else options.images
+    work = options.work or Path(tempfile.mkdtemp(prefix="camlens-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    from camlens.models import load_model
+
+    weights = resnet18_weights(work)
+    models = {
+        "resnet18": (["--model", str(weights), "--arch", "torchvision:resnet18",
+                      "--layer", "layer4"],
+                     make_images(work / "rgb224", count, 224, "RGB", ".jpg"), 16,
+                     lambda: load_model(str(weights), arch="torchvision:resnet18")),
+        "digits-gap": (["--model", "digits-gap"],
+                       make_images(work / "gray64", count, 64, "L", ".png"), 64,
+                       lambda: load_model("digits-gap")),
+    }
+    lines = ["# camlens explain on a folder against a bare loop (issue 16)", "",
+             f"Machine: {os.cpu_count()}-core {platform.machine()} CPU, no GPU, shared with other "
+             f"work; torch {torch.__version__}, {torch.get_num_threads()} threads. "
+             f"{count} images per run, the same for every row of a model.", "",
+             "Command: `python benchmarks/bench_pipeline.py --output benchmarks/PIPELINE.md`", "",
+             "| model | batch | bare loop (img/s) | explain --format npz (img/s) | npz / bare "
+             "| explain, PNG overlays (img/s) | PNG / bare |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    ray_rows = []
+    for name, (model_args, folder, batch, load) in models.items():
+        files = sorted(folder.iterdir())[:count]
+        loaded = load()
+        bare_loop(loaded, files[:batch], batch)  # warm up
+        bare = bare_loop(loaded, files, batch)
+        common = ["explain", str(folder), *model_args, "--batch-size", str(batch)]
+        out = work / f"out-{name}"
+        camlens_explain([*common, "--format", "npz", "-o", str(out / "warm")], count)
+        npz = camlens_explain([*common, "--format", "npz", "-o", str(out / "npz")], count)
+        png = camlens_explain([*common, "--format", "png", "-o", str(out / "png")], count)
+        lines.append(f"| {name} | {batch} | {bare:.1f} | {npz:.1f} | {npz / bare:.2f}x | "
+                     f"{png:.1f} | {png / bare:.2f}x |")
+        print(lines[-1], flush=True)
+        if not options.quick:
+            import ray
+
+            if not ray.is_initialized():
+                ray.init(num_cpus=os.cpu_count(), include_dashboard=False,
+                         log_to_driver=False, configure_logging=False)
+            speeds = []
+            for actors in (1, 2):
+                speeds.append(camlens_explain(
+                    [*common, "--engine", "ray", "--actors", str(actors), "--format", "npz",
+                     "-o", str(out / f"ray{actors}")], count))
+            ray_rows.append(f"| {name} | {npz:.1f} | {speeds[0]:.1f} | {speeds[1]:.1f} | "
+                            f"{speeds[0] / npz:.2f}x | {speeds[1] / npz:.2f}x |")
+            print(ray_rows[-1], flush=True)
+    if ray_rows:
+        lines += ["", "## Ray on this machine (local Ray, started once before; npz)", "",
+                  "| model | local pipeline (img/s) | Ray, 1 actor | Ray, 2 actors | "
+                  "1 actor / local | 2 actors / local |", "|---|---:|---:|---:|---:|---:|",
+                  *ray_rows]
+    if not options.quick:
+        lines += ["", "## Peak memory (RSS) of `camlens explain --format npz`, digits-gap", "",
+                  "| images | peak RSS (MiB) |", "|---:|---:|"]
+        for size in (1_000, 10_000):
+            folder = make_images(work / f"mem{size}", size, 64, "L", ".png")
+            rss = peak_rss(["explain", str(folder), "--model", "digits-gap", "--format", "npz",
+                            "-o", str(work / f"mem-out{size}")])
+            lines.append(f"| {size:,} | {rss:.0f} |")
+            print(lines[-1], flush=True)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if options.output:
+        options.output.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
