@@ -19,7 +19,7 @@ def catalog():
     from camlens.serve import ModelCatalog
 
     return ModelCatalog.load(["digits-gap", "digits-fc", "digits-captioner", "accent-attention",
-                              "accent-cnn"], zoo=False)
+                              "accent-cnn", "digits-detector"], zoo=False)
 
 
 @pytest.fixture(scope="session")

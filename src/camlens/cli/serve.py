@@ -32,12 +32,13 @@ def build_app(catalog=None, limits=None, *, models: Sequence[str] = (),
     """The explorer's ASGI app: ``catalog`` (default: the zoo and ``models``, loaded as
     ``camlens explain --model`` loads them, pickles refused) under ``limits``."""
     from camlens.cli.explain import display_image
+    from camlens.cli.targets import prepare_target
     from camlens.serve import Limits, ModelCatalog, create_app
 
     if catalog is None:
         catalog = ModelCatalog.load(models, weights, archs, zoo=zoo, device=device)
     return create_app(catalog, limits or Limits(), parse_target=target_parser(),
-                      picture_of=display_image)
+                      picture_of=display_image, prepare_target=prepare_target)
 
 
 @click.command()

@@ -29,13 +29,21 @@ from camlens.serve.limits import Limits
 from camlens.serve.samples import SampleShelf
 from camlens.serve.uploads import BadRequest, Form, TooLarge, read_form, read_picture
 
-__all__ = ["PictureOf", "TargetParser", "create_app"]
+__all__ = ["PictureOf", "TargetParser", "TargetPreparer", "create_app"]
 
 T = TypeVar("T")
 #: ``camlens explain --target`` read for a model's class names (the command line's parser).
 TargetParser = Callable[[str, Sequence[str] | None], Any]
 #: A model's input tensor ``(1, C, H, W)`` as the picture its maps lie over.
 PictureOf = Callable[[Any, Any], Any]
+#: ``camlens explain``'s per-image target preparation: (loaded model, parsed target, input
+#: tensor, device) -> an object with ``target``, ``inputs``, ``options``, ``names`` and ``boxes``
+#: (a ``detections`` target runs the detector to find its boxes).
+TargetPreparer = Callable[[Any, Any, Any, Any], Any]
+#: The target forms the page and the API take.
+TARGET_FORMS = ("top1, topK, a class index or name, classes separated by commas, "
+                "box:x0,y0,x1,y1[:CLASS] and detections[:SCORE] (detectors), class:CLASS "
+                "(segmentation)")
 
 STATIC = Path(str(resources.files("camlens.serve") / "static"))
 #: The page loads nothing from elsewhere; pictures and sounds come as data: and blob: URLs.
@@ -66,7 +74,8 @@ EXPLAIN_FORM = _form_schema({
                                      "separate with commas to compare layers; default: the "
                                      "model's own layer"},
     "target": {**TEXT, "description": "top1 (default), topK, a class index or name, several "
-                                      "classes separated by commas, box:x0,y0,x1,y1[:CLASS], "
+                                      "classes separated by commas, box:x0,y0,x1,y1[:CLASS] or "
+                                      "detections[:SCORE] (a detector: one map per detection), "
                                       "class:CLASS"},
     "format": {**TEXT, "enum": ["json", "npy", "npz"], "description": "json (default), or the "
                                                                       "raw maps"},
@@ -96,6 +105,7 @@ class Server:
     limits: Limits
     parse_target: TargetParser
     picture_of: PictureOf
+    prepare_target: TargetPreparer | None = None
     samples: SampleShelf = field(default_factory=SampleShelf)
 
     def __post_init__(self) -> None:
@@ -113,7 +123,11 @@ class Server:
     def target(self, text: str, served: ServedModel) -> Any:
         """``--target`` text as the command line reads it; ``3,7`` (classes) asks for each."""
         text = text.strip() or "top1"
-        if text.lower().startswith("box:") or "," not in text:
+        if text.lower().startswith("text:"):
+            raise BadRequest(f"target {text!r}: text prompts (CLIP-style models) are explained "
+                             "by camlens explain --target text:..., not by the explorer yet; "
+                             f"targets here: {TARGET_FORMS}")
+        if text.lower().startswith(("box:", "detections")) or "," not in text:
             return self.parse_target(text, served.class_names)
         chosen = [self.parse_target(part.strip(), served.class_names)
                   for part in text.split(",") if part.strip()]
@@ -228,13 +242,16 @@ class SecurityHeaders:
 
 
 def create_app(catalog: ModelCatalog, limits: Limits | None = None, *,
-               parse_target: TargetParser, picture_of: PictureOf) -> FastAPI:
+               parse_target: TargetParser, picture_of: PictureOf,
+               prepare_target: TargetPreparer | None = None) -> FastAPI:
     """The explorer's app for ``catalog``. ``parse_target`` reads target text as
-    ``camlens explain --target`` does and ``picture_of`` turns a model input into its picture
-    (the command line passes its own, :func:`camlens.cli.serve.build_app`)."""
+    ``camlens explain --target`` does, ``picture_of`` turns a model input into its picture and
+    ``prepare_target`` prepares a target per image (boxes of ``detections``); the command line
+    passes its own, :func:`camlens.cli.serve.build_app`. Without ``prepare_target`` the targets
+    that need one are refused."""
     from camlens import __version__
 
-    server = Server(catalog, limits or Limits(), parse_target, picture_of)
+    server = Server(catalog, limits or Limits(), parse_target, picture_of, prepare_target)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -396,11 +413,16 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
         return pictures, tensors, sizes
 
     pictures, tensors, sizes = await server.pool.aside(prepare)
+    per_image = [None] * len(tensors)
+    if job.needs_preparing:
+        per_image = await server.pool.run(lambda: [_prepared(server, served, job.target, tensor)
+                                                   for tensor in tensors])
     futures = []
-    for tensor in tensors:
+    for tensor, prepared in zip(tensors, per_image, strict=True):
         for method, layer in job.columns:
             key = job.batch_key(method, layer, tensor)
-            payload = job.payload(method, layer, tensor)
+            payload = job.payload(method, layer, tensor,
+                                  None if prepared is None else prepared.target)
             futures.append(server.batcher.submit(key, payload) if key is not None else
                            server.pool.run(lambda p=payload: _alone(p)))
     answers = await asyncio.gather(*futures)
@@ -416,9 +438,23 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
         return Response(data, media_type="application/octet-stream",
                         headers={"content-disposition": f'attachment; filename="{filename}"'})
     records = await server.pool.aside(lambda: image_records(
-        job, names, sizes, pictures, explanations, limits.value_grid))
+        job, names, sizes, pictures, explanations, limits.value_grid, per_image))
     return JSONResponse({"model": served.name, "methods": job.methods,
                          "layers": job.layers, "target": target_text, "images": records})
+
+
+def _prepared(server: Server, served: ServedModel, target: Any, tensor: Any) -> Any:
+    """The per-image target of ``target`` (a detector's boxes for ``detections``), as
+    ``camlens explain`` prepares it; a target that needs more inputs than the picture is
+    refused."""
+    if server.prepare_target is None:
+        raise BadRequest(f"this server cannot prepare the target {target!r}; targets here: "
+                         f"{TARGET_FORMS}")
+    prepared = server.prepare_target(served.loaded, target, tensor, served.device)
+    if len(prepared.inputs) != 1 or prepared.options:
+        raise BadRequest(f"the target {target!r} needs more inputs than the picture; targets "
+                         f"here: {TARGET_FORMS}")
+    return prepared
 
 
 def _alone(payload):

@@ -58,9 +58,20 @@ class ServedModel:
                 self._layers = layer_rows(self)
             return self._layers
 
+    @property
+    def detector(self) -> bool:
+        """Whether the model finds boxes (the page then offers ``box:`` and ``detections``):
+        a zoo detector, or a torchvision detection model."""
+        from camlens.zoo import REGISTRY
+
+        if self.name in REGISTRY:
+            return REGISTRY[self.name].dataset == "scene-boxes"
+        return type(self.loaded.model).__module__.startswith("torchvision.models.detection")
+
     def describe(self) -> dict[str, Any]:
         """What ``GET /api/models`` says of it."""
         return {"name": self.name, "kind": self.kind, "description": self.description,
+                "detector": self.detector,
                 "class_names": list(self.class_names) if self.class_names else None,
                 "default_layer": self.default_layer, "device": str(self.device)}
 

@@ -83,8 +83,22 @@ class ImageJob:
         return (self.served.name, method, layer, self.target_text, tuple(inputs.shape[1:]),
                 str(inputs.dtype))
 
-    def payload(self, method: str, layer: str | None, inputs: torch.Tensor) -> Payload:
-        return Payload(self.served, method, layer, target_factory(self.target)[0], inputs)
+    @property
+    def needs_preparing(self) -> bool:
+        """Whether the target is prepared per image (``detections``: the boxes the detector
+        finds in each picture; ``box:``: the box to draw)."""
+        from camlens.score_targets import BoxTarget
+        from camlens.targets import TopK
+
+        return not (self.target is None or isinstance(self.target, (int, TopK, list))) and (
+            isinstance(self.target, BoxTarget) or not callable(self.target))
+
+    def payload(self, method: str, layer: str | None, inputs: torch.Tensor,
+                target: Any = None) -> Payload:
+        """One library call's share for ``inputs``; ``target`` replaces the job's (a prepared
+        per-image target)."""
+        chosen = self.target if target is None else target
+        return Payload(self.served, method, layer, target_factory(chosen)[0], inputs)
 
 
 def _explain(payload: Payload, inputs: torch.Tensor) -> Explanation:
@@ -145,18 +159,22 @@ def _class_name(index: int | None, class_names: Sequence[str] | None) -> str:
 
 
 def image_records(job: ImageJob, names: list[str], sizes: list[tuple[int, int]],
-                  pictures: list, explanations: list[list[Explanation]], value_grid: int
-                  ) -> list[dict[str, Any]]:
+                  pictures: list, explanations: list[list[Explanation]], value_grid: int,
+                  prepared: Sequence[Any] | None = None) -> list[dict[str, Any]]:
     """Per picture (``explanations[picture][column]``, each of one input, columns as
     :attr:`ImageJob.columns`): its name, sizes, the input as the model saw it, and per method and
     layer the maps (one per target) with class, score, overlay PNG, hover values and the raw
-    map."""
+    map. ``prepared``: per picture its prepared target (``names`` and ``boxes`` of each map,
+    e.g. a detection's class and score and its box in the input's pixels) or None."""
     from camlens.viz import colorize, overlay
 
     class_names = job.served.class_names
     records = []
-    for name, size, picture, per_method in zip(names, sizes, pictures, explanations,
-                                               strict=True):
+    prepared = prepared or [None] * len(names)
+    for name, size, picture, per_method, ready in zip(names, sizes, pictures, explanations,
+                                                      prepared, strict=True):
+        target_names = None if ready is None else ready.names
+        target_boxes = None if ready is None else ready.boxes
         rows = []
         for (method, _), explanation in zip(job.columns, per_method, strict=True):
             raw, maps = explanation.raw[0], explanation.maps[0]
@@ -167,11 +185,16 @@ def image_records(job: ImageJob, names: list[str], sizes: list[tuple[int, int]],
                        else explanation.targets[0].reshape(-1).tolist())
             scores = explanation.scores[0].reshape(-1).tolist()
             cells = []
-            for map_, raw_map, index, score in zip(maps, raws, targets, scores, strict=True):
-                cell = {"class": index, "class_name": _class_name(index, class_names),
+            for position, (map_, raw_map, index, score) in enumerate(
+                    zip(maps, raws, targets, scores, strict=True)):
+                shown = (target_names[position] if target_names is not None
+                         else _class_name(index, class_names))
+                cell = {"class": index, "class_name": shown,
                         "score": round(float(score), 6),
                         "overlay": png_data_url(overlay(picture, map_, job.colormap, job.alpha)),
                         **map_values(map_, value_grid), "raw": raw_values(raw_map)}
+                if target_boxes is not None and position < len(target_boxes):
+                    cell["box"] = [round(float(v), 2) for v in target_boxes[position]]
                 if job.heatmap:
                     cell["heatmap"] = png_data_url(colorize(map_, job.colormap))
                 cells.append(cell)
