@@ -84,6 +84,26 @@ def bare_loop(loaded, files: list[Path], batch_size: int) -> float:
     return len(files) / (time.perf_counter() - start)
 
 
+def library_call(loaded, files: list[Path], batch_size: int, layer: str) -> float:
+    """Images per second of ``camlens.explain`` alone on the same batches, decoded and
+    preprocessed beforehand: the ceiling of any pipeline around it."""
+    from PIL import Image
+
+    from camlens import explain
+
+    batches = []
+    for first in range(0, len(files), batch_size):
+        tensors = []
+        for path in files[first:first + batch_size]:
+            with Image.open(path) as image:
+                tensors.append(loaded.preprocess(image.convert("RGB")))
+        batches.append(torch.cat(tensors))
+    start = time.perf_counter()
+    for batch in batches:
+        explain(loaded.model, batch, "gradcam", layer=layer)
+    return len(files) / (time.perf_counter() - start)
+
+
 def camlens_explain(args: list[str], count: int) -> float:
     """Images per second of ``camlens explain ARGS`` in this process."""
     from camlens.cli import main
@@ -112,12 +132,16 @@ def peak_rss(args: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=256, help="images per speed run")
+    parser.add_argument("--images", type=int, default=256,
+                        help="images per speed run of resnet18")
+    parser.add_argument("--digit-images", type=int, default=2048,
+                        help="images per speed run of digits-gap")
     parser.add_argument("--output", type=Path)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--work", type=Path, help="folder for the images (default: a temp one)")
     options = parser.parse_args()
     count = 32 if options.quick else options.images
+    digit_count = 64 if options.quick else options.digit_images
     work = options.work or Path(tempfile.mkdtemp(prefix="camlens-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     from camlens.models import load_model
@@ -129,30 +153,42 @@ def main() -> None:
                      make_images(work / "rgb224", count, 224, "RGB", ".jpg"), 16,
                      lambda: load_model(str(weights), arch="torchvision:resnet18")),
         "digits-gap": (["--model", "digits-gap"],
-                       make_images(work / "gray64", count, 64, "L", ".png"), 64,
+                       make_images(work / "gray64", digit_count, 64, "L", ".png"), 64,
                        lambda: load_model("digits-gap")),
     }
     lines = ["# camlens explain on a folder against a bare loop (issue 16)", "",
              f"Machine: {os.cpu_count()}-core {platform.machine()} CPU, no GPU, shared with other "
              f"work; torch {torch.__version__}, {torch.get_num_threads()} threads. "
-             f"{count} images per run, the same for every row of a model.", "",
+             f"Images per run: {count} (resnet18), {digit_count} (digits-gap), the same for "
+             "every column of a model.", "",
              "Command: `python benchmarks/bench_pipeline.py --output benchmarks/PIPELINE.md`", "",
              "| model | batch | bare loop (img/s) | explain --format npz (img/s) | npz / bare "
-             "| explain, PNG overlays (img/s) | PNG / bare |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| explain, PNG overlays (img/s) | PNG / bare | library call alone (img/s) "
+             "| npz / library |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ray_rows = []
     for name, (model_args, folder, batch, load) in models.items():
-        files = sorted(folder.iterdir())[:count]
+        layer = "layer4" if name == "resnet18" else "features"
+        files = sorted(folder.iterdir())
+        count = len(files)
         loaded = load()
         bare_loop(loaded, files[:batch], batch)  # warm up
         bare = bare_loop(loaded, files, batch)
         common = ["explain", str(folder), *model_args, "--batch-size", str(batch)]
         out = work / f"out-{name}"
-        camlens_explain([*common, "--format", "npz", "-o", str(out / "warm")], count)
+        warm = work / f"warm-{name}"  # the first 2 batches: imports and caches warmed
+        warm.mkdir(exist_ok=True)
+        for path in files[:2 * batch]:
+            if not (warm / path.name).exists():
+                (warm / path.name).symlink_to(path)
+        for form in ("npz", "png"):
+            camlens_explain(["explain", str(warm), *common[2:], "--format", form, "-o",
+                             str(out / f"warm-{form}")], 2 * batch)
         npz = camlens_explain([*common, "--format", "npz", "-o", str(out / "npz")], count)
         png = camlens_explain([*common, "--format", "png", "-o", str(out / "png")], count)
+        library = library_call(loaded, files, batch, layer)
         lines.append(f"| {name} | {batch} | {bare:.1f} | {npz:.1f} | {npz / bare:.2f}x | "
-                     f"{png:.1f} | {png / bare:.2f}x |")
+                     f"{png:.1f} | {png / bare:.2f}x | {library:.1f} | {npz / library:.2f}x |")
         print(lines[-1], flush=True)
         if not options.quick:
             import ray
