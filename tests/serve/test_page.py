@@ -149,3 +149,32 @@ def test_an_audit_sorts_by_region_share_and_opens_the_worst_cases(page):
     assert page.is_visible("#audit-case img")
     assert page.get_attribute("#audit-case", "data-index") == first
     assert "mark share" in page.text_content("#audit-case p")
+
+
+@pytest.mark.slow
+def test_a_box_drawn_on_a_detector_input_gets_its_map(page):
+    page.select_option("#model", "digits-detector")
+    page.click("button.sample[data-sample='scene-0']")
+    page.wait_for_selector("td[data-method=gradcam] .box-outline")
+    wait_until(page, "!document.body.dataset.busy")
+    assert page.eval_on_selector_all("td[data-method=gradcam]", "n => n.length") >= 2  # detections
+    # draw, on the input, the box of the first detection (a box must match one to score)
+    stack = page.query_selector("td[data-method=gradcam] .stack").bounding_box()
+    outline = page.query_selector("td[data-method=gradcam] .box-outline").bounding_box()
+    holder = page.query_selector("figure.input .stack.drawable").bounding_box()
+
+    def on_input(x: float, y: float) -> tuple[float, float]:
+        return (holder["x"] + (x - stack["x"]) / stack["width"] * holder["width"],
+                holder["y"] + (y - stack["y"]) / stack["height"] * holder["height"])
+
+    page.mouse.move(*on_input(outline["x"], outline["y"]))
+    page.mouse.down()
+    page.mouse.move(*on_input(outline["x"] + outline["width"], outline["y"] + outline["height"]),
+                    steps=4)
+    page.mouse.up()
+    wait_until(page, "document.querySelectorAll('td[data-method=gradcam]').length === 1 && "
+                     "!document.body.dataset.busy")
+    assert page.eval_on_selector("#target-mode", "n => n.value") == "box"
+    assert page.query_selector("figure.input .stack .box-outline") is not None  # kept drawn
+    assert page.query_selector("td[data-method=gradcam] .box-outline") is not None
+    assert not page.eval_on_selector("#status", "n => n.classList.contains('error')")

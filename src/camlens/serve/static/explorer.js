@@ -76,6 +76,7 @@ async function chooseModel(name) {
   $("layer-box").hidden = isAudio;
   $("target-box").hidden = model.kind !== "image";
   $("audit-box").hidden = model.kind !== "image";
+  setTargetModes(model);
   if (previousKind !== model.kind) {
     state.inputs = [];
     renderInputs();
@@ -183,8 +184,27 @@ function renderClasses() {
   $("class-search").value = "";
 }
 
+// A detector also takes its detections, and a box drawn on the input with the mouse.
+function setTargetModes(model) {
+  const select = $("target-mode");
+  for (const option of [...select.options]) {
+    if (option.dataset.detector) option.remove();
+  }
+  state.box = null;
+  if (!model.detector) return;
+  for (const [value, text] of [["detections", "every detection (score ≥ 0.5)"],
+                               ["box", "a box I draw on the input"]]) {
+    const option = el("option", text);
+    option.value = value;
+    option.dataset.detector = "true";
+    select.append(option);
+  }
+  select.value = "detections";
+}
+
 function targetText() {
   const mode = $("target-mode").value;
+  if (mode === "box") return state.box || "detections";
   if (mode !== "classes") return mode;
   const chosen = [...document.querySelectorAll("#class-list input:checked")].map((b) => b.value);
   return chosen.length ? chosen.join(",") : "top1";
@@ -205,7 +225,9 @@ async function loadSamples() {
     return;
   }
   box.replaceChildren(el("span", "samples:", "hint"));
-  const wanted = kind === "caption" ? "caption" : (kind === "audio" ? "audio" : "image");
+  // scenes of several digits suit a captioner and a detector alike
+  const wanted = kind === "caption" || state.model.detector ? "caption" :
+    (kind === "audio" ? "audio" : "image");
   for (const sample of samples.filter((s) => s.for === wanted)) {
     const button = el("button", undefined, "sample");
     button.type = "button";
@@ -365,6 +387,7 @@ function mapFigure(inputUrl, cell, caption, inputSize) {
   heat.className = cell.heatmap ? "heat" : "heat overlay";
   heat.style.opacity = cell.heatmap ? opacity() : 1;
   stack.append(base, heat);
+  if (cell.box && inputSize) stack.append(boxOutline(cell.box, inputSize));
   const values = decodeValues(cell.values);
   const [rows, columns] = cell.value_shape;
   stack.addEventListener("mousemove", (event) => {
@@ -397,6 +420,57 @@ function mapFigure(inputUrl, cell, caption, inputSize) {
   label.append(" ", save);
   figure.append(label);
   return figure;
+}
+
+// A box (x0, y0, x1, y1 in the model input's pixels) drawn over a figure of that input.
+function boxOutline(box, inputSize) {
+  const [height, width] = inputSize;
+  const outline = el("div", undefined, "box-outline");
+  outline.style.left = `${100 * box[0] / width}%`;
+  outline.style.top = `${100 * box[1] / height}%`;
+  outline.style.width = `${100 * (box[2] - box[0]) / width}%`;
+  outline.style.height = `${100 * (box[3] - box[1]) / height}%`;
+  return outline;
+}
+
+// Drag on the input to draw a box; its corners in the model input's pixels become the target.
+function boxDrawing(holder, inputSize) {
+  holder.classList.add("drawable");
+  holder.title = "drag to draw a box: its map is explained";
+  let start = null;
+  let outline = null;
+  const point = (event) => {
+    const area = holder.getBoundingClientRect();
+    const x = Math.max(0, Math.min(1, (event.clientX - area.left) / area.width));
+    const y = Math.max(0, Math.min(1, (event.clientY - area.top) / area.height));
+    return [x * inputSize[1], y * inputSize[0]];
+  };
+  const corners = (a, b) => [Math.min(a[0], b[0]), Math.min(a[1], b[1]),
+                             Math.max(a[0], b[0]), Math.max(a[1], b[1])];
+  holder.addEventListener("mousedown", (event) => {
+    event.preventDefault();
+    start = point(event);
+    if (outline) outline.remove();
+    outline = boxOutline([...start, ...start], inputSize);
+    outline.classList.add("drawing");
+    holder.append(outline);
+  });
+  holder.addEventListener("mousemove", (event) => {
+    if (!start) return;
+    const box = corners(start, point(event));
+    outline.replaceWith(outline = Object.assign(boxOutline(box, inputSize),
+                                                {className: "box-outline drawing"}));
+  });
+  holder.addEventListener("mouseup", (event) => {
+    if (!start) return;
+    const box = corners(start, point(event)).map((v) => Math.round(v));
+    start = null;
+    if (box[2] - box[0] < 2 || box[3] - box[1] < 2) return;
+    state.box = `box:${box.join(",")}`;
+    holder.dataset.box = state.box;
+    $("target-mode").value = "box";
+    scheduleRun();
+  });
 }
 
 function downloadComposite(base, heat, caption) {
@@ -443,7 +517,17 @@ function renderImages(result) {
     const picture = document.createElement("img");
     picture.src = image.input;
     picture.alt = image.name;
-    input.append(picture, el("figcaption", "input"));
+    if (state.model.detector) {
+      const holder = el("div", undefined, "stack");
+      holder.append(picture);
+      if (state.box && $("target-mode").value === "box") {
+        holder.append(boxOutline(state.box.slice(4).split(",").map(Number), image.input_size));
+      }
+      boxDrawing(holder, image.input_size);
+      input.append(holder, el("figcaption", "input: drag to draw a box"));
+    } else {
+      input.append(picture, el("figcaption", "input"));
+    }
     row.append(input);
     const table = el("table", undefined, "grid");
     const head = el("tr");
