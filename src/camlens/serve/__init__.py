@@ -7,7 +7,7 @@ An ASGI app (FastAPI on uvicorn, the ``serve`` extra) bound to 127.0.0.1 by defa
 - ``limits``: upload, pixel, queue, batch and time limits;
 - ``uploads``: multipart bodies parsed in memory, images and recordings read from bytes;
 - ``batching``: the bounded worker pool and the micro-batcher;
-- ``images``, ``captions``, ``recordings``: the work of each endpoint;
+- ``images``, ``captions``, ``recordings``, ``audits``: the work of each endpoint;
 - ``layers``: the layer listing of ``camlens layers`` as JSON;
 - ``samples``: the sample pictures and recordings, generated in memory;
 - ``static/``: the page (HTML, JS and CSS, served by the package: no CDN).
