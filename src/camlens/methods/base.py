@@ -80,6 +80,11 @@ class CAMMethod:
         aug_smooth, smooth_samples, smooth_noise, smooth_seed: average the maps over mirrored
             and intensity-scaled copies of the input, and/or over ``smooth_samples`` noisy
             copies (:mod:`camlens.methods.smoothing`).
+        differentiable: keep the autograd graph, so ``exp.raw`` and ``exp.maps`` can enter a
+            training loss and their gradients reach the model's parameters (explanation-guided
+            training); the forward then records the whole network, the score gradients are
+            taken with ``create_graph=True``, and the maps are those of the model in eval mode.
+            Methods with one forward pass only.
         output_fn: turns the model output into the tensor the targets read.
         channels_last: the layer outputs ``(B, h, w, C)`` (Swin).
         token_grid, prefix_tokens: how to fold a token sequence ``(B, N, C)`` onto the patch
@@ -98,6 +103,8 @@ class CAMMethod:
     has_channel_terms: ClassVar[bool] = False
     #: The map is always the first principal component of the terms (Eigen-Grad-CAM).
     always_eigen: ClassVar[bool] = False
+    #: Whether ``differentiable=True`` applies (maps from one recorded forward pass).
+    can_differentiate: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -117,6 +124,7 @@ class CAMMethod:
         smooth_samples: int = 0,
         smooth_noise: float = 0.15,
         smooth_seed: int = 0,
+        differentiable: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -142,6 +150,11 @@ class CAMMethod:
         self.eigen_smooth = bool(eigen_smooth)
         self.counterfactual = bool(counterfactual)
         self.smoothing = Smoothing(bool(aug_smooth), smooth_samples, smooth_noise, smooth_seed)
+        if differentiable and not self.can_differentiate:
+            raise ValueError(f"differentiable=True keeps the graph of one forward pass; "
+                             f"{self.name} needs several or none (it applies to cam, eigencam "
+                             "and the gradient family)")
+        self.differentiable = bool(differentiable)
         #: The layers of a multi-layer call (``layer=[...]``), else None.
         self.layers: list[str | nn.Module] | None = None
         if isinstance(layer, (list, tuple)):
@@ -257,7 +270,11 @@ class CAMMethod:
         autograd records from the first captured layer on, so the scores can be differentiated
         to each layer's output in one backward pass (:func:`layer_gradients`)."""
         explained = self.options.explained(inputs)
-        with torch.no_grad(), ExitStack() as stack:
+        track_grad = track_grad or self.differentiable
+        with ExitStack() as stack:
+            # Differentiable maps record the whole forward (the graph reaches the parameters);
+            # otherwise autograd starts at the first captured layer.
+            stack.enter_context(torch.enable_grad() if self.differentiable else torch.no_grad())
             captures = [stack.enter_context(capture_layer(module, track_grad=track_grad,
                                                           replace=replace))
                         for _, module in layers]
@@ -296,7 +313,7 @@ class CAMMethod:
                                                          tuple(raw.shape[2:]))
         resolved = forward.target
         classes = resolved.classes
-        positive = torch.relu(raw).detach()
+        positive = torch.relu(raw) if self.differentiable else torch.relu(raw).detach()
         layout_notes = [forward.layout.note] if forward.layout is not None and (
             forward.layout.note) else []
         notes = notes + layout_notes + flag_empty_maps(positive, forward.scores, self.name,
@@ -427,14 +444,15 @@ def nearly_equal(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
     return ((actual - expected).abs() <= 1e-5 * scale + 1e-4 * expected.abs()).all()
 
 
-def score_gradients(scores: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
+def score_gradients(scores: torch.Tensor, activation: torch.Tensor,
+                    create_graph: bool = False) -> torch.Tensor:
     """d scores[:, k] / d activation for each k: shape ``(B, K, *activation.shape[1:])``
     (:func:`layer_gradients` for one layer)."""
-    return layer_gradients(scores, [activation])[0]
+    return layer_gradients(scores, [activation], create_graph)[0]
 
 
-def layer_gradients(scores: torch.Tensor, activations: Sequence[torch.Tensor]
-                    ) -> list[torch.Tensor]:
+def layer_gradients(scores: torch.Tensor, activations: Sequence[torch.Tensor],
+                    create_graph: bool = False) -> list[torch.Tensor]:
     """d scores[:, k] / d activation for each k and each activation, in one backward pass:
     shapes ``(B, K, *activation.shape[1:])``.
 
@@ -450,7 +468,7 @@ def layer_gradients(scores: torch.Tensor, activations: Sequence[torch.Tensor]
              for activation in activations]
     if not scores.requires_grad:
         return zeros
-    if num_targets > 1:
+    if num_targets > 1 and not create_graph:
         batched = batched_score_gradients(scores, activations)
         if batched is not None:
             return batched
@@ -459,7 +477,8 @@ def layer_gradients(scores: torch.Tensor, activations: Sequence[torch.Tensor]
         with torch.enable_grad():  # the sum must be recorded under an outer no_grad() too
             total = scores[:, k].sum()
         per_target.append(torch.autograd.grad(
-            total, activations, retain_graph=k < num_targets - 1, allow_unused=True))
+            total, activations, retain_graph=create_graph or k < num_targets - 1,
+            create_graph=create_graph, allow_unused=True))
     return [torch.stack([_or_zeros(grads[i], activation) for grads in per_target], dim=1)
             for i, activation in enumerate(activations)]
 
@@ -501,6 +520,7 @@ class LayerMapMethod(CAMMethod):
     :func:`score_gradients` can run."""
 
     uses_gradients = False
+    can_differentiate = True
 
     def watch(self) -> AbstractContextManager[Any]:
         """A context around the forward pass whose value lands in ``Forward.watched``."""
@@ -541,7 +561,8 @@ class LayerMapMethod(CAMMethod):
                                             track_grad=self.uses_gradients)
         if self.uses_gradients:
             gradients = layer_gradients(forwards[0].scores,
-                                        [forward.activation for forward in forwards])
+                                        [forward.activation for forward in forwards],
+                                        create_graph=self.differentiable)
             for forward, gradient in zip(forwards, gradients, strict=True):
                 forward.gradients = gradient
         per_layer = {}
@@ -574,7 +595,8 @@ class GradientCAM(LayerMapMethod):
         """The canonical score gradients ``(B, K, C, *S)``, negated for ``counterfactual``."""
         gradients = forward.gradients
         if gradients is None:
-            gradients = score_gradients(forward.scores, forward.activation)
+            gradients = score_gradients(forward.scores, forward.activation,
+                                        create_graph=self.differentiable)
         canonical = forward.canonical(gradients)
         return -canonical if self.counterfactual else canonical
 

@@ -58,6 +58,7 @@ class ScoreCAM(LayerMapMethod):
         self.batch_size = batch_size
 
     has_channel_terms = True
+    can_differentiate = False  # its masked forwards run without autograd
 
     def layer_map(self, forward: Forward, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return weighted_channel_sum(self.channel_weights(forward, inputs), forward.canonical())

@@ -32,6 +32,7 @@ class ShapleyCAM(ChannelWeightedCAM):
     """
 
     name = "shapleycam"
+    can_differentiate = False  # its Hessian products already take the second order
 
     def __init__(self, model, layer=None, *, score: str = "rest", **options) -> None:
         super().__init__(model, layer, **options)
