@@ -232,6 +232,7 @@ def test_verbose_shows_the_traceback(digit_folder, tmp_path, monkeypatch):
         assert isinstance(after.exception, RuntimeError), after.output
 
 
+@pytest.mark.slow  # the whole demo (20-50 s); tests/experiments/test_demo.py covers its parts
 def test_demo_writes_a_page_with_its_pictures(tmp_path):
     result = run("demo", "--out", tmp_path / "demo")
     assert result.exit_code == 0, result.output
