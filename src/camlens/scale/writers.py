@@ -75,7 +75,11 @@ class PngWriter:
 
     def __init__(self, loaded, out: Path, colormap: str = "jet", alpha: float = 0.5,
                  inputs: set[Path] | None = None, taken: set[Path] | None = None) -> None:
-        self.loaded, self.out, self.colormap, self.alpha = loaded, out, colormap, alpha
+        from camlens.viz import get_colormap
+
+        self.loaded, self.out, self.alpha = loaded, out, alpha
+        # matplotlib's registry hands out a fresh copy (its table rebuilt) per lookup: once here
+        self.colormap = get_colormap(colormap)
         self.inputs = inputs or set()
         self.taken: set[Path] = set(taken or ())
         self._names = threading.Lock()
