@@ -22,6 +22,8 @@ def test_methods_lists_every_method_with_a_line():
     lines = result.output.strip().splitlines()
     assert [line.split()[0] for line in lines] == camlens.available_methods()
     assert all(len(line.split()) > 2 for line in lines)
+    # Every method names its paper, with a year.
+    assert all(any(str(year) in line for year in range(2009, 2027)) for line in lines), lines
 
 
 def test_train_unknown_model_exits_2_with_the_closest_name():

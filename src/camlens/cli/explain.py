@@ -43,10 +43,10 @@ __all__ = ["class_label", "display_image", "explain", "layer_shapes", "layers", 
 @click.command()
 @VERBOSE_OPTION
 def methods() -> None:
-    """List the explanation methods, one line each."""
+    """List the explanation methods and their papers, one line each."""
+    width = max(len(name) for name in METHODS) + 2
     for name, method in METHODS.items():
-        summary = (method.__doc__ or "").strip().splitlines()[0]
-        click.echo(f"{name:<16} {summary}")
+        click.echo(f"{name:<{width}} {method.paper}")
 
 
 def layer_shapes(loaded, channels_last: bool | None = None,

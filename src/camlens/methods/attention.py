@@ -38,6 +38,7 @@ class AttentionWeights(LayerMapMethod):
     """
 
     name = "attention"
+    paper = "Padi, Mohan and Ganapathy, IEEE/ACM TASLP 2020"
     uses_gradients = False
 
     def layer_map(self, forward: Forward, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -55,3 +56,4 @@ class AttentionGradient(HiResCAM):
     """
 
     name = "attention-gradient"
+    paper = "Padi, Mohan and Ganapathy, IEEE/ACM TASLP 2020 (with HiResCAM's rule)"

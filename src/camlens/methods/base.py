@@ -97,6 +97,8 @@ class CAMMethod:
     """
 
     name: ClassVar[str] = ""
+    #: The paper the method comes from (``camlens methods`` lists it).
+    paper: ClassVar[str] = ""
     #: Whether the maps come from score gradients (says why an empty map is empty).
     uses_gradients: ClassVar[bool] = True
     #: Whether the map is a sum over channels of terms ``T^k`` (so ``eigen_smooth`` applies).

@@ -32,6 +32,7 @@ class CAM(LayerMapMethod):
     """
 
     name = "cam"
+    paper = "Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016"
     uses_gradients = False
     has_channel_terms = True
 

@@ -23,6 +23,7 @@ class EigenCAM(LayerMapMethod):
     """
 
     name = "eigencam"
+    paper = "Muhammad and Yeasin, Eigen-CAM, IJCNN 2020"
 
     def layer_map(self, forward: Forward, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         activations = forward.canonical()

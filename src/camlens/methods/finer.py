@@ -53,6 +53,7 @@ class FinerCAM(GradCAM):
     """
 
     name = "finercam"
+    paper = "Zhang et al., Finer-CAM, CVPR 2025"
 
     def __init__(self, model, layer=None, *, alpha: float = 1.0, comparisons: int = 3,
                  **options) -> None:

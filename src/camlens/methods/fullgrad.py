@@ -75,6 +75,7 @@ class FullGrad(CAMMethod):
     """
 
     name = "fullgrad"
+    paper = "Srinivas and Fleuret, Full-Gradient Representation, NeurIPS 2019"
 
     def __init__(self, model, layer=None, **options) -> None:
         super().__init__(model, None, **options)

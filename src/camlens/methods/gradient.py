@@ -60,6 +60,7 @@ class GradCAM(ChannelWeightedCAM):
     """
 
     name = "gradcam"
+    paper = "Selvaraju et al., Grad-CAM, ICCV 2017 / IJCV 2019"
 
     def channel_weights(self, activations: torch.Tensor, gradients: torch.Tensor
                         ) -> torch.Tensor:
@@ -78,6 +79,7 @@ class HiResCAM(GradientCAM):
     """
 
     name = "hirescam"
+    paper = "Draelos and Carin, Use HiResCAM instead of Grad-CAM, arXiv 2011.08891, 2020"
 
     def combine(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         return (gradients * activations.unsqueeze(1)).sum(dim=2)
@@ -97,6 +99,7 @@ class EigenGradCAM(HiResCAM):
     """
 
     name = "eigengradcam"
+    paper = "after Muhammad and Yeasin, Eigen-CAM, IJCNN 2020 (pytorch-grad-cam's variant)"
     always_eigen = True
 
 
@@ -111,6 +114,7 @@ class XGradCAM(ChannelWeightedCAM):
     """
 
     name = "xgradcam"
+    paper = "Fu et al., Axiom-based Grad-CAM, BMVC 2020"
 
     def channel_weights(self, activations: torch.Tensor, gradients: torch.Tensor
                         ) -> torch.Tensor:
@@ -134,6 +138,7 @@ class GradCAMPlusPlus(ChannelWeightedCAM):
     """
 
     name = "gradcam++"
+    paper = "Chattopadhyay et al., Grad-CAM++, WACV 2018"
 
     def channel_weights(self, activations: torch.Tensor, gradients: torch.Tensor
                         ) -> torch.Tensor:
@@ -157,6 +162,7 @@ class LayerCAM(GradientCAM):
     """
 
     name = "layercam"
+    paper = "Jiang et al., LayerCAM, IEEE TIP 2021"
 
     def combine(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         return (torch.relu(gradients) * activations.unsqueeze(1)).sum(dim=2)

@@ -65,6 +65,7 @@ class GuidedBackprop(CAMMethod):
     """
 
     name = "guided-backprop"
+    paper = "Springenberg et al., Striving for Simplicity, ICLR Workshop 2015"
 
     def __init__(self, model, layer=None, **options) -> None:
         super().__init__(model, None, **options)
@@ -100,6 +101,7 @@ class GuidedGradCAM(CAMMethod):
     """
 
     name = "guided-gradcam"
+    paper = "Selvaraju et al., Grad-CAM, ICCV 2017"
 
     def explain(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
         gradcam = GradCAM(self.model, self.layer, **self.options.as_keywords())

@@ -51,6 +51,7 @@ class ScoreCAM(LayerMapMethod):
     """
 
     name = "scorecam"
+    paper = "Wang et al., Score-CAM, CVPR Workshops 2020"
 
     def __init__(self, model, layer=None, *, batch_size: int = 32, **options) -> None:
         super().__init__(model, layer, **options)
@@ -130,6 +131,7 @@ class AblationCAM(CAMMethod):
     """
 
     name = "ablationcam"
+    paper = "Desai and Ramaswamy, Ablation-CAM, WACV 2020"
     uses_gradients = False
 
     def __init__(self, model, layer=None, *, batch_size: int | None = None, **options) -> None:

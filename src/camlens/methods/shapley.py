@@ -32,6 +32,7 @@ class ShapleyCAM(ChannelWeightedCAM):
     """
 
     name = "shapleycam"
+    paper = "Cai et al., CAMs as Shapley value-based explainers, 2025"
     can_differentiate = False  # its Hessian products already take the second order
 
     def __init__(self, model, layer=None, *, score: str = "rest", **options) -> None:
