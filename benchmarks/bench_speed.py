@@ -187,6 +187,23 @@ def peer_box_pytorch_grad_cam(detector: nn.Module, image: torch.Tensor,
     return run
 
 
+def peer_method_pytorch_grad_cam(class_name: str, model: nn.Module, inputs: torch.Tensor,
+                                 layers: list, classes: list[int], target: str,
+                                 options: dict) -> Work:
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputReST, ClassifierOutputTarget
+
+    make = ClassifierOutputReST if target == "rest" else ClassifierOutputTarget
+    targets = None if target == "none" else [make(k) for k in classes]
+    cam_class = getattr(pytorch_grad_cam, class_name)
+
+    def run() -> Any:
+        with quiet(), cam_class(model=model, target_layers=layers) as cam:
+            return cam(input_tensor=inputs, targets=targets, **options)
+
+    return run
+
+
 def peer_gradcam_torchcam(model: nn.Module, inputs: torch.Tensor) -> Work:
     from torchcam.methods import GradCAM
 
@@ -363,6 +380,59 @@ class Bench:
                           "forward", detector_forward, detector,
                           "GradCAM with FasterRCNNBoxScoreTarget: the same map (correlation "
                           "1.0 with camlens')")
+
+    def methods_and_options(self) -> None:
+        """Rows 8 and 9: issue 13's methods and options against pytorch-grad-cam's (the same
+        maps or the stated differences: benchmarks/PEERS.md), and layer fusion against separate
+        calls."""
+        batch, size = self.sizes.batch, self.sizes.image
+        model = make_model("resnet50")
+        inputs = make_inputs(batch, size)
+        forward = inference_forward(model, inputs)
+        with torch.no_grad():
+            top1 = model(inputs).argmax(dim=1).tolist()
+        rows = (
+            ("eigengradcam", "eigengradcam", {}, "EigenGradCAM", {}, "logit"),
+            ("shapleycam", "shapleycam", {}, "ShapleyCAM", {}, "rest"),
+            ("finercam", "finercam", {}, "FinerCAM", {}, "none"),
+            ("fullgrad", "fullgrad", {}, "FullGrad", {}, "logit"),
+            ("gradcam aug_smooth", "gradcam", {"aug_smooth": True}, "GradCAM",
+             {"aug_smooth": True}, "logit"),
+            ("gradcam eigen_smooth", "gradcam", {"eigen_smooth": True}, "GradCAM",
+             {"eigen_smooth": True}, "logit"),
+        )
+        for label, method, options, peer_class, peer_options, peer_target in rows:
+            case = f"8. {label} resnet50 layer4 b{batch} {size}x{size} top-1, maps"
+
+            def ours(method: str = method, options: dict = options) -> torch.Tensor:
+                return camlens.explain(model, inputs, method, layer="layer4", **options).maps
+
+            self.measure(case, "camlens", ours, "forward", forward)
+            self.measure_peer(
+                case, "pytorch_grad_cam",
+                lambda c=peer_class, o=peer_options, t=peer_target: peer_method_pytorch_grad_cam(
+                    c, model, inputs, [model.layer4] if c != "FullGrad" else [], top1, t, o),
+                "forward", forward, model, "the same maps or the differences of PEERS.md")
+
+        layers = ["layer2", "layer3", "layer4"]
+        case = f"9. layercam resnet50 {'+'.join(layers)} b{batch} {size}x{size} top-1, maps"
+
+        def fused() -> torch.Tensor:
+            return camlens.explain(model, inputs, "layercam", layer=layers, fuse="mean").maps
+
+        def separate() -> list[torch.Tensor]:
+            return [camlens.explain(model, inputs, "layercam", layer=layer).maps
+                    for layer in layers]
+
+        self.measure(case, "camlens", fused, "forward", forward,
+                     note="one forward and one backward for the three layers")
+        self.measure(case, "camlens, 3 separate calls", separate, "forward", forward)
+        self.measure_peer(
+            case, "pytorch_grad_cam",
+            lambda: peer_method_pytorch_grad_cam(
+                "LayerCAM", model, inputs, [getattr(model, name) for name in layers], top1,
+                "logit", {}),
+            "forward", forward, model, "target_layers=[layer2, layer3, layer4]")
 
     def gradcam(self) -> None:
         batch, size = self.sizes.batch, self.sizes.image
@@ -698,6 +768,7 @@ def main(argv: list[str] | None = None) -> None:
     bench.ablationcam()
     bench.scorecam()
     bench.transformers_and_detectors()
+    bench.methods_and_options()
     notes = [*FOOTNOTES, "", QUICK_NOTE] if args.quick else FOOTNOTES
     report = "\n".join([*header(sizes, args.repeats, args.quick), *table(bench.rows), *notes])
     print(report)
