@@ -36,6 +36,7 @@ from camlens.methods import (
     get_method,
 )
 from camlens.methods.attention import AttentionGradient, AttentionWeights
+from camlens.methods.rollout import AttentionGradientRollout, AttentionRollout
 from camlens.score_targets import BoxesTarget, BoxTarget, RegionTarget, SimilarityTarget
 from camlens.targets import TopK
 
@@ -58,6 +59,8 @@ __all__ = [
     "CAM",
     "AblationCAM",
     "AttentionGradient",
+    "AttentionGradientRollout",
+    "AttentionRollout",
     "AttentionWeights",
     "BoxTarget",
     "BoxesTarget",

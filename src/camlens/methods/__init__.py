@@ -20,6 +20,7 @@ from camlens.methods.gradient import (
 )
 from camlens.methods.guided import GuidedBackprop, GuidedGradCAM
 from camlens.methods.perturbation import AblationCAM, ScoreCAM
+from camlens.methods.rollout import AttentionGradientRollout, AttentionRollout
 from camlens.methods.shapley import ShapleyCAM
 
 METHODS: dict[str, type[CAMMethod]] = {
@@ -42,6 +43,8 @@ METHODS: dict[str, type[CAMMethod]] = {
         GuidedGradCAM,
         AttentionWeights,
         AttentionGradient,
+        AttentionRollout,
+        AttentionGradientRollout,
     )
 }
 
