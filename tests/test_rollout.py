@@ -59,3 +59,30 @@ def test_rollout_needs_attention_layers(vit):
     plain(torch.randn(1, 3, 8, 8))
     with pytest.raises(ValueError, match="needs the attention probabilities"):
         camlens.explain(plain.eval(), torch.randn(1, 3, 8, 8), "rollout")
+
+
+def test_overlapping_calls_share_the_unfused_attention(vit):
+    import threading
+
+    from camlens.methods.rollout import unfused_attention
+
+    images = torch.randn(2, 3, 32, 32)
+    alone = camlens.explain(vit, images, "gradient-rollout", target=1)
+    inside = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with unfused_attention(vit):
+            inside.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    inside.wait(10)
+    # Another call starts and ends while the first still holds the change.
+    during = camlens.explain(vit, images, "gradient-rollout", target=1)
+    assert not any(module.fused_attn for module in vit.modules() if hasattr(module, "fused_attn"))
+    release.set()
+    holder.join()
+    torch.testing.assert_close(during.raw, alone.raw)
+    assert all(module.fused_attn for module in vit.modules() if hasattr(module, "fused_attn"))

@@ -18,6 +18,7 @@ one backward pass to every block at once.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
@@ -44,19 +45,35 @@ def attention_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return found
 
 
+_UNFUSED_LOCK = threading.Lock()
+#: Per model (by id): how many calls hold its attention unfused, and the flags to restore.
+_UNFUSED: dict[int, tuple[int, list[tuple[nn.Module, object]]]] = {}
+
+
 @contextmanager
 def unfused_attention(model: nn.Module) -> Iterator[None]:
     """timm ``Attention`` modules compute their probabilities explicitly for the block (their
-    fused kernel never materialises them); the flags are restored in ``finally``."""
-    flagged = [module for module in model.modules() if hasattr(module, "fused_attn")]
-    before = [module.fused_attn for module in flagged]
+    fused kernel never materialises them). Overlapping calls on one model share the change: the
+    first saves the flags, the last restores them (in ``finally``)."""
+    key = id(model)
+    with _UNFUSED_LOCK:
+        count, saved = _UNFUSED.get(key, (0, []))
+        if count == 0:
+            saved = [(module, module.fused_attn) for module in model.modules()
+                     if hasattr(module, "fused_attn")]
+            for module, _ in saved:
+                setattr(module, "fused_attn", False)  # noqa: B010 - a plain attribute of timm's
+        _UNFUSED[key] = (count + 1, saved)
     try:
-        for module in flagged:
-            setattr(module, "fused_attn", False)  # noqa: B010 - a plain attribute of timm's
         yield
     finally:
-        for module, value in zip(flagged, before, strict=True):
-            setattr(module, "fused_attn", value)  # noqa: B010
+        with _UNFUSED_LOCK:
+            count, saved = _UNFUSED.pop(key)
+            if count > 1:
+                _UNFUSED[key] = (count - 1, saved)
+            else:
+                for module, value in saved:
+                    setattr(module, "fused_attn", value)  # noqa: B010
 
 
 def rollout(attentions: list[torch.Tensor], gradients: list[torch.Tensor] | None = None
