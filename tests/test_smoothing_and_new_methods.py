@@ -206,3 +206,17 @@ def test_new_methods_leave_the_model_untouched(method):
     assert all(parameter.grad is None for parameter in model.parameters())
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, before[name]), name
+
+
+def test_scorecam_skips_dead_channels_without_changing_the_map():
+    model = small_cnn()
+    with torch.no_grad():  # channels 0 and 1 of the second convolution never fire
+        model[3].weight[:2] = 0.0
+        model[3].bias[:2] = -1.0
+    images = torch.randn(2, 3, 8, 8)
+    plain = camlens.explain(model, images, "scorecam", layer="4", target=1)
+    fast = camlens.explain(model, images, "scorecam", layer="4", target=1, skip_below=0.01)
+    torch.testing.assert_close(fast.raw, plain.raw)
+    assert "scorecam skipped 4 of 16 channel masks" in " ".join(fast.notes)
+    with pytest.raises(ValueError, match=r"skip_below must be in \[0, 1\)"):
+        camlens.ScoreCAM(model, layer="4", skip_below=1.5)

@@ -14,7 +14,7 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -48,6 +48,7 @@ class Forward:
     layer_name: str = ""
     watched: Any = None  # what the method's watch() recorded during the forward
     gradients: torch.Tensor | None = None  # d scores / d activation, when computed for several
+    notes: list[str] = field(default_factory=list)  # what the method's rule adds to the notes
 
     def canonical(self, tensor: torch.Tensor | None = None) -> torch.Tensor:
         """``tensor`` (default: the activation) in the ``(B, C, *spatial)`` layout; extra leading
@@ -318,6 +319,7 @@ class CAMMethod:
         positive = torch.relu(raw) if self.differentiable else torch.relu(raw).detach()
         layout_notes = [forward.layout.note] if forward.layout is not None and (
             forward.layout.note) else []
+        layout_notes += forward.notes
         notes = notes + layout_notes + flag_empty_maps(positive, forward.scores, self.name,
                                                        layer_name, self.uses_gradients)
         return Explanation(
