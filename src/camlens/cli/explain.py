@@ -141,6 +141,15 @@ def automatic_layer(loaded, example, channels_last: bool | None = None) -> str |
                    "finest grid).")
 @click.option("--method", "method_names", multiple=True, default=("gradcam",), show_default=True,
               help="Method; repeat for several (a grid is written too).")
+@click.option("--counterfactual", is_flag=True,
+              help="Gradient methods: negated gradients, the regions whose removal would raise "
+                   "the score (Grad-CAM, Sec. 7).")
+@click.option("--eigen-smooth", is_flag=True,
+              help="The first principal component of the map's per-channel terms.")
+@click.option("--aug-smooth", is_flag=True,
+              help="Average over the image and its mirror at intensity 0.9, 1 and 1.1.")
+@click.option("--smooth-samples", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Average over this many noisy copies (SmoothGrad; noise 0.15 of the range).")
 @click.option("--target", "-t", default="top1", show_default=True,
               help="top1, topK (e.g. top3), a class index or a class name; box:x0,y0,x1,y1[:CLASS] "
                    "(a detector's box); detections[:SCORE] (every detection above SCORE, one map "
@@ -181,9 +190,9 @@ def automatic_layer(loaded, example, channels_last: bool | None = None) -> str |
 @DEVICE_OPTION
 @VERBOSE_OPTION
 def explain(paths, model_spec, weights, arch, trust_checkpoint, layer_names, fuse, method_names,
-            target, out, resume, output_format, batch_size, workers, engine, actors,
-            ray_address, shard_size, colormap, alpha, max_pixels, max_aspect, channels_last,
-            token_grid, device) -> None:
+            counterfactual, eigen_smooth, aug_smooth, smooth_samples, target, out, resume,
+            output_format, batch_size, workers, engine, actors, ray_address, shard_size, colormap,
+            alpha, max_pixels, max_aspect, channels_last, token_grid, device) -> None:
     """Explain the model's prediction for each image (folders are walked; a .txt list of paths
     or a Parquet table with a path or image column is read too): one PNG per image and method
     (a grid when several), or npz / Parquet shards of the raw maps, and the index
@@ -216,6 +225,16 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer_names, fus
                           channels_last, token_grid)
         _check_target_fits(loaded, chosen_target, target)
     layer = resolved if len(resolved) > 1 else resolved[0]
+    rule_options = {key: value for key, value in (
+        ("counterfactual", counterfactual), ("eigen_smooth", eigen_smooth),
+        ("aug_smooth", aug_smooth), ("smooth_samples", smooth_samples)) if value}
+    for method in methods:  # an option a method cannot take is a usage error, before any work
+        try:
+            method(loaded.model, layer, **rule_options)
+        except ValueError as error:
+            flag = "--" + next((key for key in rule_options if key in str(error)),
+                               "method").replace("_", "-")
+            raise click.BadParameter(str(error), param_hint=flag) from None
     device = device_option(device)
     loaded.model.to(device)
     try:
@@ -235,7 +254,7 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer_names, fus
                 "arch": arch, "layer": layer, "fuse": fuse if len(resolved) > 1 else None,
                 "methods": [m.name for m in methods],
                 "target": target, "colormap": colormap, "alpha": alpha,
-                "channels_last": channels_last, "token_grid": token_grid}
+                "channels_last": channels_last, "token_grid": token_grid, **rule_options}
     if output_format != "png":  # an index of overlays reads as before
         settings["format"] = output_format
     per_image = isinstance(chosen_target, (Detections, TextPrompts))
@@ -245,7 +264,7 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer_names, fus
                    "so images are explained one at a time", err=True)
     spec = WorkSpec(methods=tuple(m.name for m in methods), layer=layer, target=chosen_target,
                     options={"channels_last": channels_last, "token_grid": token_grid,
-                             **({"fuse": fuse} if len(resolved) > 1 else {})},
+                             **({"fuse": fuse} if len(resolved) > 1 else {}), **rule_options},
                     prepare=prepare_target, per_image=per_image,
                     pictures=output_format == "png", max_pixels=max_pixels,
                     max_aspect=max_aspect)

@@ -320,8 +320,10 @@ class CAMMethod:
         layout_notes = [forward.layout.note] if forward.layout is not None and (
             forward.layout.note) else []
         layout_notes += forward.notes
-        notes = notes + layout_notes + flag_empty_maps(positive, forward.scores, self.name,
-                                                       layer_name, self.uses_gradients)
+        label = self.name + (" (counterfactual)" if self.counterfactual else "")
+        notes = notes + layout_notes + flag_empty_maps(positive, forward.scores, label,
+                                                       layer_name, self.uses_gradients,
+                                                       self.counterfactual)
         return Explanation(
             raw=resolved.squeezed(positive),
             scores=resolved.squeezed(forward.scores.detach()),
@@ -376,7 +378,8 @@ def map_size(explained: torch.Tensor, raw_spatial: tuple[int, ...]) -> tuple[int
 
 
 def flag_empty_maps(maps: torch.Tensor, scores: torch.Tensor, method: str,
-                    layer_name: str, uses_gradients: bool) -> list[str]:
+                    layer_name: str, uses_gradients: bool, counterfactual: bool = False
+                    ) -> list[str]:
     """Notes (and an :class:`ExplanationWarning`) for maps ``(B, K, *spatial)`` that are zero
     everywhere after the ReLU: an empty map says nothing, and must not pass for an answer."""
     empty = maps.flatten(2).amax(dim=2) <= 0 if maps.numel() else maps.new_zeros(0)
@@ -386,6 +389,9 @@ def flag_empty_maps(maps: torch.Tensor, scores: torch.Tensor, method: str,
     if not scores.requires_grad and uses_gradients:
         why = ("the explained score does not depend on this layer's output (a detached or "
                "constant target, or a layer the score does not use)")
+    elif counterfactual:
+        why = ("no position has negative evidence at this layer: removing none of them would "
+               "raise the score (a counterfactual map)")
     else:
         why = ("no position has positive evidence after the ReLU at this layer (every position "
                "lowers the score, or the weights after the layer are zero, e.g. a "

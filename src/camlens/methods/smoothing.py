@@ -16,12 +16,13 @@ reported are the original input's. The averaged ``raw`` maps are at the input's 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from camlens.explanation import Explanation, upsample
+from camlens.explanation import Explanation, ExplanationWarning, upsample
 from camlens.targets import Target
 
 __all__ = ["INTENSITY_FACTORS", "Smoothing", "smoothed"]
@@ -96,12 +97,26 @@ def smoothed(smoothing: Smoothing, inputs: tuple[torch.Tensor, ...], target: Tar
             copy = tuple(noisy if index == input_index else tensor
                          for index, tensor in enumerate(inputs))
             same = smoothing.samples == 0 and not mirror and factor == 1.0
-            raw = (original if same else explain_once(copy, fixed)).raw
+            if same:
+                raw = original.raw
+            else:
+                with warnings.catch_warnings():  # the copies' empty maps: judged on the mean
+                    warnings.simplefilter("ignore", ExplanationWarning)
+                    raw = explain_once(copy, fixed).raw
             at_input = upsample(raw, size)
             at_input = at_input.flip(-1) if mirror else at_input
             total = at_input if total is None else total + at_input
             count += 1
     assert total is not None
-    return Explanation(raw=total / count, scores=original.scores, targets=original.targets,
+    mean = total / count
+    notes = [*original.notes, smoothing.describe()]
+    spatial = len(size)
+    empty = int((mean.flatten(mean.ndim - spatial).amax(dim=-1) <= 0).sum())
+    if empty:
+        note = (f"{empty} averaged {original.method} maps are zero everywhere: no copy of the "
+                "input gave positive evidence")
+        warnings.warn(note, ExplanationWarning, stacklevel=4)
+        notes.append(note)
+    return Explanation(raw=mean, scores=original.scores, targets=original.targets,
                        method=original.method, layer=original.layer, input_size=size,
-                       notes=[*original.notes, smoothing.describe()])
+                       notes=notes)
