@@ -138,6 +138,8 @@ def main() -> None:
                         help="images per speed run of digits-gap")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds of the speed runs; the best of each is kept")
+    parser.add_argument("--parts", default="speed,ray,memory",
+                        help="what to measure, comma-separated: speed, ray, memory")
     parser.add_argument("--output", type=Path)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--work", type=Path, help="folder for the images (default: a temp one)")
@@ -146,6 +148,7 @@ def main() -> None:
     digit_count = 64 if options.quick else options.digit_images
     work = options.work or Path(tempfile.mkdtemp(prefix="camlens-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    parts = set(options.parts.split(","))
     from camlens.models import load_model
 
     weights = resnet18_weights(work)
@@ -188,36 +191,43 @@ def main() -> None:
                              str(out / f"warm-{form}")], 2 * batch)
         # the machine is shared: the four measurements interleaved, best of ``rounds`` each
         best = {"bare": 0.0, "npz": 0.0, "png": 0.0, "library": 0.0}
-        for _ in range(options.rounds):
+        for _ in range(options.rounds if "speed" in parts else 0):
             best["bare"] = max(best["bare"], bare_loop(loaded, files, batch))
             for form in ("npz", "png"):
                 best[form] = max(best[form], camlens_explain(
                     [*common, "--format", form, "-o", str(out / form)], count))
             best["library"] = max(best["library"], library_call(loaded, files, batch, layer))
         bare, npz, png, library = best["bare"], best["npz"], best["png"], best["library"]
-        lines.append(f"| {name} | {batch} | {bare:.1f} | {npz:.1f} | {npz / bare:.2f}x | "
-                     f"{png:.1f} | {png / bare:.2f}x | {library:.1f} | {npz / library:.2f}x |")
-        print(lines[-1], flush=True)
-        if not options.quick:
+        if "speed" in parts:
+            lines.append(f"| {name} | {batch} | {bare:.1f} | {npz:.1f} | {npz / bare:.2f}x | "
+                         f"{png:.1f} | {png / bare:.2f}x | {library:.1f} | "
+                         f"{npz / library:.2f}x |")
+            print(lines[-1], flush=True)
+        if "ray" in parts and not options.quick:
             import ray
 
             if not ray.is_initialized():
                 ray.init(num_cpus=os.cpu_count(), include_dashboard=False,
                          log_to_driver=False, configure_logging=False)
-            speeds = []
-            for actors in (1, 2):
-                speeds.append(camlens_explain(
-                    [*common, "--engine", "ray", "--actors", str(actors), "--format", "npz",
-                     "-o", str(out / f"ray{actors}")], count))
-            ray_rows.append(f"| {name} | {npz:.1f} | {speeds[0]:.1f} | {speeds[1]:.1f} | "
-                            f"{speeds[0] / npz:.2f}x | {speeds[1] / npz:.2f}x |")
+            speeds = {"local": 0.0, 1: 0.0, 2: 0.0}  # interleaved, best of the rounds
+            for _ in range(max(1, options.rounds - 1)):
+                speeds["local"] = max(speeds["local"], camlens_explain(
+                    [*common, "--format", "npz", "-o", str(out / "npz")], count))
+                for actors in (1, 2):
+                    speeds[actors] = max(speeds[actors], camlens_explain(
+                        [*common, "--engine", "ray", "--actors", str(actors), "--format",
+                         "npz", "-o", str(out / f"ray{actors}")], count))
+            local = speeds["local"]
+            ray_rows.append(f"| {name} | {local:.1f} | {speeds[1]:.1f} | {speeds[2]:.1f} | "
+                            f"{speeds[1] / local:.2f}x | {speeds[2] / local:.2f}x |")
             print(ray_rows[-1], flush=True)
     if ray_rows:
-        lines += ["", "## Ray on this machine (local Ray, started once before; npz)", "",
+        lines += ["", "## Ray on this machine (a local Ray started once before; npz; best of "
+                  f"{max(1, options.rounds - 1)} interleaved rounds)", "",
                   "| model | local pipeline (img/s) | Ray, 1 actor | Ray, 2 actors | "
                   "1 actor / local | 2 actors / local |", "|---|---:|---:|---:|---:|---:|",
                   *ray_rows]
-    if not options.quick:
+    if "memory" in parts and not options.quick:
         lines += ["", "## Peak memory (RSS) of `camlens explain --format npz`, digits-gap", "",
                   "| images | peak RSS (MiB) |", "|---:|---:|"]
         for size in (1_000, 10_000):

@@ -5,7 +5,8 @@ How work is split. The driver (the process that runs ``camlens explain --engine 
 :func:`camlens.scale.explain_dataset`) lists the inputs, leaves out what the index says is
 done, and makes a Ray Dataset of their keys and paths (or encoded bytes). ``map_batches`` sends
 blocks of ``batch_size`` inputs to an actor pool of ``actors`` model replicas (one GPU each
-where the driver's device is a GPU, else one CPU each); an actor decodes its inputs, explains the
+where the driver's device is a GPU, else an equal share of the cluster's CPUs, which torch in
+the replica uses as its threads); an actor decodes its inputs, explains the
 batch and answers with one row per input and target (the raw map as bytes with its shape, the
 score, the notes; or the input's error). The driver streams those rows back
 (``iter_batches``), and writes the shards and the index itself: one writer, so no row is written
@@ -32,6 +33,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 import torch
@@ -54,19 +57,21 @@ def _ray():
 class RayExplainer:
     """One model replica in the actor pool: decodes and explains the batches it is given."""
 
-    def __init__(self, loaded, spec: WorkSpec, device: str) -> None:
+    def __init__(self, loaded, spec: WorkSpec, device: str, threads: int = 1) -> None:
         ray = _ray()
+        torch.set_num_threads(threads)
         if isinstance(loaded, ray.ObjectRef):
             loaded = ray.get(loaded)
         self.loaded, self.spec = loaded, spec
         self.device = torch.device(device)
         loaded.model.to(self.device)
+        self.decoding = ThreadPoolExecutor(max(1, threads), thread_name_prefix="camlens-decode")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         items = [InputItem(str(key), str(path) or None, bytes(data) or None)
                  for key, path, data in zip(batch["key"], batch["path"], batch["data"],
                                             strict=True)]
-        decoded = [decode_input(self.loaded, self.spec, item) for item in items]
+        decoded = list(self.decoding.map(partial(decode_input, self.loaded, self.spec), items))
         columns: dict[str, list] = {name: [] for name in (
             "key", "error", "method", "layer", "target", "target_name", "score", "raw",
             "shape", "notes", "console")}
@@ -141,6 +146,9 @@ def run_on_ray(
                  configure_logging=False)
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # camlens shows its own progress
     gpu = torch.device(device).type == "cuda"
+    # CPU replicas share the cluster's CPUs (torch in an actor uses as many threads as it has
+    # CPUs); a GPU replica takes one GPU and one CPU
+    cpus = 1 if gpu else max(1, int(ray.cluster_resources().get("CPU", 1)) // actors)
     loaded.model.to("cpu")  # the replicas place it on their own device
     model_ref = ray.put(loaded)
     context = ray.data.DataContext.get_current()
@@ -151,9 +159,10 @@ def run_on_ray(
                                                           min(len(items), 2 * actors)))
     explained = dataset.map_batches(
         RayExplainer, fn_constructor_kwargs={"loaded": model_ref, "spec": spec,
-                                             "device": "cuda" if gpu else "cpu"},
+                                             "device": "cuda" if gpu else "cpu",
+                                             "threads": cpus},
         batch_size=batch_size, batch_format="numpy", concurrency=actors,
-        **({"num_gpus": 1} if gpu else {"num_cpus": 1}))
+        num_cpus=cpus, **({"num_gpus": 1} if gpu else {}))
     seen: set[str] = set()
     try:
         for batch in explained.iter_batches(batch_size=None, batch_format="numpy"):
