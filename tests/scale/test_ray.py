@@ -61,7 +61,7 @@ def test_ray_resumes_a_run(local_ray, digit_scenes, tmp_path):
     first = explain_dataset("digits-gap", files[:5], tmp_path / "ray", engine="ray", actors=2,
                             batch_size=4)
     again = explain_dataset("digits-gap", digit_scenes, tmp_path / "ray", engine="ray",
-                            actors=2, batch_size=4, resume=True)
+                            actors=3, batch_size=4, resume=True)  # more replicas than CPUs
     assert (first.explained, again.explained, again.skipped) == (5, 7, 5)
     assert_same_rows(tmp_path / "local", tmp_path / "ray")
 

@@ -5,8 +5,8 @@ How work is split. The driver (the process that runs ``camlens explain --engine 
 :func:`camlens.scale.explain_dataset`) lists the inputs, leaves out what the index says is
 done, and makes a Ray Dataset of their keys and paths (or encoded bytes). ``map_batches`` sends
 blocks of ``batch_size`` inputs to an actor pool of ``actors`` model replicas (one GPU each
-where the driver's device is a GPU, else an equal share of the cluster's CPUs, which torch in
-the replica uses as its threads); an actor decodes its inputs, explains the
+where the driver's device is a GPU) sharing the cluster's CPUs equally (torch's threads and the
+decoding threads of each replica); an actor decodes its inputs, explains the
 batch and answers with one row per input and target (the raw map as bytes with its shape, the
 score, the notes; or the input's error). The driver streams those rows back
 (``iter_batches``), and writes the shards and the index itself: one writer, so no row is written
@@ -146,9 +146,10 @@ def run_on_ray(
                  configure_logging=False)
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # camlens shows its own progress
     gpu = torch.device(device).type == "cuda"
-    # CPU replicas share the cluster's CPUs (torch in an actor uses as many threads as it has
-    # CPUs); a GPU replica takes one GPU and one CPU
-    cpus = 1 if gpu else max(1, int(ray.cluster_resources().get("CPU", 1)) // actors)
+    # replicas share the cluster's CPUs: torch's threads on a CPU replica, the decoding threads
+    # of every replica (a GPU replica's decoding is what feeds its GPU)
+    # (a fraction when there are more replicas than CPUs, so every replica can start)
+    cpus = ray.cluster_resources().get("CPU", 1) / actors
     loaded.model.to("cpu")  # the replicas place it on their own device
     model_ref = ray.put(loaded)
     context = ray.data.DataContext.get_current()
@@ -160,7 +161,7 @@ def run_on_ray(
     explained = dataset.map_batches(
         RayExplainer, fn_constructor_kwargs={"loaded": model_ref, "spec": spec,
                                              "device": "cuda" if gpu else "cpu",
-                                             "threads": cpus},
+                                             "threads": max(1, int(cpus))},
         batch_size=batch_size, batch_format="numpy", concurrency=actors,
         num_cpus=cpus, **({"num_gpus": 1} if gpu else {}))
     seen: set[str] = set()
