@@ -12,7 +12,7 @@ import torch
 
 from camlens.api import explain
 from camlens.data import DigitScenes, materialize
-from camlens.experiments.demo import (
+from camlens.experiments.demo_page import (
     SCENE_SCALE,
     DemoPage,
     DemoSizes,

@@ -37,6 +37,8 @@ MODELS = ("digits-gap", "digits-fc")
 POINTING_TOLERANCE = metrics.pointing.DIGITS_TOLERANCE
 FAITHFULNESS_STEPS = 32
 ROAD_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
+SANITY_METHODS = ("gradcam", "layercam", "eigengradcam", "finercam", "shapleycam", "fullgrad",
+                  "guided-backprop", "guided-gradcam")
 
 
 def _batched_maps(model, images, method: str, targets: torch.Tensor, batch: int = 200,
@@ -183,7 +185,7 @@ def _sanity_lines(model, images: torch.Tensor) -> list[str]:
              "weights are random does not explain the model.", ""]
     results = {method: metrics.cascading_randomization(model, images, method=method,
                                                        layer="features")
-               for method in ("gradcam", "guided-backprop", "guided-gradcam")}
+               for method in SANITY_METHODS}
     steps = [layer for layer, _ in results["gradcam"]]
     lines.append("| randomised down to | " + " | ".join(results) + " |")
     lines.append("|---|" + "---:|" * len(results))
