@@ -118,3 +118,10 @@ def test_the_import_graph_has_no_circle_and_no_upward_arrow():
 def test_replaced_names_say_what_replaced_them(module, name, new_home):
     with pytest.raises(AttributeError, match=new_home.replace(".", r"\.").replace("(", r"\(")):
         getattr(importlib.import_module(module), name)
+
+
+def test_test_modules_have_unique_names():
+    # The test folders are not packages: pytest imports each test module by its file name, so
+    # two files of one name make the whole run fail at collection.
+    names = [path.name for path in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted({name for name in names if names.count(name) > 1}) == []
