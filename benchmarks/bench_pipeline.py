@@ -167,11 +167,11 @@ def main() -> None:
              f"Images per run: {count} (resnet18), {digit_count} (digits-gap), the same for "
              f"every column of a model; each figure the best of {options.rounds} interleaved "
              "rounds (the machine is shared, so single runs vary by 2x or more).", "",
-             "Command: `python benchmarks/bench_pipeline.py --output benchmarks/PIPELINE.md`", "",
-             "| model | batch | bare loop (img/s) | explain --format npz (img/s) | npz / bare "
-             "| explain, PNG overlays (img/s) | PNG / bare | library call alone (img/s) "
-             "| npz / library |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "Command: `python benchmarks/bench_pipeline.py --output benchmarks/PIPELINE.md`", ""]
+    if "speed" in parts:
+        lines += ["| model | batch | bare loop (img/s) | explain --format npz (img/s) | npz / "
+                  "bare | explain, PNG overlays (img/s) | PNG / bare | library call alone "
+                  "(img/s) | npz / library |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ray_rows = []
     for name, (model_args, folder, batch, load) in models.items():
         layer = "layer4" if name == "resnet18" else "features"
