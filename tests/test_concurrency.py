@@ -7,8 +7,8 @@ import threading
 
 import pytest
 import torch
-from conftest import GapNet
 from torch import nn
+from toy_models import GapNet
 
 import camlens
 

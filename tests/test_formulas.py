@@ -9,8 +9,8 @@ import itertools
 
 import pytest
 import torch
-from conftest import LinearHead
 from torch import nn
+from toy_models import LinearHead
 
 import camlens
 

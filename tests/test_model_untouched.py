@@ -6,8 +6,8 @@ import warnings
 
 import pytest
 import torch
-from conftest import GapNet
 from torch import nn
+from toy_models import GapNet
 
 import camlens
 

@@ -46,7 +46,7 @@ _moved.install()
 
 #: Sub-packages reachable as attributes (``camlens.zoo.load(...)``), imported on first use.
 _SUBPACKAGES = frozenset({"audio", "audit", "captioning", "cli", "data", "experiments", "io",
-                          "metrics", "models", "viz", "zoo"})
+                          "metrics", "models", "scale", "serve", "viz", "zoo"})
 
 
 def __getattr__(name: str) -> Any:

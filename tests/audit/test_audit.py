@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-from conftest import GapNet
 from torch import nn
+from toy_models import GapNet
 
 import camlens
 from camlens.audit import audit, counterfactual, region_shares

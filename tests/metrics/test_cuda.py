@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import GapNet
+from toy_models import GapNet
 
 from camlens import metrics
 

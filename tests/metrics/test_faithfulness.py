@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-from conftest import GapNet
 from torch import nn
+from toy_models import GapNet
 
 from camlens.metrics import average_drop_increase, deletion_insertion, gaussian_blur
 from camlens.metrics.faithfulness import gaussian_kernel

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import GapNet
+from toy_models import GapNet
 
 import camlens
 from camlens.metrics import cascading_randomization, independent_randomization, spearman

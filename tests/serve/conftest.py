@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
-import socket
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
+from serve_helpers import free_port, png_bytes  # noqa: F401 - the tests' helpers
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install "
                     "'camlens[serve]')")
@@ -37,15 +36,6 @@ def client(app) -> Iterator:
         yield test_client
 
 
-def png_bytes(tensor) -> bytes:
-    """A (1, H, W) or (3, H, W) tensor in [0, 1] as PNG bytes."""
-    from camlens.viz import to_pil
-
-    buffer = io.BytesIO()
-    to_pil(tensor).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="session")
 def digits():
     """Six cluttered test digits (1, 64, 64) and their PNG bytes."""
@@ -53,12 +43,6 @@ def digits():
 
     items = [ClutteredDigits(6, "test", seed=11)[index] for index in range(6)]
     return [(item["image"], png_bytes(item["image"])) for item in items]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

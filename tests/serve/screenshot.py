@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from browser import chromium_path, launch  # noqa: E402
-from conftest import free_port  # noqa: E402
+from serve_helpers import free_port  # noqa: E402
 
 
 def main(out: Path) -> None:

@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import png_bytes
 from PIL import Image
+from serve_helpers import png_bytes
 
 import camlens
 

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import png_bytes
+from serve_helpers import png_bytes
 from torch import nn
 
 import camlens

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import png_bytes
+from serve_helpers import png_bytes
 from test_api import model_input, post_images
 
 import camlens

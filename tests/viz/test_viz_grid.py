@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import GapNet
 from matplotlib.figure import Figure
 from PIL import Image
+from toy_models import GapNet
 
 import camlens
 from camlens.viz import explanation_grid, grid, overlay, save_figure
