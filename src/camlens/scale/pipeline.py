@@ -27,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from camlens.scale.sources import InputItem
 from camlens.scale.work import Decoded, ImageResult
-from camlens.scale.writers import Written
+from camlens.scale.writers import Written, accepted
 
 __all__ = ["default_workers", "run_pipeline"]
 
@@ -81,12 +81,8 @@ def run_pipeline(
             batch = [decoded.popleft().result() for _ in range(min(batch_size, len(decoded)))]
             fill()  # the next batch decodes while this one is explained
             for result in explain(batch):
-                if result.error is not None:
-                    on_written(Written(result.key, [], result.error))
-                    continue
-                if on_result is not None:
-                    on_result(result)
-                written.append(writing.submit(writer.write, result))
+                if accepted(result, on_written, on_result):
+                    written.append(writing.submit(writer.write, result))
             report(block=False)
         report(block=True)
         for done in writer.close():
@@ -124,13 +120,9 @@ def _run_serially(items, decode, explain, writer, on_written, batch_size, on_res
             if len(batch) < batch_size and position < len(items) - 1:
                 continue
             for result in explain(batch):
-                if result.error is not None:
-                    on_written(Written(result.key, [], result.error))
-                    continue
-                if on_result is not None:
-                    on_result(result)
-                for done in writer.write(result):
-                    on_written(done)
+                if accepted(result, on_written, on_result):
+                    for done in writer.write(result):
+                        on_written(done)
             batch = []
     finally:
         for done in writer.close():

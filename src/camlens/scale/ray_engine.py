@@ -41,7 +41,7 @@ import torch
 
 from camlens.scale.sources import InputItem
 from camlens.scale.work import ImageResult, MapRow, WorkSpec, decode_input, explain_batch
-from camlens.scale.writers import Written
+from camlens.scale.writers import Written, accepted
 
 __all__ = ["RayExplainer", "rows_to_results", "run_on_ray"]
 
@@ -171,13 +171,9 @@ def run_on_ray(
                 if result.key in seen:
                     continue  # a retried batch answered twice: the first answer stands
                 seen.add(result.key)
-                if result.error is not None:
-                    on_written(Written(result.key, [], result.error))
-                    continue
-                if on_result is not None:
-                    on_result(result)
-                for done in writer.write(result):
-                    on_written(done)
+                if accepted(result, on_written, on_result):
+                    for done in writer.write(result):
+                        on_written(done)
     finally:
         for done in writer.close():
             on_written(done)

@@ -39,7 +39,7 @@ import numpy as np
 from camlens.scale.work import ImageResult, display_image
 
 __all__ = ["FORMATS", "NpzShardWriter", "ParquetShardWriter", "PngWriter", "Written",
-           "make_writer", "output_path"]
+           "accepted", "make_writer", "output_path"]
 
 #: The output formats, by ``--format`` name.
 FORMATS = ("png", "npz", "parquet")
@@ -318,3 +318,15 @@ def make_writer(form: str, loaded, out: Path, *, colormap: str = "jet", alpha: f
                              ) from None
         return ParquetShardWriter(out, loaded.name, shard_size, resume)
     raise ValueError(f"unknown output format {form!r}; use one of {', '.join(FORMATS)}")
+
+
+def accepted(result, on_written: Callable[[Written], None],
+             on_result: Callable | None = None) -> bool:
+    """Whether ``result`` goes to a writer: a failed image is reported to ``on_written`` (no
+    maps) and is not; a good one is shown to ``on_result`` first."""
+    if result.error is not None:
+        on_written(Written(result.key, [], result.error))
+        return False
+    if on_result is not None:
+        on_result(result)
+    return True
