@@ -220,3 +220,13 @@ def test_scorecam_skips_dead_channels_without_changing_the_map():
     assert "scorecam skipped 4 of 16 channel masks" in " ".join(fast.notes)
     with pytest.raises(ValueError, match=r"skip_below must be in \[0, 1\)"):
         camlens.ScoreCAM(model, layer="4", skip_below=1.5)
+
+
+def test_smoothing_keeps_the_automatically_chosen_layer_for_every_copy():
+    model = small_cnn()
+    images = torch.randn(2, 3, 8, 8)
+    automatic = camlens.explain(model, images, "gradcam", target=1, aug_smooth=True)
+    named = camlens.explain(model, images, "gradcam", layer=automatic.layer, target=1,
+                            aug_smooth=True)
+    torch.testing.assert_close(automatic.raw, named.raw)
+    assert any(note.startswith("layer=None") for note in automatic.notes)

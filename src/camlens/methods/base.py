@@ -176,8 +176,7 @@ class CAMMethod:
         try:
             with active_call(), preserved_model_state(self.model):
                 if self.smoothing.active:
-                    return smoothed(self.smoothing, tensors, target, self.options.input_index,
-                                    self.explain_any)
+                    return self.explain_smoothed(tensors, target)
                 return self.explain_any(tensors, target)
         except (RuntimeError, ValueError) as error:
             hint = _missing_batch_axis(self.model, self.options.explained(tensors))
@@ -186,6 +185,23 @@ class CAMMethod:
             raise ValueError(f"{hint} (the model said: {str(error).splitlines()[0]})") from error
 
     # --- steps shared by the methods -----------------------------------------------------------
+
+    def explain_smoothed(self, inputs: tuple[torch.Tensor, ...], target: Target
+                         ) -> Explanation:
+        """The mean map over the copies of :attr:`smoothing`. A layer chosen automatically for
+        the original input is kept for every copy, so all the maps are of one layer."""
+        pinned = self
+
+        def once(copy_inputs: tuple[torch.Tensor, ...], copy_target: Target) -> Explanation:
+            nonlocal pinned
+            explanation = pinned.explain_any(copy_inputs, copy_target)
+            if (pinned.layer is None and pinned.layers is None
+                    and explanation.layer in dict(self.model.named_modules())):
+                pinned = copy.copy(self)
+                pinned.layer = explanation.layer
+            return explanation
+
+        return smoothed(self.smoothing, inputs, target, self.options.input_index, once)
 
     def explain_any(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
         """:meth:`explain_layers` for ``layer=[...]``, else :meth:`explain`."""
