@@ -189,7 +189,9 @@ def test_fullgrad_by_hand():
     magnitude = image[0, 0].abs()
     expected = (magnitude - magnitude.min()) / (magnitude.max() - magnitude.min())
     torch.testing.assert_close(exp.raw[0], expected, atol=1e-6, rtol=1e-5)
-    assert exp.layer == "input" and exp.notes[0] == "fullgrad: the input and 1 bias layers"
+    assert exp.layer == "input" and exp.notes == ["fullgrad: the input and 1 bias layers"]
+    named = camlens.explain(model, image, "fullgrad", layer="conv", target=1)
+    assert "layer='conv' was not used" in named.notes[1]  # never silently ignored
     no_bias = nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), nn.Flatten(), nn.Linear(8, 2)).eval()
     with pytest.raises(ValueError, match="FullGrad needs layers with biases"):
         camlens.explain(no_bias, torch.randn(1, 1, 4, 4), "fullgrad")

@@ -79,6 +79,7 @@ class FullGrad(CAMMethod):
 
     def __init__(self, model, layer=None, **options) -> None:
         super().__init__(model, None, **options)
+        self.ignored_layer = layer  # said in the notes: FullGrad reads every biased layer
 
     def explain(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
         index = self.options.input_index
@@ -115,5 +116,8 @@ class FullGrad(CAMMethod):
             saliency = saliency + _psi(gradient * shaped, size)
         forward = Forward(output, image.detach(), None, resolved, scores,
                           "input")
-        return self.make_explanation(forward, saliency.detach(), inputs, "input",
-                                     [f"fullgrad: the input and {len(layers)} bias layers"])
+        notes = [f"fullgrad: the input and {len(layers)} bias layers"]
+        if self.ignored_layer is not None:
+            notes.append(f"layer={self.ignored_layer!r} was not used: FullGrad reads the input "
+                         "and every layer with a bias")
+        return self.make_explanation(forward, saliency.detach(), inputs, "input", notes)
