@@ -232,3 +232,10 @@ def test_smoothing_keeps_the_automatically_chosen_layer_for_every_copy():
                             aug_smooth=True)
     torch.testing.assert_close(automatic.raw, named.raw)
     assert any(note.startswith("layer=None") for note in automatic.notes)
+
+
+def test_guided_backprop_says_so_when_given_a_layer():
+    model = small_cnn()
+    named = camlens.explain(model, torch.randn(1, 3, 8, 8), "guided-backprop", layer="3")
+    assert named.notes == ["layer='3' was not used: guided backpropagation maps the input"]
+    assert camlens.explain(model, torch.randn(1, 3, 8, 8), "guided-backprop").notes == []

@@ -69,13 +69,16 @@ class GuidedBackprop(CAMMethod):
 
     def __init__(self, model, layer=None, **options) -> None:
         super().__init__(model, None, **options)
+        self.ignored_layer = layer  # said in the notes: the maps are input gradients
 
     def explain(self, inputs: tuple[torch.Tensor, ...], target: Target) -> Explanation:
         forward, gradients = self.input_gradients(inputs, target)
         explained = self.options.explained(inputs)
         saliency = gradients.abs().amax(dim=2) if explained.ndim >= 3 else gradients.abs()
+        notes = [] if self.ignored_layer is None else [
+            f"layer={self.ignored_layer!r} was not used: guided backpropagation maps the input"]
         return self.make_explanation(
-            forward, saliency, inputs, "input", [], attributions=gradients.detach()
+            forward, saliency, inputs, "input", notes, attributions=gradients.detach()
         )
 
     def input_gradients(
