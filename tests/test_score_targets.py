@@ -7,6 +7,7 @@ import pytest
 import torch
 import torchvision
 from torch import nn
+from toy_models import tiny_clip_config
 
 import camlens
 from camlens import BoxTarget, RegionTarget, SimilarityTarget
@@ -108,15 +109,7 @@ def test_similarity_gives_one_map_per_reference():
 def test_hugging_face_clip_gives_one_map_per_prompt():
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.CLIPConfig(
-        text_config={"vocab_size": 99, "hidden_size": 16, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "intermediate_size": 32,
-                     "max_position_embeddings": 16, "bos_token_id": 0, "eos_token_id": 1,
-                     "pad_token_id": 1},
-        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 16,
-                       "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "intermediate_size": 32},
-        projection_dim=8)
+    config = tiny_clip_config(transformers)
     model = transformers.CLIPModel(config).eval()
     prompts, pixels = torch.randint(2, 99, (3, 7)), torch.randn(2, 3, 32, 32)
     with pytest.raises(ValueError, match="input_index"):

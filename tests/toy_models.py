@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["FlattenNet", "GapNet", "LinearHead"]
+__all__ = ["FlattenNet", "GapNet", "LinearHead", "tiny_clip_config"]
 
 
 class GapNet(nn.Module):
@@ -58,3 +58,18 @@ class LinearHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.layer(x).flatten(1))
+
+
+def tiny_clip_config(transformers, vocab_size: int = 99, max_positions: int = 16,
+                     vision_layers: int = 1):
+    """A transformers ``CLIPConfig`` small enough for a test: 16-wide towers, 32x32 images in
+    8x8 patches, token ids 0 (start) and 1 (end and padding)."""
+    return transformers.CLIPConfig(
+        text_config={"vocab_size": vocab_size, "hidden_size": 16, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "intermediate_size": 32,
+                     "max_position_embeddings": max_positions, "bos_token_id": 0,
+                     "eos_token_id": 1, "pad_token_id": 1},
+        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 16,
+                       "num_hidden_layers": vision_layers, "num_attention_heads": 2,
+                       "intermediate_size": 32},
+        projection_dim=8)

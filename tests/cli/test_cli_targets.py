@@ -12,6 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from toy_models import tiny_clip_config
 
 from camlens.cli import main
 
@@ -34,15 +35,8 @@ def saved_clip(tmp_path_factory):
     processor, saved as `save_pretrained` does."""
     folder = tmp_path_factory.mktemp("hf-clip")
     torch.manual_seed(0)
-    config = transformers.CLIPConfig(
-        text_config={"vocab_size": 60, "hidden_size": 16, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "intermediate_size": 32,
-                     "max_position_embeddings": 32, "bos_token_id": 0, "eos_token_id": 1,
-                     "pad_token_id": 1},
-        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 16,
-                       "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "intermediate_size": 32},
-        projection_dim=8)
+    config = tiny_clip_config(transformers, vocab_size=60, max_positions=32,
+                              vision_layers=2)
     transformers.CLIPModel(config).eval().save_pretrained(folder)
     letters = string.ascii_lowercase
     tokens = ["<|startoftext|>", "<|endoftext|>", *letters, *(f"{c}</w>" for c in letters)]
