@@ -45,9 +45,21 @@ def train(name: str, seed: int, epochs: int | None, train_size: int | None,
         click.echo(f"{key}: {value}")
 
 
+# What `camlens reproduce` runs besides the four tables handled below: name -> (module, function).
+# Each function is called as fn(out=Path | None, progress=bool, log=callable, **sizes) and returns
+# the markdown (writing any figures next to `out`).
+TABLES: dict[str, tuple[str, str]] = {
+    "maximization": ("camlens.experiments.maximization", "maximization_table"),
+    "inversion": ("camlens.experiments.inversion", "inversion_table"),
+    "probes": ("camlens.experiments.probes", "probes_table"),
+    "transfer": ("camlens.experiments.transfer", "transfer_table"),
+}
+
+
 @click.command()
 @VERBOSE_OPTION
-@click.argument("what", type=click.Choice(["localization", "captioning", "audio", "detection"]))
+@click.argument("what", type=click.Choice(["localization", "captioning", "audio", "detection",
+                                           *TABLES]))
 @click.option("--test-size", type=click.IntRange(min=10),
               help="Test images (localization, default 1000), scenes (captioning, default 500; "
                    "detection, default 200) or recordings of each kind (audio, default 400) to "
@@ -72,7 +84,13 @@ def reproduce(what: str, test_size: int | None, out: Path | None) -> None:
         click.echo(evaluate(out, **sizes, progress=sys.stderr.isatty(), log=say,
                             command=command))
         return
-    if what == "captioning":
+    if what in TABLES:
+        import importlib
+
+        module, function = TABLES[what]
+        table = getattr(importlib.import_module(module), function)(
+            out=out, progress=sys.stderr.isatty(), log=say, **sizes)
+    elif what == "captioning":
         from camlens.experiments.captioning import captioning_table
 
         table = captioning_table(**sizes, log=say)
