@@ -223,6 +223,16 @@ def test_nan_is_refused_naming_where(gap_net, images, where):
             camlens.explain(gap_net, images, method=method, layer="features")
 
 
+def test_finite_values_whose_sum_overflows_are_not_refused():
+    from camlens.methods.base import check_finite
+
+    huge = torch.full((4,), 3e38)  # finite, but their float32 sum is infinite
+    check_finite({"huge": huge})
+    huge[2] = float("-inf")
+    with pytest.raises(ValueError, match="huge holds NaN or infinite"):
+        check_finite({"huge": huge})
+
+
 def test_one_image_without_its_batch_axis_says_so(gap_net, images):
     with pytest.raises(ValueError, match=r"\(3, 6, 6\): one input without its batch axis"):
         camlens.explain(gap_net, images[0], layer="features")
