@@ -72,7 +72,8 @@ def client_process(url: str, clients: int, seconds: float, pictures: list[bytes]
                                                          "image/png"))])
                 latency = time.perf_counter() - began
                 body = response.json() if response.status_code == 200 else response.text
-                answers.append((picture, latency, response.status_code, body))
+                answers.append((picture, latency, response.status_code, body,
+                                response.headers.get("server-timing", "")))
                 index += 1
         results.put(answers)
 
@@ -98,13 +99,23 @@ def load(url: str, clients: int, seconds: float, pictures: list[bytes]) -> list[
 
 
 def summary(answers: list[tuple], seconds: float) -> dict[str, float]:
-    latencies = sorted(latency for _, latency, status, _ in answers if status == 200)
-    errors = sum(1 for _, _, status, _ in answers if status != 200)
+    latencies = sorted(latency for _, latency, status, *_ in answers if status == 200)
+    errors = sum(1 for _, _, status, *_ in answers if status != 200)
     return {"answers": len(answers), "errors": errors,
             "per_s": len(latencies) / seconds,
             "median_ms": 1000 * statistics.median(latencies) if latencies else float("nan"),
             "p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))] if latencies
             else float("nan")}
+
+
+def server_phases(answers: list[tuple]) -> dict[str, float]:
+    """Median milliseconds of each ``Server-Timing`` entry over the successful answers."""
+    from camlens.serve.timing import parse_server_timing
+
+    timings = [parse_server_timing(header) for _, _, status, _, header in answers
+               if status == 200 and header]
+    return {name: statistics.median(timing[name] for timing in timings if name in timing)
+            for name in (timings[0] if timings else {})}
 
 
 def library_timing(model, inputs: list[torch.Tensor], seconds: float) -> dict[str, dict]:
@@ -141,7 +152,7 @@ def library_timing(model, inputs: list[torch.Tensor], seconds: float) -> dict[st
 def wrong_answers(answers: list[tuple], references: list) -> list[str]:
     """What differs from the library in the soak's answers (empty when all agree)."""
     problems = []
-    for picture, _, status, body in answers:
+    for picture, _, status, body, *_ in answers:
         if status != 200:
             problems.append(f"status {status}: {str(body)[:200]}")
             continue
@@ -262,6 +273,7 @@ def main() -> int:
             thread.join(timeout=30)
         figures = summary(answers, seconds)
         figures["per_call"] = stats.requests / stats.calls if stats.calls else 0.0
+        figures["phases"] = server_phases(answers)
         rows.append((label, clients, seconds, figures))
         if label.endswith("(the soak)"):
             soak_answers = answers
@@ -296,6 +308,22 @@ def main() -> int:
         lines.append(f"| server, {label}, {seconds:.0f} s | {figures['per_s']:.0f} | "
                      f"{figures['median_ms']:.1f} ms | {figures['p95_ms']:.1f} ms | "
                      f"{figures['per_call']:.1f} | {figures['errors']} |")
+    phases = rows[0][3]["phases"]
+    with_png = library["explain + overlay PNG"]["median_ms"]
+    lines += [
+        "",
+        "Where one client's request went, on the server (medians of each answer's "
+        "`Server-Timing` header, ms; `total` runs from the request's arrival to its answer's "
+        "start, the rest of the client's latency is HTTP on both sides and the client):",
+        "",
+        "| " + " | ".join(phases) + " | client's latency | library explain + overlay PNG |",
+        "| " + " | ".join("---:" for _ in range(len(phases) + 2)) + " |",
+        "| " + " | ".join(f"{value:.1f}" for value in phases.values())
+        + f" | {rows[0][3]['median_ms']:.1f} | {with_png:.1f} |",
+        "",
+        f"The server's own time per request is {phases.get('total', float('nan')) / with_png:.2f}x "
+        "the library call plus its overlay PNG (the issue's bar: at most 1x).",
+    ]
     soak = rows[-1][3]
     lines += [
         "",

@@ -280,3 +280,15 @@ def test_several_layers_give_a_column_each(client, catalog, digits):
         client, [digits[0][1]], model="digits-gap", layer="features,auto",
         format="npz").content), allow_pickle=False)
     assert sorted(archive.files) == ["image0_gradcam_auto", "image0_gradcam_features"]
+
+
+def test_answers_say_where_the_time_went(client, digits):
+    from camlens.serve.timing import parse_server_timing
+
+    answer = post_images(client, [digits[0][1]], model="digits-gap", method="gradcam")
+    assert answer.status_code == 200, answer.text
+    timing = parse_server_timing(answer.headers["server-timing"])
+    assert set(timing) == {"read", "prepare", "explain", "encode", "total"}
+    assert all(value >= 0 for value in timing.values())
+    assert timing["total"] >= timing["read"] + timing["prepare"] + timing["explain"]
+    assert "total" in parse_server_timing(client.get("/api/models").headers["server-timing"])

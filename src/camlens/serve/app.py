@@ -27,6 +27,7 @@ from camlens.serve.catalog import ModelCatalog, ServedModel, UnknownModel
 from camlens.serve.images import ImageJob, explain_payloads, image_records, maps_archive
 from camlens.serve.limits import Limits
 from camlens.serve.samples import SampleShelf
+from camlens.serve.timing import ServerTiming, phase
 from camlens.serve.uploads import BadRequest, Form, TooLarge, read_form, read_picture
 
 __all__ = ["PictureOf", "TargetParser", "TargetPreparer", "create_app"]
@@ -264,6 +265,7 @@ def create_app(catalog: ModelCatalog, limits: Limits | None = None, *,
                               "error is JSON {error, status}.")
     app.state.server = server
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(ServerTiming)  # outermost: its total counts the other middleware
     _install_error_answers(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -387,7 +389,8 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
     from camlens.viz import get_colormap
 
     limits = server.limits
-    form = await read_form(request, limits)
+    with phase("read"):
+        form = await read_form(request, limits)
     served = server.catalog.get(form.one("model"))
     if served.kind == "audio":
         raise BadRequest(f"{served.name} is an audio model: POST /api/explain-audio")
@@ -412,11 +415,12 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
             pictures.append(server.picture_of(served.loaded, tensor))
         return pictures, tensors, sizes
 
-    pictures, tensors, sizes = await server.pool.aside(prepare)
-    per_image = [None] * len(tensors)
-    if job.needs_preparing:
-        per_image = await server.pool.run(lambda: [_prepared(server, served, job.target, tensor)
-                                                   for tensor in tensors])
+    with phase("prepare"):
+        pictures, tensors, sizes = await server.pool.aside(prepare)
+        per_image = [None] * len(tensors)
+        if job.needs_preparing:
+            per_image = await server.pool.run(lambda: [
+                _prepared(server, served, job.target, tensor) for tensor in tensors])
     futures = []
     for tensor, prepared in zip(tensors, per_image, strict=True):
         for method, layer in job.columns:
@@ -425,22 +429,26 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
                                   None if prepared is None else prepared.target)
             futures.append(server.batcher.submit(key, payload) if key is not None else
                            server.pool.run(lambda p=payload: _alone(p)))
-    answers = await asyncio.gather(*futures)
+    with phase("explain"):
+        answers = await asyncio.gather(*futures)
     count = len(job.columns)
     explanations = [list(answers[i * count:(i + 1) * count]) for i in range(len(tensors))]
     names = [upload.filename for upload in uploads]
     if output != "json":
-        data, filename = await server.pool.aside(lambda: maps_archive(job, explanations))
+        with phase("encode"):
+            data, filename = await server.pool.aside(lambda: maps_archive(job, explanations))
         if output == "npy" and filename.endswith(".npz"):
             raise BadRequest(f"format=npy holds one array: one image, one method and one layer "
                              f"(got {len(uploads)} images and {count} maps each); use "
                              "format=npz")
         return Response(data, media_type="application/octet-stream",
                         headers={"content-disposition": f'attachment; filename="{filename}"'})
-    records = await server.pool.aside(lambda: image_records(
-        job, names, sizes, pictures, explanations, limits.value_grid, per_image))
-    return JSONResponse({"model": served.name, "methods": job.methods,
-                         "layers": job.layers, "target": target_text, "images": records})
+    with phase("encode"):
+        records = await server.pool.aside(lambda: image_records(
+            job, names, sizes, pictures, explanations, limits.value_grid, per_image))
+        answer = JSONResponse({"model": served.name, "methods": job.methods,
+                               "layers": job.layers, "target": target_text, "images": records})
+    return answer
 
 
 def _prepared(server: Server, served: ServedModel, target: Any, tensor: Any) -> Any:
