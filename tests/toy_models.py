@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["FlattenNet", "GapNet", "LinearHead", "tiny_clip_config"]
+__all__ = ["FlattenNet", "GapNet", "LinearHead", "save_tiny_clip", "tiny_clip_config"]
 
 
 class GapNet(nn.Module):
@@ -73,3 +73,23 @@ def tiny_clip_config(transformers, vocab_size: int = 99, max_positions: int = 16
                        "num_hidden_layers": vision_layers, "num_attention_heads": 2,
                        "intermediate_size": 32},
         projection_dim=8)
+
+
+def save_tiny_clip(transformers, folder):
+    """A CLIP model from a small config (two vision layers), with a character-level tokenizer
+    and its image processor (32x32), saved into ``folder`` as ``save_pretrained`` does."""
+    import json
+    import string
+
+    torch.manual_seed(0)
+    config = tiny_clip_config(transformers, vocab_size=60, max_positions=32, vision_layers=2)
+    transformers.CLIPModel(config).eval().save_pretrained(folder)
+    letters = string.ascii_lowercase
+    tokens = ["<|startoftext|>", "<|endoftext|>", *letters, *(f"{c}</w>" for c in letters)]
+    vocab, merges = folder / "vocab.json", folder / "merges.txt"
+    vocab.write_text(json.dumps({token: index for index, token in enumerate(tokens)}))
+    merges.write_text("#version: 0.2\n")
+    transformers.CLIPTokenizer(str(vocab), str(merges)).save_pretrained(folder)
+    transformers.CLIPImageProcessor(size={"shortest_edge": 32},
+                                    crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder

@@ -5,14 +5,13 @@ one panel per prompt), a segmentation class with its predicted region outlined, 
 from __future__ import annotations
 
 import json
-import string
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from toy_models import tiny_clip_config
+from toy_models import save_tiny_clip
 
 from camlens.cli import main
 
@@ -31,22 +30,7 @@ def picture(path, size=(40, 48), seed=0):
 
 @pytest.fixture(scope="module")
 def saved_clip(tmp_path_factory):
-    """A CLIP model from a small config, with a character-level tokenizer and its image
-    processor, saved as `save_pretrained` does."""
-    folder = tmp_path_factory.mktemp("hf-clip")
-    torch.manual_seed(0)
-    config = tiny_clip_config(transformers, vocab_size=60, max_positions=32,
-                              vision_layers=2)
-    transformers.CLIPModel(config).eval().save_pretrained(folder)
-    letters = string.ascii_lowercase
-    tokens = ["<|startoftext|>", "<|endoftext|>", *letters, *(f"{c}</w>" for c in letters)]
-    vocab, merges = folder / "vocab.json", folder / "merges.txt"
-    vocab.write_text(json.dumps({token: index for index, token in enumerate(tokens)}))
-    merges.write_text("#version: 0.2\n")
-    transformers.CLIPTokenizer(str(vocab), str(merges)).save_pretrained(folder)
-    transformers.CLIPImageProcessor(size={"shortest_edge": 32},
-                                    crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
+    return save_tiny_clip(transformers, tmp_path_factory.mktemp("hf-clip"))
 
 
 def test_one_map_per_text_prompt(saved_clip, tmp_path):

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
-from serve_helpers import free_port, png_bytes  # noqa: F401 - the tests' helpers
+from serve_helpers import free_port, png_bytes, served  # noqa: F401 - the tests' helpers
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install "
                     "'camlens[serve]')")
@@ -48,16 +46,6 @@ def digits():
 @pytest.fixture(scope="session")
 def live_server(app) -> Iterator[str]:
     """The app on uvicorn in a thread, on a free port of 127.0.0.1; its base URL."""
-    uvicorn = pytest.importorskip("uvicorn")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start within 30 s")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    pytest.importorskip("uvicorn")
+    with served(app) as url:
+        yield url

@@ -178,3 +178,35 @@ def test_a_box_drawn_on_a_detector_input_gets_its_map(page):
     assert page.query_selector("figure.input .stack .box-outline") is not None  # kept drawn
     assert page.query_selector("td[data-method=gradcam] .box-outline") is not None
     assert not page.eval_on_selector("#status", "n => n.classList.contains('error')")
+
+
+def test_text_prompts_of_a_clip_folder_give_a_map_each(browser, tmp_path, digits):
+    transformers = pytest.importorskip("transformers")
+    from serve_helpers import served
+    from toy_models import save_tiny_clip
+
+    from camlens.cli.serve import build_app
+    from camlens.serve import ModelCatalog
+
+    catalog = ModelCatalog.load([f"hf:{save_tiny_clip(transformers, tmp_path / 'clip')}"],
+                                zoo=False)
+    picture = tmp_path / "photo.png"
+    picture.write_bytes(digits[0][1])
+    with served(build_app(catalog)) as url:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(url + "/")
+        page.wait_for_selector("#methods input")
+        assert page.eval_on_selector("#target-mode", "n => n.value") == "prompts"
+        assert page.is_visible("#prompts")
+        page.fill("#prompts", "a cat|a dog")
+        page.set_input_files("#files", str(picture))
+        wait_until(page, "document.querySelectorAll('td[data-method=gradcam] img.heat').length"
+                         " === 2 && !document.body.dataset.busy")
+        text = page.text_content("#results")
+        assert "a cat" in text and "a dog" in text
+        assert not page.eval_on_selector("#status", "n => n.classList.contains('error')")
+        context.close()
+    assert errors == []

@@ -1,13 +1,17 @@
-"""Box and detection targets on a served detector, against the library; text prompts and a
-detector's targets on a classifier refused with the accepted forms."""
+"""Box and detection targets on a served detector and text prompts on a served CLIP folder,
+against the library; text prompts without a tokenizer and a detector's targets on a classifier
+refused with the accepted forms."""
 
 from __future__ import annotations
+
+import io
 
 import numpy as np
 import pytest
 import torch
 from serve_helpers import png_bytes
 from test_api import model_input, post_images
+from toy_models import save_tiny_clip
 
 import camlens
 
@@ -69,3 +73,36 @@ def test_targets_the_model_cannot_take_are_refused_clearly(client, digits, model
     answer = post_images(client, [digits[0][1]], model=model, target=target)
     assert answer.status_code == 400, answer.text
     assert words in answer.json()["error"]
+
+
+def test_text_prompts_give_one_map_per_prompt_with_the_models_own_logits(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from camlens.cli.serve import build_app
+    from camlens.serve import ModelCatalog
+
+    folder = save_tiny_clip(transformers, tmp_path / "clip")
+    catalog = ModelCatalog.load([f"hf:{folder}"], zoo=False)
+    (name,) = catalog.models
+    photo = png_bytes(torch.rand(3, 40, 48))
+    with TestClient(build_app(catalog)) as clip_client:
+        answer = post_images(clip_client, [photo], model=name, method="gradcam",
+                             target="text:a photo of a cat|a dog")
+    assert answer.status_code == 200, answer.text
+    (row,) = answer.json()["images"][0]["explanations"]
+    assert [cell["class_name"] for cell in row["maps"]] == ["a photo of a cat", "a dog"]
+    assert row["layer"].startswith("vision_model.")
+    model = transformers.CLIPModel.from_pretrained(folder).eval()
+    tokens = transformers.AutoTokenizer.from_pretrained(folder)(
+        ["a photo of a cat", "a dog"], padding=True, return_tensors="pt")
+    pixels = transformers.CLIPImageProcessor.from_pretrained(folder)(
+        images=Image.open(io.BytesIO(photo)).convert("RGB"), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        expected = model(**tokens, pixel_values=pixels).logits_per_image[0]
+    assert [cell["score"] for cell in row["maps"]] == pytest.approx(expected.tolist(), abs=1e-4)
+    exp = camlens.explain(model, (tokens["input_ids"], pixels, tokens["attention_mask"]),
+                          method="gradcam", layer=row["layer"], target="all", input_index=1)
+    for k, cell in enumerate(row["maps"]):
+        np.testing.assert_allclose(cell["raw"], exp.raw[0, k].numpy(), rtol=1e-3, atol=1e-6)

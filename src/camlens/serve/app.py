@@ -44,7 +44,7 @@ TargetPreparer = Callable[[Any, Any, Any, Any], Any]
 #: The target forms the page and the API take.
 TARGET_FORMS = ("top1, topK, a class index or name, classes separated by commas, "
                 "box:x0,y0,x1,y1[:CLASS] and detections[:SCORE] (detectors), class:CLASS "
-                "(segmentation)")
+                "(segmentation), text:PROMPT|PROMPT (CLIP-style models with a tokenizer)")
 
 STATIC = Path(str(resources.files("camlens.serve") / "static"))
 #: The page loads nothing from elsewhere; pictures and sounds come as data: and blob: URLs.
@@ -124,11 +124,7 @@ class Server:
     def target(self, text: str, served: ServedModel) -> Any:
         """``--target`` text as the command line reads it; ``3,7`` (classes) asks for each."""
         text = text.strip() or "top1"
-        if text.lower().startswith("text:"):
-            raise BadRequest(f"target {text!r}: text prompts (CLIP-style models) are explained "
-                             "by camlens explain --target text:..., not by the explorer yet; "
-                             f"targets here: {TARGET_FORMS}")
-        if text.lower().startswith(("box:", "detections")) or "," not in text:
+        if text.lower().startswith(("box:", "detections", "text:")) or "," not in text:
             return self.parse_target(text, served.class_names)
         chosen = [self.parse_target(part.strip(), served.class_names)
                   for part in text.split(",") if part.strip()]
@@ -425,8 +421,7 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
     for tensor, prepared in zip(tensors, per_image, strict=True):
         for method, layer in job.columns:
             key = job.batch_key(method, layer, tensor)
-            payload = job.payload(method, layer, tensor,
-                                  None if prepared is None else prepared.target)
+            payload = job.payload(method, layer, tensor, prepared)
             futures.append(server.batcher.submit(key, payload) if key is not None else
                            server.pool.run(lambda p=payload: _alone(p)))
     with phase("explain"):
@@ -452,17 +447,12 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
 
 
 def _prepared(server: Server, served: ServedModel, target: Any, tensor: Any) -> Any:
-    """The per-image target of ``target`` (a detector's boxes for ``detections``), as
-    ``camlens explain`` prepares it; a target that needs more inputs than the picture is
-    refused."""
+    """The per-image target of ``target`` (a detector's boxes for ``detections``, tokenized
+    prompts for ``text:``), as ``camlens explain`` prepares it."""
     if server.prepare_target is None:
         raise BadRequest(f"this server cannot prepare the target {target!r}; targets here: "
                          f"{TARGET_FORMS}")
-    prepared = server.prepare_target(served.loaded, target, tensor, served.device)
-    if len(prepared.inputs) != 1 or prepared.options:
-        raise BadRequest(f"the target {target!r} needs more inputs than the picture; targets "
-                         f"here: {TARGET_FORMS}")
-    return prepared
+    return server.prepare_target(served.loaded, target, tensor, served.device)
 
 
 def _alone(payload):

@@ -68,10 +68,16 @@ class ServedModel:
             return REGISTRY[self.name].dataset == "scene-boxes"
         return type(self.loaded.model).__module__.startswith("torchvision.models.detection")
 
+    @property
+    def prompts(self) -> bool:
+        """Whether the model scores pictures against text prompts (a CLIP-style folder saved
+        with its tokenizer): the page then offers ``text:`` targets."""
+        return self.loaded.tokenizer is not None
+
     def describe(self) -> dict[str, Any]:
         """What ``GET /api/models`` says of it."""
         return {"name": self.name, "kind": self.kind, "description": self.description,
-                "detector": self.detector,
+                "detector": self.detector, "prompts": self.prompts,
                 "class_names": list(self.class_names) if self.class_names else None,
                 "default_layer": self.default_layer, "device": str(self.device)}
 

@@ -45,13 +45,18 @@ def target_factory(target: Any) -> tuple[TargetFactory, bool]:
 
 @dataclass(frozen=True)
 class Payload:
-    """One request's share of a library call: its inputs ``(n, C, H, W)`` and what to run."""
+    """One request's share of a library call: its inputs ``(n, C, H, W)`` and what to run.
+    ``model_inputs``: every positional input of the model when it takes more than the picture
+    (a CLIP-style model's tokenized prompts, the picture and their mask), with ``options``
+    (``input_index``: which of them is explained)."""
 
     served: ServedModel
     method: str
     layer: str | None
     target: TargetFactory
     inputs: torch.Tensor
+    model_inputs: tuple[torch.Tensor, ...] | None = None
+    options: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass
@@ -94,18 +99,26 @@ class ImageJob:
             isinstance(self.target, BoxTarget) or not callable(self.target))
 
     def payload(self, method: str, layer: str | None, inputs: torch.Tensor,
-                target: Any = None) -> Payload:
-        """One library call's share for ``inputs``; ``target`` replaces the job's (a prepared
-        per-image target)."""
-        chosen = self.target if target is None else target
-        return Payload(self.served, method, layer, target_factory(chosen)[0], inputs)
+                prepared: Any = None) -> Payload:
+        """One library call's share for ``inputs``; ``prepared`` (a per-image target made by
+        ``prepare_target``: boxes of ``detections``, tokenized prompts) replaces the job's
+        target, and brings the model's other inputs when it has them."""
+        if prepared is None:
+            return Payload(self.served, method, layer, target_factory(self.target)[0], inputs)
+        model_inputs = tuple(prepared.inputs) if len(prepared.inputs) > 1 else None
+        return Payload(self.served, method, layer, target_factory(prepared.target)[0], inputs,
+                       model_inputs, tuple(sorted(prepared.options.items())))
 
 
 def _explain(payload: Payload, inputs: torch.Tensor) -> Explanation:
     from camlens.methods import get_method
 
     served = payload.served
-    method = get_method(payload.method)(served.loaded.model, payload.layer)
+    method = get_method(payload.method)(served.loaded.model, payload.layer,
+                                        **dict(payload.options))
+    if payload.model_inputs is not None:
+        tensors = tuple(tensor.to(served.device) for tensor in payload.model_inputs)
+        return method(tensors, target=payload.target(inputs.shape[0])).to("cpu")
     return method(inputs.to(served.device), target=payload.target(inputs.shape[0])).to("cpu")
 
 

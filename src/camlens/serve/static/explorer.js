@@ -184,13 +184,22 @@ function renderClasses() {
   $("class-search").value = "";
 }
 
-// A detector also takes its detections, and a box drawn on the input with the mouse.
+// A detector also takes its detections, and a box drawn on the input with the mouse; a
+// CLIP-style model takes text prompts.
 function setTargetModes(model) {
   const select = $("target-mode");
   for (const option of [...select.options]) {
     if (option.dataset.detector) option.remove();
   }
   state.box = null;
+  if (model.prompts) {
+    const option = el("option", "text prompts I write");
+    option.value = "prompts";
+    option.dataset.detector = "true";
+    select.append(option);
+    select.value = "prompts";
+  }
+  showTargetPickers();
   if (!model.detector) return;
   for (const [value, text] of [["detections", "every detection (score ≥ 0.5)"],
                                ["box", "a box I draw on the input"]]) {
@@ -202,9 +211,15 @@ function setTargetModes(model) {
   select.value = "detections";
 }
 
+function showTargetPickers() {
+  $("class-picker").hidden = $("target-mode").value !== "classes";
+  $("prompt-picker").hidden = $("target-mode").value !== "prompts";
+}
+
 function targetText() {
   const mode = $("target-mode").value;
   if (mode === "box") return state.box || "detections";
+  if (mode === "prompts") return `text:${$("prompts").value.trim() || "a photo"}`;
   if (mode !== "classes") return mode;
   const chosen = [...document.querySelectorAll("#class-list input:checked")].map((b) => b.value);
   return chosen.length ? chosen.join(",") : "top1";
@@ -867,9 +882,10 @@ function setUp() {
   $("run").addEventListener("click", run);
   $("audit-run").addEventListener("click", runAudit);
   $("target-mode").addEventListener("change", () => {
-    $("class-picker").hidden = $("target-mode").value !== "classes";
+    showTargetPickers();
     scheduleRun();
   });
+  $("prompts").addEventListener("change", scheduleRun);
   $("class-search").addEventListener("input", () => {
     const wanted = $("class-search").value.trim().toLowerCase();
     for (const label of $("class-list").children) {
