@@ -72,6 +72,7 @@ def audit(
     cue_key: str | int | None = None,
     progress: bool = False,
     num_workers: int = 0,
+    name_key: str | int | None = None,
     **options: Any,
 ) -> AuditResult:
     """Audit where ``model``'s ``method`` maps put their mass on ``dataset``, region by region.
@@ -98,6 +99,8 @@ def audit(
     - ``counterfactuals``: name -> a variant of the data (the cue moved, removed, ...): runs
       :func:`counterfactual` on them (with ``cue_key``, their cue-following rates too) and
       stores it in ``result.counterfactual``.
+    - ``name_key``: the item key of each input's name (its file); the records and the report
+      name the inputs by it (``result.names``).
 
     The share of region ``r`` is ``sum_{(i,j) in r} L_ij / sum_ij L_ij`` with ``L`` the map
     before min-max normalisation (after ReLU, upsampled to the input); a uniform map scores the
@@ -109,12 +112,13 @@ def audit(
     specs = check_region_specs(regions)
     names = tuple(specs)
     explainer = get_method(method)(model, layer, **options)
-    reader = ItemReader(input_key, label_key, specs, cue_key)
+    reader = ItemReader(input_key, label_key, specs, cue_key, name_key)
     device = model_device(model)
     output_fn = options.get("output_fn")
 
     columns: dict[str, list[torch.Tensor]] = {key: [] for key in (
         "labels", "predictions", "scores", "shares", "areas", "empty", "cues")}
+    input_names: list[str] = []
     kept: dict[str, list] = {name: [] for name in names}  # min-heaps of (share, tiebreak, example)
     layer_name, offset = "", 0
     for batch in stream(dataset, reader, batch_size, num_workers, progress, "auditing"):
@@ -152,6 +156,8 @@ def audit(
         columns["empty"].append(empty)
         if batch.cues is not None:
             columns["cues"].append(batch.cues)
+        if batch.names is not None:
+            input_names.extend(batch.names)
         if keep:
             keep_highest(kept, names, keep, batch, mass, shares, offset)
         offset += len(batch)
@@ -173,6 +179,7 @@ def audit(
         cues=concatenate(columns["cues"], (0,), torch.long) if cue_key is not None else None,
         examples={name: [example for _, _, example in sorted(heap, key=lambda e: (-e[0], -e[1]))]
                   for name, heap in kept.items()},
+        names=input_names if name_key is not None else None,
     )
     if offset == 0:
         result.notes.append("the data set was empty")

@@ -32,6 +32,7 @@ class Batch:
     masks: torch.Tensor  # (B, R, H, W) bool, all False where a region is absent
     present: torch.Tensor  # (B, R) bool
     cues: torch.Tensor | None  # (B,) long: the class a cue points at, -1 for none
+    names: list[str] | None = None  # each item's name (its file), when the reader has a name_key
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
@@ -45,6 +46,7 @@ class ItemReader:
     label_key: str | int | None = "label"
     regions: Mapping[str, RegionSpec] | None = None
     cue_key: str | int | None = None
+    name_key: str | int | None = None
 
     def input_and_label(self, item: Any) -> tuple[torch.Tensor, int]:
         if isinstance(item, torch.Tensor):
@@ -92,7 +94,10 @@ class ItemReader:
         if self.cue_key is not None:
             cues = torch.tensor([int(read_region(item, "cue_key", self.cue_key, "the"))
                                  for item in items])
-        return Batch(stacked, torch.tensor(labels, dtype=torch.long), masks, present, cues)
+        names = None
+        if self.name_key is not None:
+            names = [str(read_region(item, "name_key", self.name_key, "the")) for item in items]
+        return Batch(stacked, torch.tensor(labels, dtype=torch.long), masks, present, cues, names)
 
 
 class IterableItems(IterableDataset):

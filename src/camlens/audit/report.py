@@ -242,10 +242,11 @@ def _cases_section(result: AuditResult, top: int) -> str:
             label = "–" if record["label"] is None else result.class_name(record["label"])
             verdict = "" if record["correct"] is None else (" ✓" if record["correct"] else " ✗")
             predicted = result.class_name(record["prediction"])
-            caption = (f"#{example.index}: label {html.escape(label)}, predicted "
+            shown = html.escape(result.name(example.index))
+            caption = (f"{shown}: label {html.escape(label)}, predicted "
                        f"{html.escape(predicted)}{verdict}<br>{html.escape(name)}"
                        f" share {share_digits(record['share'][name])}")
-            cards.append(f'<figure><img alt="input {example.index}" '
+            cards.append(f'<figure><img alt="input {shown}" '
                          f'src="{_data_uri(example_picture(example))}">'
                          f"<figcaption>{caption}</figcaption></figure>")
         parts.append(f'<div class="cases">{"".join(cards)}</div>')

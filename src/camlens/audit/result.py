@@ -110,6 +110,15 @@ class AuditResult:
     examples: dict[str, list[AuditExample]] = field(default_factory=dict)
     counterfactual: CounterfactualResult | None = None
     notes: list[str] = field(default_factory=list)
+    names: list[str] | None = None  # each row's name (its file), when the audit had a name_key
+
+    def name(self, index: int) -> str:
+        """How the report names input ``index``: its file, else ``#index``."""
+        if self.names is not None:
+            rows = (self.indices == index).nonzero().flatten()
+            if len(rows):
+                return self.names[int(rows[0])]
+        return f"#{index}"
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -137,8 +146,10 @@ class AuditResult:
         """Row ``row`` as a dict: index, label, prediction, correct, score, and per region its
         share and area share (None where absent)."""
         label = int(self.labels[row])
+        named = {} if self.names is None else {"file": self.names[row]}
         return {
             "index": int(self.indices[row]),
+            **named,
             "label": None if label == NO_LABEL else label,
             "prediction": int(self.predictions[row]),
             "correct": bool(self.correct[row]) if label != NO_LABEL else None,

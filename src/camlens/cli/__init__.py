@@ -12,6 +12,7 @@ import click
 from camlens.cli.audio import explain_audio
 from camlens.cli.audit import audit
 from camlens.cli.caption import caption
+from camlens.cli.data import data
 from camlens.cli.experiments import demo, reproduce, train
 from camlens.cli.explain import explain, layers, methods
 from camlens.cli.serve import serve
@@ -45,7 +46,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
 
 
 for command in (methods, train, reproduce, demo, caption, explain, layers, audit, explain_audio,
-                serve):
+                serve, data):
     main.add_command(command)
 
 
