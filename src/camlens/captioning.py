@@ -39,7 +39,7 @@ from camlens.api import explain
 from camlens.explanation import Explanation
 from camlens.targets import adapt_output
 
-__all__ = ["SCORES", "CaptionTarget", "caption_tokens", "explain_caption",
+__all__ = ["SCORES", "CaptionTarget", "caption_tokens", "energy_inside_share", "explain_caption",
            "inside_outside_ratio"]
 
 SCORES = ("logit", "logprob")
@@ -117,15 +117,33 @@ def caption_tokens(words: list[list[int]], end: int, start: int, length: int
     return inputs, scored
 
 
-def inside_outside_ratio(maps: torch.Tensor, boxes: torch.Tensor, counts: torch.Tensor
-                         ) -> torch.Tensor:
-    """Mean map value inside the scene's digit boxes over the mean outside them, per map
-    (the DenseCap check of the Grad-CAM paper: 1.0 for a uniform map)."""
+def _inside_boxes(maps: torch.Tensor, boxes: torch.Tensor, counts: torch.Tensor
+                  ) -> torch.Tensor:
+    """Per map ``(B, H, W)``, the pixels inside any of the scene's ``counts`` boxes."""
     size = tuple(maps.shape[-2:])
     inside = torch.zeros(maps.shape, dtype=torch.bool, device=maps.device)
     for row in range(maps.shape[0]):
         masks = metrics.box_masks(boxes[row, : int(counts[row])], size)
         inside[row] = masks.any(dim=0)
+    return inside
+
+
+def energy_inside_share(maps: torch.Tensor, boxes: torch.Tensor, counts: torch.Tensor
+                        ) -> torch.Tensor:
+    """The share of each map's total mass inside the scene's digit boxes (the energy-based
+    pointing game's measure, Score-CAM; the boxes' share of the area for a uniform map, 0 for a
+    map that is zero everywhere)."""
+    inside = _inside_boxes(maps, boxes, counts)
+    total = maps.sum(dim=(1, 2))
+    return torch.where(total > 0, (maps * inside).sum(dim=(1, 2)) / total.clamp(min=1e-12),
+                       torch.zeros_like(total))
+
+
+def inside_outside_ratio(maps: torch.Tensor, boxes: torch.Tensor, counts: torch.Tensor
+                         ) -> torch.Tensor:
+    """Mean map value inside the scene's digit boxes over the mean outside them, per map
+    (the DenseCap check of the Grad-CAM paper: 1.0 for a uniform map)."""
+    inside = _inside_boxes(maps, boxes, counts)
     inside_mean = (maps * inside).sum(dim=(1, 2)) / inside.sum(dim=(1, 2)).clamp(min=1)
     outside_mean = (maps * ~inside).sum(dim=(1, 2)) / (~inside).sum(dim=(1, 2)).clamp(min=1)
     return inside_mean / outside_mean.clamp(min=1e-12)

@@ -7,7 +7,13 @@ import torch
 from torch import nn
 
 import camlens
-from camlens.captioning import CaptionTarget, caption_tokens, explain_caption, inside_outside_ratio
+from camlens.captioning import (
+    CaptionTarget,
+    caption_tokens,
+    energy_inside_share,
+    explain_caption,
+    inside_outside_ratio,
+)
 from camlens.data import DigitScenes, materialize
 from camlens.zoo.captioner import END, MAX_TOKENS, START, DigitsCaptioner, teacher_forcing_tokens
 
@@ -117,6 +123,18 @@ def test_inside_outside_ratio_of_a_uniform_map_is_one(scenes):
     x0, y0, x1, y1 = scenes["boxes"][0, 0].int().tolist()
     focused[0, y0:y1, x0:x1] = 1
     assert inside_outside_ratio(focused, scenes["boxes"], scenes["count"])[0] > 1e6
+
+
+def test_energy_inside_share_is_the_area_share_for_a_uniform_map(scenes):
+    uniform = torch.ones(3, 64, 128)
+    x0, y0, x1, y1 = scenes["boxes"][0, 0].int().tolist()
+    focused = torch.zeros(3, 64, 128)
+    focused[0, y0:y1, x0:x1] = 1
+    focused[1, 0, 0] = 1  # a corner only: nothing inside any box
+    shares = energy_inside_share(focused, scenes["boxes"], scenes["count"])
+    assert shares.tolist() == [1.0, 0.0, 0.0]  # the third map is zero everywhere: share 0
+    area = energy_inside_share(uniform, scenes["boxes"], scenes["count"])
+    assert ((area > 0) & (area < 1)).all()
 
 
 def test_greedy_and_beam_decoding_agree_in_form(captioner, scenes):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -46,6 +47,23 @@ def test_caption_maps_point_at_the_digits(model, scenes):
     fine = evaluate_captioner(model, scenes, method="layercam", layer=model.word_layer)
     assert fine["token_pointing_strict"] >= 0.85
     assert fine["token_pointing_same_digit"] < gradcam["token_pointing_same_digit"] + 0.02
+
+
+def test_the_decoders_attention_is_a_distribution_that_finds_the_digits(model, scenes):
+    from camlens.captioning import caption_tokens
+    from camlens.zoo.captioner import END, MAX_TOKENS, START
+
+    images = scenes["image"][:8]
+    inputs, _ = caption_tokens(model.generate(images), END, START, MAX_TOKENS)
+    attention = model.attention(images, inputs)
+    assert attention.shape == (8, inputs.shape[1], 16, 32)
+    torch.testing.assert_close(attention.sum(dim=(2, 3)), torch.ones(8, inputs.shape[1]))
+    own = evaluate_captioner(model, {key: value[:40] for key, value in scenes.items()},
+                             method="attention")
+    assert own["token_pointing"] >= 0.5  # the attention of a 97%-accurate captioner
+    assert 0 < own["energy_inside"] <= 1 and own["no_mass_inside"] == 0.0
+    low, high = own["token_pointing_interval"]
+    assert low <= own["token_pointing"] <= high
 
 
 def test_beam_search_is_at_least_as_likely_as_greedy(model, scenes):

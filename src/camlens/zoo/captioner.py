@@ -87,6 +87,23 @@ class DigitsCaptioner(ZooModule):
         return torch.stack(logits, dim=1)
 
     @torch.no_grad()
+    def attention(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The decoder's own attention ``(B, T, h, w)`` over the encoder's grid, teacher-forced
+        with ``tokens``: at step t, the weights that made the logits of the token after
+        ``tokens[:, :t + 1]`` (each map sums to 1)."""
+        features = self.encoder(images)
+        height, width = features.shape[-2:]
+        features = features.flatten(2).transpose(1, 2)
+        keys = self.attention_keys(features)
+        state = torch.tanh(self.init_state(features.mean(dim=1)))
+        weights = []
+        for position in range(tokens.shape[1]):
+            _, state, step_weights = self.step(features, keys, state, tokens[:, position])
+            weights.append(step_weights)
+        return torch.stack(weights, dim=1).reshape(images.shape[0], tokens.shape[1], height,
+                                                   width)
+
+    @torch.no_grad()
     def generate(self, images: torch.Tensor, beam_size: int = 1,
                  max_tokens: int = MAX_TOKENS) -> list[list[int]]:
         """Digit sequences (without the end token), greedy (beam_size=1) or by beam search."""
