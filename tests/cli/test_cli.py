@@ -32,6 +32,13 @@ def test_train_unknown_model_exits_2_with_the_closest_name():
     assert "digits-gap" in result.output and "Traceback" not in result.output
 
 
+def test_train_refuses_a_bias_for_a_model_without_marks():
+    result = CliRunner().invoke(main, ["train", "digits-gap", "--bias", "0.5"])
+    assert result.exit_code == 2 and "--bias applies to models trained on the biased digits" \
+        in result.output
+    assert CliRunner().invoke(main, ["train", "digits-biased", "--bias", "1.5"]).exit_code == 2
+
+
 @pytest.mark.slow
 def test_reproduce_small(tmp_path):
     out = tmp_path / "results.md"

@@ -91,6 +91,22 @@ def test_training_is_reproducible_from_a_seed(tmp_path):
     assert metadata["command"] == "camlens train digits-gap --seed 5"
 
 
+def test_the_bias_level_reaches_the_data_and_the_recorded_command(tmp_path):
+    from camlens.experiments.training import RECIPES, datasets
+
+    assert datasets("biased", 10, 10, 0)[0].bias == 0.99  # the data set's default
+    assert datasets("biased", 10, 10, 0, bias=0.5)[0].bias == 0.5
+    assert RECIPES["digits-debiased"].bias == 0.0
+    with pytest.raises(ValueError, match="biased digits only"):
+        datasets("cluttered", 10, 10, 0, bias=0.5)
+    recipe = TrainingRecipe(epochs=1, train_size=64, test_size=20, batch_size=32, bias=0.9)
+    summary = train("digits-biased", seed=1, recipe=recipe, out=tmp_path / "b.safetensors",
+                    progress=False)
+    metadata = file_metadata(summary["path"])
+    assert metadata["bias"] == "0.9"
+    assert metadata["command"] == "camlens train digits-biased --seed 1 --bias 0.9"
+
+
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "I;16"])
 def test_preprocess_accepts_common_image_modes(mode):
     array = np.zeros((40, 30), dtype=np.uint8)

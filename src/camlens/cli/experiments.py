@@ -20,11 +20,15 @@ __all__ = ["demo", "reproduce", "train"]
 @click.option("--seed", default=0, show_default=True, help="Seed of data, init and order.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the recipe's epochs.")
 @click.option("--train-size", type=click.IntRange(min=10), help="Override the training set size.")
+@click.option("--bias", type=click.FloatRange(0.0, 1.0),
+              help="Biased digits only: the share of training images whose mark sits at the "
+                   "label's spot (digits-biased: 0.99; digits-debiased: 0, random spots).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the safetensors file (default: the package's weights).")
 def train(name: str, seed: int, epochs: int | None, train_size: int | None,
-          out: Path | None) -> None:
-    """Train the reference model NAME (digits-gap, digits-fc, digits-biased) from a seed."""
+          bias: float | None, out: Path | None) -> None:
+    """Train the reference model NAME (digits-gap, digits-fc, digits-biased, ...) from a
+    seed."""
     from dataclasses import replace
 
     from camlens.experiments.training import RECIPES, TrainingRecipe
@@ -40,6 +44,11 @@ def train(name: str, seed: int, epochs: int | None, train_size: int | None,
         recipe = replace(recipe, epochs=epochs)
     if train_size is not None:
         recipe = replace(recipe, train_size=train_size)
+    if bias is not None:
+        if get_weights(name).dataset != "biased":
+            raise click.UsageError(f"--bias applies to models trained on the biased digits "
+                                   f"(digits-biased, digits-debiased), not {name}")
+        recipe = replace(recipe, bias=bias)
     summary = train_model(name, seed=seed, recipe=recipe, out=out, progress=sys.stderr.isatty())
     for key, value in summary.items():
         click.echo(f"{key}: {value}")
