@@ -263,7 +263,8 @@ def maximize(
         warnings.warn(message, ExplanationWarning, stacklevel=2)
     not_raised = [f"{labels[int(unit_of_image[i])]} (picture {i}: {float(start_values[i]):.4g}"
                   f" -> {float(final_values[i]):.4g})"
-                  for i in range(batch) if not final_values[i] > start_values[i]]
+                  for i in range(batch)
+                  if torch.isfinite(final_values[i]) and not final_values[i] > start_values[i]]
     if not_raised:
         message = ("the optimisation did not raise the objective above its start for "
                    + "; ".join(not_raised) + "; try more steps, a higher lr or lower penalties")
