@@ -13,8 +13,10 @@ from camlens.cli.audio import explain_audio
 from camlens.cli.audit import audit
 from camlens.cli.caption import caption
 from camlens.cli.data import data
+from camlens.cli.evaluate import evaluate
 from camlens.cli.experiments import demo, reproduce, train
 from camlens.cli.explain import explain, layers, methods
+from camlens.cli.representations import invert, visualize
 from camlens.cli.serve import serve
 
 __all__ = ["main"]
@@ -46,7 +48,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
 
 
 for command in (methods, train, reproduce, demo, caption, explain, layers, audit, explain_audio,
-                serve, data):
+                serve, data, evaluate, visualize, invert):
     main.add_command(command)
 
 

@@ -150,11 +150,12 @@ def read_coco(path: str | Path) -> Annotations:
             result.problem(None, f"annotation {number} is {type(entry).__name__}, not an object")
             continue
         identifier = entry.get("id", number)
-        file = files.get(entry.get("image_id"))
-        if file is None:
+        found = files.get(entry.get("image_id"))
+        if found is None:
             result.problem(None, f"annotation {identifier}: image_id {entry.get('image_id')!r} "
                            "is not in 'images'; ignored")
             continue
+        file = found
         if entry.get("category_id") not in categories:
             result.problem(file, f"annotation {identifier} ({file}): category_id "
                            f"{entry.get('category_id')!r} is not in 'categories' "
@@ -445,7 +446,7 @@ def read_box_csv(path: str | Path) -> Annotations:
                 continue
             annotation = result.images.setdefault(file, ImageAnnotation(file))
             try:
-                values = [float(row[c]) for c in box_columns]  # type: ignore[arg-type]
+                values = [float(row[c]) for c in box_columns]
             except (TypeError, ValueError):
                 result.problem(file, f"line {line} ({file}): box "
                                f"{[row.get(c) for c in box_columns]} is not four numbers "

@@ -235,10 +235,10 @@ class AnnotatedImages(IterableDataset):
         try:
             while True:
                 while len(pending) < 2 * self.threads:
-                    entry = next(source, None)
-                    if entry is None:
+                    upcoming = next(source, None)
+                    if upcoming is None:
                         break
-                    pending.append(pool.submit(self.prepare, entry))
+                    pending.append(pool.submit(self.prepare, upcoming))
                 if not pending:
                     return
                 yield pending.pop(0).result()

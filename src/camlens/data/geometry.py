@@ -50,7 +50,8 @@ class InputGeometry:
     @classmethod
     def resize(cls, image_size: tuple[int, int], size: tuple[int, int]) -> InputGeometry:
         """The geometry of a plain resize of an ``image_size = (H, W)`` picture to ``size``."""
-        return cls(size[1] / image_size[1], 0.0, size[0] / image_size[0], 0.0, tuple(size))
+        return cls(size[1] / image_size[1], 0.0, size[0] / image_size[0], 0.0,
+                   (int(size[0]), int(size[1])))
 
     @property
     def identity(self) -> bool:
