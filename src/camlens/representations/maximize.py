@@ -47,6 +47,7 @@ from camlens.representations.optimization import (
     resolve_device,
 )
 from camlens.representations.parameterization import InputSpace, make_parameterization
+from camlens.representations.redirect import redirected_relus
 from camlens.representations.taps import LayerTap, resolve_layers, tapped_layers
 from camlens.representations.transforms import RandomTransforms
 from camlens.targets import adapt_output
@@ -153,6 +154,7 @@ def maximize(
     device: torch.device | str | None = None,
     output_fn: Any = None,
     progress: bool | Progress | None = None,
+    redirect_relu: bool = True,
 ) -> MaximizationResult:
     """Optimise pictures that maximise ``objectives``, one picture (or ``images_per_unit``) per
     objective, all in one batch.
@@ -175,6 +177,10 @@ def maximize(
         output_fn: turns the model's output into the logits (see
             :func:`camlens.targets.adapt_output`).
         progress: True for a tqdm bar, or a callable ``(step, steps, mean score)``.
+        redirect_relu: pass redirected gradients through the model's ``nn.ReLU`` modules
+            while a picture's gradient through them is all zero
+            (:mod:`~camlens.representations.redirect`; lucid's default), so a unit that is off
+            everywhere at the start still moves.
     """
     units = _objective_list(objectives)
     check_settings(steps, lr, tv=tv, l2=l2, diversity=diversity)
@@ -212,8 +218,12 @@ def maximize(
               for layer in set(diverse_layers.values())}
     trajectory = []
 
-    with held_model(model), tapped_layers(model, layers) as taps, \
+    with held_model(model), redirected_relus(model, redirect_relu) as redirected, \
+            tapped_layers(model, layers) as taps, \
             progress_reporter(progress, steps, "maximize") as report:
+        if redirected:
+            notes.append(f"ReLU gradients redirected while a picture's gradient through them is "
+                         f"zero ({redirected} nn.ReLU modules; lucid's redirected_relu_grad)")
 
         def forward(pictures: torch.Tensor) -> Any:
             for tap in taps.values():
@@ -274,7 +284,8 @@ def maximize(
                 "transforms": moves.describe(), "tv": tv, "l2": l2,
                 "images_per_unit": images_per_unit, "diversity": diversity,
                 "diversity_layer": diversity_layer, "mean": space.mean, "std": space.std,
-                "device": str(target_device), "input_shape": (channels, height, width)}
+                "device": str(target_device), "input_shape": (channels, height, width),
+                "redirect_relu": redirect_relu}
     return MaximizationResult(
         images=images, pixels=pixels, objectives=tuple(units), unit_of_image=unit_of_image,
         start_values=start_values, final_values=final_values,
