@@ -4,15 +4,17 @@ A model's preprocessing may resize, crop or pad (torchvision's ImageNet transfor
 short side to 256 and crop the centre 224 x 224), so a box drawn on the image file is not a box
 of the model's input until it goes through the same geometry. :func:`probe_geometry` finds that
 geometry by running the preprocessing itself on probe pictures of the image's size: a black
-picture and pictures with one white stripe at a known place (30%, 50%, 70% of the width, then of
-the height). The stripe's centre in the output (the centroid of the difference to the black
-picture) against its centre in the picture gives, per axis, ``out = scale * in + offset`` (least
+picture and pictures with one white stripe, a tenth of the side wide, at a known place (20%,
+35%, 50%, 65%, 80% of the width, then of the height; a stripe cut by a crop, which touches the
+input's edge, is not used). The stripe's centre in the output (the centroid of the difference
+to the black picture) against its centre in the picture gives, per axis, ``out = scale * in + offset`` (least
 squares in continuous pixel coordinates: pixel ``i`` spans ``[i, i + 1)``). A preprocessing that
 is not a per-axis scale and shift of the picture (a rotation, a random crop, a flip) leaves the
-three stripes off one line, or moves them between two runs: it is refused, never guessed.
+stripes off one line, or moves them between two runs: it is refused, never guessed.
 
 Per-pixel changes of value (normalisation, grey conversion) do not matter: only where the stripe
-goes is measured.
+goes is measured. A fit within 1% of a plain resize of the axis (no shift) is taken as exactly
+that resize.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 __all__ = ["GeometryError", "InputGeometry", "PROBE_POSITIONS", "probe_geometry"]
 
 #: Where the probe stripes sit, as fractions of the picture's side (inside a centre crop).
-PROBE_POSITIONS = (0.3, 0.5, 0.7)
+PROBE_POSITIONS = (0.2, 0.35, 0.5, 0.65, 0.8)
 #: The largest misfit (input pixels) of a stripe's centre to the fitted line that is accepted.
 TOLERANCE = 0.75
 
@@ -113,7 +115,7 @@ def _centroid(difference: torch.Tensor, axis: int) -> float | None:
 def probe_geometry(preprocess: Callable[[Any], Any], image_size: tuple[int, int]
                    ) -> InputGeometry:
     """The :class:`InputGeometry` of ``preprocess`` (PIL picture -> input tensor) on pictures of
-    ``image_size = (H, W)``; see the module docstring. Runs ``preprocess`` 7 times (8 with the
+    ``image_size = (H, W)``; see the module docstring. Runs ``preprocess`` 12 times (one a
     repeat that checks it is deterministic); a caller caches the result per size."""
     from PIL import Image
 
@@ -126,7 +128,7 @@ def probe_geometry(preprocess: Callable[[Any], Any], image_size: tuple[int, int]
     size = (int(base.shape[-2]), int(base.shape[-1]))
     fits = []
     for axis, side in ((1, width), (0, height)):
-        stripe = max(1, round(side * 0.06))
+        stripe = max(2, round(side * 0.1))
         points_in, points_out = [], []
         for fraction in PROBE_POSITIONS:
             start = min(max(0, round(side * fraction - stripe / 2)), side - stripe)
@@ -140,9 +142,14 @@ def probe_geometry(preprocess: Callable[[Any], Any], image_size: tuple[int, int]
                 raise GeometryError(f"the preprocessing gives inputs of shape "
                                     f"{tuple(output.shape)} and {tuple(base.shape)} for two "
                                     f"pictures of the same size {width}x{height}")
+            difference = (output - base).abs().sum(dim=0)
+            profile = difference.sum(dim=1 - axis)
+            if float(profile.sum()) <= 1e-9 or float(profile[0]) > 1e-9 or \
+                    float(profile[-1]) > 1e-9:
+                continue  # cropped away, or cut by the crop (it touches the input's edge)
             centre = _centroid(output - base, axis)
             if centre is None:
-                continue  # the stripe was cropped away
+                continue
             points_in.append(start + stripe / 2)
             points_out.append(centre)
         name = "x" if axis == 1 else "y"
@@ -159,6 +166,9 @@ def probe_geometry(preprocess: Callable[[Any], Any], image_size: tuple[int, int]
             raise GeometryError(f"the preprocessing is not a scale and shift along {name} "
                                 f"(probe stripes off a line by {misfit:.1f} px); regions "
                                 "cannot follow it")
+        ratio = (size[1] if axis == 1 else size[0]) / side
+        if abs(scale - ratio) < 0.01 * ratio and abs(offset) < 0.25:
+            scale, offset = ratio, 0.0  # a plain resize of this axis: exact, not estimated
         fits.append((float(scale), float(offset)))
     (scale_x, offset_x), (scale_y, offset_y) = fits
     return InputGeometry(scale_x, offset_x, scale_y, offset_y, size)
