@@ -13,6 +13,7 @@ from camlens.cli.audio import explain_audio
 from camlens.cli.audit import audit
 from camlens.cli.caption import caption
 from camlens.cli.data import data
+from camlens.cli.embed import embed
 from camlens.cli.evaluate import evaluate
 from camlens.cli.experiments import demo, reproduce, train
 from camlens.cli.explain import explain, layers, methods
@@ -48,7 +49,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
 
 
 for command in (methods, train, reproduce, demo, caption, explain, layers, audit, explain_audio,
-                serve, data, evaluate, visualize, invert):
+                serve, data, evaluate, visualize, invert, embed):
     main.add_command(command)
 
 
