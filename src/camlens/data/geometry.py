@@ -7,8 +7,9 @@ geometry by running the preprocessing itself on probe pictures of the image's si
 picture and pictures with one white stripe, a tenth of the side wide, at a known place (20%,
 35%, 50%, 65%, 80% of the width, then of the height; a stripe cut by a crop, which touches the
 input's edge, is not used). The stripe's centre in the output (the centroid of the difference
-to the black picture) against its centre in the picture gives, per axis, ``out = scale * in + offset`` (least
-squares in continuous pixel coordinates: pixel ``i`` spans ``[i, i + 1)``). A preprocessing that
+to the black picture) against its centre in the picture gives, per axis,
+``out = scale * in + offset`` (least squares in continuous pixel coordinates: pixel ``i`` spans
+``[i, i + 1)``). A preprocessing that
 is not a per-axis scale and shift of the picture (a rotation, a random crop, a flip) leaves the
 stripes off one line, or moves them between two runs: it is refused, never guessed.
 
