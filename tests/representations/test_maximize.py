@@ -181,3 +181,19 @@ def test_bad_settings_fail_clearly(net, options, message):
         maximize(net, ClassLogit(0), SHAPE, **{"steps": 2, **options})
     with pytest.raises(ValueError, match="input_shape"):
         maximize(net, ClassLogit(0), (16, 16), steps=2)
+
+
+def test_a_relu_unit_off_everywhere_still_rises_with_redirected_gradients():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(inplace=True))
+    with torch.no_grad():
+        model[0].weight.normal_(0, 0.3)
+        model[0].bias.fill_(-1.0)  # off for the grey start, reachable by other pixels
+    with pytest.warns(ExplanationWarning, match="did not raise"):
+        stuck = maximize(model, Channel("1", 0), (3, 8, 8), steps=10, lr=0.2, param="pixel",
+                         transforms=None, redirect_relu=False)
+    assert float(stuck.final_values[0]) == 0.0
+    moved = maximize(model, Channel("1", 0), (3, 8, 8), steps=10, lr=0.2, param="pixel",
+                     transforms=None)
+    assert float(moved.final_values[0]) > 0.0
+    assert any("redirected" in note for note in moved.notes)
