@@ -14,7 +14,9 @@ string on the page is HTML-escaped):
    against the true box (green), with their IoU;
 6. to 9. the applications (:mod:`camlens.experiments.demo_applications`): a caption with a map per
    word, the bias audit's headline and worst cases, an accent recording with its relevance over
-   time and a player, a detector's map per detected digit.
+   time and a player, a detector's map per detected digit;
+10. what the layers learned: the input that maximises each class of digits-gap and a digit
+   reconstructed from each of its layers.
 """
 
 from __future__ import annotations
@@ -255,6 +257,7 @@ def build_demo(out: Path, sizes: DemoSizes | None = None,
     timed("bias audit", lambda: applications.audit_section(page, sizes))
     timed("accent", lambda: applications.accent_section(page, sizes))
     timed("detector", lambda: applications.detector_section(page, sizes))
+    timed("what the layers learned", lambda: applications.layers_section(page, sizes))
     page.section("Explore further",
                  paragraph("Every map here, and any picture or recording of your own, can be "
                            "explored in the browser: run the command below, then open "

@@ -26,7 +26,7 @@ from camlens.explanation import ExplanationWarning
 from camlens.zoo import get_weights, load
 
 __all__ = ["AUDITED", "accent_section", "audit_headline", "audit_section", "captions_section",
-           "detector_section"]
+           "detector_section", "layers_section"]
 
 #: The audited models: the one trained with the cue, and the one trained without it.
 AUDITED = ("digits-biased", "digits-gap")
@@ -203,3 +203,58 @@ def detector_section(page: DemoPage, sizes: DemoSizes) -> None:
                   "explain scene.png --model digits-detector --method layercam --target "
                   "detections."),
         *rows)
+
+
+def layers_section(page: DemoPage, sizes: DemoSizes) -> None:
+    """What the layers of digits-gap learned: the input that maximises each class logit
+    (activation maximization, one batch of ten) and one test digit reconstructed from each depth
+    (Mahendran and Vedaldi 2015). Few steps, to keep the page quick; ``camlens reproduce
+    maximization`` / ``inversion`` run the full versions (docs/maximization.md,
+    docs/inversion.md)."""
+    from camlens.data import ClutteredDigits
+    from camlens.experiments.inversion import LAYERS, invert_digits
+    from camlens.experiments.maximization import maximize_classes
+    from camlens.representations.figures import to_picture
+
+    model = load("digits-gap")
+    names = get_weights("digits-gap").class_names
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExplanationWarning)  # said on the page instead
+        maximised = maximize_classes(model, steps=sizes.maximize_steps, seed=0,
+                                     param="fourier", tv=0.5)
+        digit = materialize(ClutteredDigits(1, "test", seed=0))["image"]
+        layers = tuple(name for name, _ in LAYERS if name != "features.3")
+        inverted = invert_digits(model, digit, steps=sizes.invert_steps, layers=layers)
+    assert maximised.output is not None
+    class_tags = []
+    for k in range(10):
+        probabilities = maximised.output[k].softmax(dim=0)
+        predicted = int(probabilities.argmax())
+        class_tags.append(figure_tag(
+            page.save(enlarged(to_picture(maximised.pixels[k]), 2), f"maximized{k}.png"),
+            f"class {names[k]}: logit {float(maximised.final_values[k]):.0f}, model says "
+            f"{names[predicted]} ({float(probabilities[predicted]):.2f})"))
+    row = [figure_tag(page.save(enlarged(to_picture(inverted.original_pixels[0]), 2),
+                                "inverted_input.png"), "test digit")]
+    for index, (name, layer) in enumerate(inverted.layers.items()):
+        row.append(figure_tag(
+            page.save(enlarged(to_picture(layer.pixels[0]), 2), f"inverted{index}.png"),
+            f"from {name}: representation error {float(layer.representation_error[0]):.2f}, "
+            f"pixel RMSE {float(layer.pixel_rmse[0]):.2f}"))
+    not_raised = sum(not bool(value) for value in maximised.improved)
+    page.section(
+        "10. What the layers learned",
+        paragraph(f"Activation maximization: for each class, the 64x64 picture that maximises "
+                  f"digits-gap's logit of that class ({sizes.maximize_steps} Adam steps from "
+                  "grey, decorrelated Fourier parameterisation, random jitter, scale and "
+                  "rotation, total variation; one batch for the ten classes; "
+                  f"{10 - not_raised} of 10 rose above their start). Under each: the logit "
+                  "reached and the class the model gives the picture."),
+        row_tag(class_tags),
+        paragraph(f"Input reconstruction (Mahendran and Vedaldi 2015): a test digit "
+                  f"reconstructed from its representation at each depth ({sizes.invert_steps} "
+                  "steps, every layer in one batch). Relative representation error "
+                  "||Φ(x) - Φ(x0)||² / ||Φ(x0)||²; pixel RMSE in [0, 1] pixels. The deeper "
+                  "the layer, the less of the picture it keeps. Full runs: camlens reproduce "
+                  "maximization and camlens reproduce inversion."),
+        row_tag(row))

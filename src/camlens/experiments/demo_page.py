@@ -27,6 +27,8 @@ class DemoSizes:
     audit: int = 100  # biased digits per audit (and per counterfactual variant)
     worst: int = 4  # worst cases shown per audited model
     detections: int = 2  # detector scenes
+    maximize_steps: int = 48  # activation maximization of the ten class logits
+    invert_steps: int = 60  # a digit reconstructed from each layer
 
 
 @dataclass
