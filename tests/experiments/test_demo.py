@@ -72,11 +72,12 @@ def test_gap_vs_fc_reads_the_metadata_and_measures_localization():
 def test_the_page_tells_the_whole_story_offline(tmp_path: Path):
     import soundfile
 
-    sizes = DemoSizes(digits=2, scenes=1, table=10, captions=1, audit=20, worst=2, detections=1)
+    sizes = DemoSizes(digits=2, scenes=1, table=10, captions=1, audit=20, worst=2, detections=1,
+                      maximize_steps=4, invert_steps=4)
     index = build_demo(tmp_path, sizes)
     markup = index.read_text()
     tags = parsed(markup)
-    assert re.findall(r"<h2>(\d)\. ", markup) == [str(n) for n in range(1, 10)]
+    assert re.findall(r"<h2>(\d+)\. ", markup) == [str(n) for n in range(1, 11)]
     assert "Counterfactual maps: what speaks against a class" in markup
     # offline: no script, stylesheet link or remote URL; every picture and sound is next to it
     names = {tag for tag, _ in tags.tags}
@@ -90,4 +91,21 @@ def test_the_page_tells_the_whole_story_offline(tmp_path: Path):
     assert sum(src.startswith("detect0_") for src in sources) >= 2  # input and a map per digit
     assert any(src.startswith("caption0_word") for src in sources)
     assert sum(src.startswith("audit_worst") for src in sources) == 2
+    assert sum(src.startswith("maximized") for src in sources) == 10  # one per class
+    assert sum(src.startswith("inverted") for src in sources) == 7  # the digit and 6 layers
     assert "camlens serve" in markup
+
+
+def test_the_layers_section_shows_every_class_and_a_reconstruction_row(tmp_path: Path):
+    from camlens.experiments.demo_applications import layers_section
+    from camlens.experiments.demo_page import DemoPage
+
+    page = DemoPage(tmp_path)
+    layers_section(page, DemoSizes(maximize_steps=2, invert_steps=2))
+    markup = page.sections[0]
+    assert "10. What the layers learned" in markup
+    sources = [attrs["src"] for tag, attrs in parsed(markup).tags if tag == "img"]
+    assert sources == [f"maximized{k}.png" for k in range(10)] + ["inverted_input.png"] + [
+        f"inverted{k}.png" for k in range(6)]
+    assert all((tmp_path / src).is_file() for src in sources)
+    assert "from classifier: representation error" in markup
