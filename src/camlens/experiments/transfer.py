@@ -32,7 +32,7 @@ from camlens.representations.transfer import (
 
 __all__ = ["DEFAULT_SEEDS", "mean_interval", "summarize", "transfer_figure", "transfer_table"]
 
-DEFAULT_SEEDS = (0, 1, 2, 3, 4)
+DEFAULT_SEEDS = (0, 1, 2)
 # Two-sided 95% Student-t quantiles by degrees of freedom (no scipy needed).
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
         9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
@@ -133,7 +133,7 @@ def _findings(summary: dict, depths: list[int]) -> list[str]:
 
 def transfer_table(out: Path | None = None, progress: bool = False,
                    log: Callable[[str], None] | None = None, *, test_size: int = 2000,
-                   train_size: int = 10000, seeds: Sequence[int] = DEFAULT_SEEDS,
+                   train_size: int = 6000, seeds: Sequence[int] = DEFAULT_SEEDS,
                    recipe: TransferRecipe | None = None) -> str:
     """Run the experiment and return its markdown; with ``out``, write ``transfer.png`` (the
     figure) and ``transfer.json`` (every network's record) next to it."""
@@ -175,7 +175,9 @@ def transfer_table(out: Path | None = None, progress: bool = False,
         f"{parameters:,} parameters); layers 1..n copied, the rest freshly initialised.",
         f"- Recipe, the same for every network, fixed before the first run: Adam, "
         f"{recipe.epochs} epochs, batch {recipe.batch_size}, learning rate "
-        f"{recipe.learning_rate:g}, weight decay {recipe.weight_decay:g}. Frozen layers run "
+        f"{recipe.learning_rate:g}"
+        f"{' decayed to 0 along a cosine' if recipe.cosine_decay else ''}, weight decay "
+        f"{recipe.weight_decay:g}. Frozen layers run "
         "in eval mode (copied batch-norm statistics).",
         f"- baseB: {_cell(summary[('baseB', 0)])}% on B's test images; baseA on A's: "
         f"{_cell(base_a)}%.",

@@ -159,6 +159,28 @@ def _thumbnail(image: torch.Tensor):
     return ((picture - low) / (high - low if high > low else 1.0)).numpy()
 
 
+def _strip(images: torch.Tensor, indices: list[int], labels: torch.Tensor | None,
+           colours: list[Any] | None, side: int = 48):
+    """One RGB array: the images of ``indices`` side by side, each framed in its class colour
+    (the first one with a thicker frame); one axes instead of one per image."""
+    import numpy as np
+
+    cells = []
+    for position, index in enumerate(indices):
+        picture = torch.as_tensor(_thumbnail(images[index])).float()
+        picture = picture.permute(2, 0, 1) if picture.ndim == 3 else picture.expand(3, -1, -1)
+        picture = torch.nn.functional.interpolate(picture[None], size=(side, side),
+                                                  mode="bilinear", align_corners=False)[0]
+        frame = 4 if position == 0 else 2
+        colour = torch.tensor((colours[int(labels[index])] if colours else (0.3, 0.3, 0.3))[:3])
+        cell = colour[:, None, None].expand(3, side + 2 * frame, side + 2 * frame).clone()
+        cell[:, frame:frame + side, frame:frame + side] = picture.clamp(0, 1)
+        pad = 6 - frame  # the same outer size for every cell
+        cell = torch.nn.functional.pad(cell, (pad, pad, pad, pad), value=1.0)
+        cells.append(cell)
+    return np.ascontiguousarray(torch.cat(cells, dim=2).permute(1, 2, 0).numpy())
+
+
 def plot_embedding(ax, coordinates: torch.Tensor, labels: torch.Tensor | None,
                    class_names: Sequence[str] | None = None,
                    images: torch.Tensor | None = None, thumbnails: int = 0,
@@ -251,19 +273,13 @@ def embedding_figure(
         neighbours = nearest_neighbours(panel["features"], k, anchor_rows)
         for row, (anchor, found) in enumerate(zip(anchor_rows.tolist(), neighbours.tolist(),
                                                   strict=True)):
-            strip = grid[row + 1, column].subgridspec(1, k + 1, wspace=0.05)
-            for position, index in enumerate([anchor, *found]):
-                cell = figure.add_subplot(strip[0, position])
-                cell.imshow(_thumbnail(images[index]), cmap="gray")
-                cell.set_xticks([])
-                cell.set_yticks([])
-                edge = colours[int(labels[index])] if colours else "0.3"
-                for spine in cell.spines.values():
-                    spine.set_edgecolor(edge)
-                    spine.set_linewidth(2.5 if position == 0 else 1.5)
-            if row == 0 and column == 0:
-                figure.text(0.12, 0.06, f"rows: an image, then its {k} nearest neighbours in "
-                            "the layer's feature space (frame: class colour)", fontsize=7)
+            cell = figure.add_subplot(grid[row + 1, column])
+            cell.imshow(_strip(images, [anchor, *found], labels, colours))
+            cell.set_axis_off()
+        if column == 0:
+            figure.text(0.12, 0.06, f"rows: an image (thick frame), then its {k} nearest "
+                        "neighbours in the layer's feature space (frame: class colour)",
+                        fontsize=7)
     if title:
         figure.suptitle(title, fontsize=10)
     path = Path(path)
