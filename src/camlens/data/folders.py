@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -194,8 +195,9 @@ class AnnotatedImages(IterableDataset):
     def __post_init__(self) -> None:
         super().__init__()
         self.root = Path(self.root)
-        self._geometries: OrderedDict[tuple[tuple[int, int], tuple], InputGeometry | str] = \
+        self._geometries: OrderedDict[tuple[tuple[int, int], tuple], InputGeometry] = \
             OrderedDict()
+        self._lock = threading.Lock()
         self._mask_paths = (mask_files(self.masks, [e.file for e in self.entries])
                             if self.masks is not None else {})
         if self.annotations is not None:
@@ -214,6 +216,10 @@ class AnnotatedImages(IterableDataset):
         return len(self.entries)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        if torch.utils.data.get_worker_info() is not None:
+            raise RuntimeError("AnnotatedImages reads and decodes in its own threads (threads=); "
+                               "give it to a DataLoader with num_workers=0 (each worker process "
+                               "would read every image, and its problems would be lost)")
         self.read = 0
         if self.annotations is not None:
             self.problems.extend(p for p in self.annotations.problems if p not in self.problems)
@@ -308,11 +314,16 @@ class AnnotatedImages(IterableDataset):
     def _geometry(self, size: tuple[int, int], tensor: torch.Tensor) -> InputGeometry:
         """The geometry of the preprocessing on pictures of ``size`` (probed once per size)."""
         key = (size, tuple(tensor.shape))
-        if key not in self._geometries:
+        with self._lock:
+            known = self._geometries.get(key)
+        if known is not None:
+            return known
+        geometry = probe_geometry(self.preprocess, size)
+        with self._lock:
             if len(self._geometries) > 256:
                 self._geometries.popitem(last=False)
-            self._geometries[key] = probe_geometry(self.preprocess, size)
-        return self._geometries[key]  # type: ignore[return-value]
+            self._geometries[key] = geometry
+        return geometry
 
 
 def unlisted(annotations: Annotations, entries: Sequence[ImageEntry], root: Path,
