@@ -191,7 +191,7 @@ def test_a_relu_unit_off_everywhere_still_rises_with_redirected_gradients():
         model[0].bias.fill_(-1.0)  # off for the grey start, reachable by other pixels
     with pytest.warns(ExplanationWarning, match="did not raise"):
         stuck = maximize(model, Channel("1", 0), (3, 8, 8), steps=10, lr=0.2, param="pixel",
-                         transforms=None, redirect_relu=False)
+                         transforms=None, redirect_steps=0)
     assert float(stuck.final_values[0]) == 0.0
     moved = maximize(model, Channel("1", 0), (3, 8, 8), steps=10, lr=0.2, param="pixel",
                      transforms=None)

@@ -144,13 +144,16 @@ def _warnings_echoed() -> Iterator[None]:
               show_default=True, help="Weight of the diversity penalty.")
 @click.option("--diversity-layer", help="Layer whose Gram matrices are compared (default: the "
               "unit's layer; for class units --layer, else the model's own layer).")
+@click.option("--redirect-steps", type=click.IntRange(min=0), default=16, show_default=True,
+              help="For this many first steps a ReLU whose gradient is zero for a picture "
+                   "passes a redirected one (lucid), so units off at the start can rise.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (created): a PNG per picture, grid.png, summary.json.")
 @DEVICE_OPTION
 @VERBOSE_OPTION
 def visualize(model_spec, weights, arch, trust_checkpoint, layer_name, unit_texts, steps, lr,
               seed, param, jitter, scale_range, rotate, tv, l2, diversity, diversity_weight,
-              diversity_layer, out, device) -> None:
+              diversity_layer, redirect_steps, out, device) -> None:
     """Activation maximization: optimise pictures that maximise units of MODEL (a zoo name,
     torchvision:NAME, timm:NAME or a model file), all units in one batch, in the model's input
     space (a [0, 1] picture through its normalisation). Writes a PNG per picture, grid.png and
@@ -177,7 +180,8 @@ def visualize(model_spec, weights, arch, trust_checkpoint, layer_name, unit_text
                 transforms=moves, tv=tv, l2=l2, images_per_unit=diversity,
                 diversity=diversity_weight if diversity > 1 else 0.0,
                 diversity_layer=diversity_layer, mean=loaded.mean, std=loaded.std,
-                device=chosen_device, progress=True if _bar_progress() else None)
+                device=chosen_device, progress=True if _bar_progress() else None,
+                redirect_steps=redirect_steps)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--unit") from None
     scale = _picture_scale(*shape[1:])

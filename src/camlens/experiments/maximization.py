@@ -103,6 +103,12 @@ def maximization_table(out: Path | None = None, progress: bool = False,
         "probability). Inputs are [0, 1] pictures (a sigmoid of the parameters), the digit "
         "models' own input space.",
         "",
+        "digits-gap averages its last convolutional layer over all positions before the linear "
+        "layer, so a class logit is the sum of that class's evidence everywhere: the maximised "
+        "inputs are canvases tiled with stroke fragments of the class (textures), not one "
+        "centred digit, and their logits are many times any real digit's (one digit covers a "
+        "small part of the canvas).",
+        "",
     ]
     for name, result in results.items():
         lines.append(f"- **{name}**: {seconds[name]:.1f} s; "

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,7 +155,7 @@ def maximize(
     device: torch.device | str | None = None,
     output_fn: Any = None,
     progress: bool | Progress | None = None,
-    redirect_relu: bool = True,
+    redirect_steps: int = 16,
 ) -> MaximizationResult:
     """Optimise pictures that maximise ``objectives``, one picture (or ``images_per_unit``) per
     objective, all in one batch.
@@ -177,13 +178,17 @@ def maximize(
         output_fn: turns the model's output into the logits (see
             :func:`camlens.targets.adapt_output`).
         progress: True for a tqdm bar, or a callable ``(step, steps, mean score)``.
-        redirect_relu: pass redirected gradients through the model's ``nn.ReLU`` modules
-            while a picture's gradient through them is all zero
-            (:mod:`~camlens.representations.redirect`; lucid's default), so a unit that is off
-            everywhere at the start still moves.
+        redirect_steps: for this many first steps, pass redirected gradients through the
+            model's ``nn.ReLU`` modules while a picture's gradient through them is all zero
+            (:mod:`~camlens.representations.redirect`, as lucid does), so a unit that is off
+            everywhere at the start still moves; 0: never. Later steps use the true gradient
+            (and skip the cost: a clone and a Python backward per ReLU).
     """
     units = _objective_list(objectives)
     check_settings(steps, lr, tv=tv, l2=l2, diversity=diversity)
+    if isinstance(redirect_steps, bool) or not isinstance(redirect_steps, int) or \
+            redirect_steps < 0:
+        raise ValueError(f"redirect_steps must be an int >= 0, got {redirect_steps!r}")
     if isinstance(images_per_unit, bool) or not isinstance(images_per_unit, int) or \
             images_per_unit < 1:
         raise ValueError(f"images_per_unit must be an int >= 1, got {images_per_unit!r}")
@@ -218,12 +223,15 @@ def maximize(
               for layer in set(diverse_layers.values())}
     trajectory = []
 
-    with held_model(model), redirected_relus(model, redirect_relu) as redirected, \
-            tapped_layers(model, layers) as taps, \
+    with held_model(model), ExitStack() as redirecting, \
             progress_reporter(progress, steps, "maximize") as report:
+        # registered before the taps, so a tap on a ReLU reads the redirected output
+        redirected = redirecting.enter_context(redirected_relus(model, redirect_steps > 0))
+        taps = redirecting.enter_context(tapped_layers(model, layers))
         if redirected:
-            notes.append(f"ReLU gradients redirected while a picture's gradient through them is "
-                         f"zero ({redirected} nn.ReLU modules; lucid's redirected_relu_grad)")
+            notes.append(f"ReLU gradients redirected for the first {min(redirect_steps, steps)} "
+                         f"steps while a picture's gradient through them is zero ({redirected} "
+                         "nn.ReLU modules; lucid's redirected_relu_grad)")
 
         def forward(pictures: torch.Tensor) -> Any:
             for tap in taps.values():
@@ -237,6 +245,10 @@ def maximize(
             start_values = _scores(units, unit_of_image, taps, output).float().cpu()
         stopped = None
         for step in range(steps):
+            if step == redirect_steps and redirected:  # hooks off; the taps again alone
+                redirecting.close()
+                taps = redirecting.enter_context(tapped_layers(model, layers))
+                redirected = 0
             pixels = picture()
             output = forward(moves(pixels))
             scores = _scores(units, unit_of_image, taps, output)
@@ -285,7 +297,7 @@ def maximize(
                 "images_per_unit": images_per_unit, "diversity": diversity,
                 "diversity_layer": diversity_layer, "mean": space.mean, "std": space.std,
                 "device": str(target_device), "input_shape": (channels, height, width),
-                "redirect_relu": redirect_relu}
+                "redirect_steps": redirect_steps}
     return MaximizationResult(
         images=images, pixels=pixels, objectives=tuple(units), unit_of_image=unit_of_image,
         start_values=start_values, final_values=final_values,
