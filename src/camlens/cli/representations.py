@@ -29,7 +29,8 @@ UNIT_FORMS = ("class:K (K a class index or name: the output's logit)",
               "c:N or c:N-M (channel N, or channels N to M, of --layer: its mean over positions)",
               "n:C or n:C,Y,X (one neuron: channel C at the centre of --layer's grid, or at row Y, "
               "column X)",
-              "N or NAME alone (a channel of --layer when --layer is given, else a class)")
+              "N alone (a channel of --layer when --layer is given, else class N)",
+              "a class name alone (that class's logit)")
 
 
 def _class_index(text: str, class_names) -> int:
@@ -60,7 +61,8 @@ def parse_unit(text: str, layer: str | None, class_names=None) -> list:
 
     kind, colon, rest = text.partition(":")
     if not colon:
-        kind, rest = ("c" if layer is not None else "class"), text
+        kind = "c" if layer is not None and text.strip().isdigit() else "class"
+        rest = text
     kind = kind.strip().lower()
     rest = rest.strip()
     if kind == "class":
