@@ -46,9 +46,12 @@ def _folder_audit(exported, out, *extra):
     return CliRunner().invoke(main, [
         "audit", "--model", "digits-biased", "--images", str(exported / "images"),
         "--annotations", str(exported / "annotations.json"), "--region", "object=box:digit",
-        "--region", "mark=box:mark", "--variant", f"cue removed={exported / 'no-mark'}",
-        "--variant", f"cue flipped={exported / 'flipped'}", "--batch-size", "5", "--top", "2",
-        "--out", str(out), *extra])
+        "--region", "mark=box:mark", "--labels", str(exported / "labels.csv"),
+        "--variant", f"cue removed={exported / 'no-mark'}",
+        "--variant-labels", f"cue removed={exported / 'labels-no-mark.csv'}",
+        "--variant", f"cue flipped={exported / 'flipped'}",
+        "--variant-labels", f"cue flipped={exported / 'labels-flipped.csv'}",
+        "--batch-size", "5", "--top", "2", "--out", str(out), *extra])
 
 
 def test_the_folder_audit_gives_the_built_in_figures_on_the_same_images(exported, tmp_path):
@@ -62,7 +65,7 @@ def test_the_folder_audit_gives_the_built_in_figures_on_the_same_images(exported
     # PNG's grey levels reach the model through Pillow's RGB -> float conversion, equal to
     # round(255 x) / 255 up to float rounding (1e-7), so shares agree to 1e-4
     built_in = audit(model, variants["normal"], {"object": "box", "mark": "mark_box"},
-                     batch_size=5, counterfactuals=variants).to_dict()
+                     batch_size=5, counterfactuals=variants, cue_key="mark_class").to_dict()
     folder_overall, reference = summary["overall"], built_in["overall"]
     assert folder_overall["count"] == reference["count"] == SIZE
     assert folder_overall["accuracy"] == reference["accuracy"]
@@ -75,8 +78,13 @@ def test_the_folder_audit_gives_the_built_in_figures_on_the_same_images(exported
         assert stats["count"] == built_in["per_class"][name]["count"]
         assert stats["regions"]["object"]["mean_share"] == pytest.approx(
             built_in["per_class"][name]["regions"]["object"]["mean_share"], abs=1e-4)
-    accuracies = [v["accuracy"] for v in summary["counterfactual"]["variants"]]
-    assert accuracies == [v["accuracy"] for v in built_in["counterfactual"]["variants"]]
+    for key in ("accuracy", "cue_following", "cue_count", "count"):
+        assert [v[key] for v in summary["counterfactual"]["variants"]] == [
+            v[key] for v in built_in["counterfactual"]["variants"]], key
+    for group, stats in summary["by_cue"].items():
+        assert stats["count"] == built_in["by_cue"][group]["count"]
+        assert stats["regions"]["mark"]["mean_share"] == pytest.approx(
+            built_in["by_cue"][group]["regions"]["mark"]["mean_share"], abs=1e-4)
     records = {r["file"] for r in summary["top"]["mark"]}
     assert all(name.endswith(".png") for name in records)
 

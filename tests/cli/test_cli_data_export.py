@@ -44,6 +44,13 @@ def test_biased_digits_export_writes_images_coco_masks_and_variants(tmp_path):
         assert ((ids_picture == 1) == ink).all() and ((ids_picture == 2) == square).all()
         for variant in ("no-mark", "flipped", "aligned"):
             assert (folder / variant / file).is_file()
+    cues = (folder / "labels.csv").read_text().splitlines()
+    assert cues[0] == "file,label,cue" and len(cues) == 5
+    first_item = data[0]
+    assert cues[1].split(",")[1:] == [str(int(first_item["label"])),
+                                      str(int(first_item["mark_class"]))]
+    assert all(line.endswith(",") for line in
+               (folder / "labels-no-mark.csv").read_text().splitlines()[1:])
     no_mark = BiasedDigits(4, "test", 0, mark="none")[0]["image"][0].numpy()
     first = sorted(coco.images, key=lambda f: f.split("/")[1])[0]
     picture = np.asarray(Image.open(folder / "no-mark" / first), dtype=np.float64) / 255

@@ -84,7 +84,8 @@ def _reproduction_command(**options) -> str:
     for key, flag in flags.items():
         if options.get(key) is not None:
             words += [flag, str(options[key])]
-    for key, flag in (("regions", "--region"), ("variants", "--variant")):
+    for key, flag in (("regions", "--region"), ("variants", "--variant"),
+                      ("variant_labels", "--variant-labels")):
         for value in _repeated(options.get(key)):
             words += [flag, value]
     if options.get("trust_checkpoint"):
@@ -119,13 +120,16 @@ def _reproduction_command(**options) -> str:
               help='Names of the mask ids: JSON {"1": "dog", "2": "watermark"}.')
 @click.option("--labels", type=click.Path(dir_okay=False, path_type=Path),
               help="Labels of --images: CSV (file,label) or JSON (default: the class "
-                   "sub-folders).")
+                   "sub-folders); a cue column (the class an image's cue points at) adds the "
+                   "follow-the-cue figures.")
 @click.option("--region", "regions", multiple=True, metavar="NAME=KIND:VALUE",
               help="A region to measure (repeat): object=category:dog (its outline, else its "
                    "box), object=box:dog, cue=mask:watermark or cue=mask:2; * for every object.")
 @click.option("--variant", "variants", multiple=True, metavar='"NAME=DIR"',
               help="A counterfactual variant of --images: a folder of the same files (the cue "
                    "removed, moved...); repeat for more.")
+@click.option("--variant-labels", "variant_labels", multiple=True, metavar='"NAME=FILE"',
+              help="Labels (and cues) of the variant NAME, as --labels (default: --labels).")
 @click.option("--limit", type=click.IntRange(min=1),
               help="Audit a random subset of this many images of --images (drawn with --seed).")
 @click.option("--method", default="gradcam", show_default=True, help="The CAM method.")
@@ -144,8 +148,8 @@ def _reproduction_command(**options) -> str:
               help="Folder for report.html and summary.json (created).")
 @DEVICE_OPTION
 def audit(model_spec, weights, arch, trust_checkpoint, data_name, size, seed, images,
-          annotations, masks, mask_ids, labels, regions, variants, limit, method, layer, target,
-          batch_size, workers, top, out, device) -> None:
+          annotations, masks, mask_ids, labels, regions, variants, variant_labels, limit, method,
+          layer, target, batch_size, workers, top, out, device) -> None:
     """Audit where MODEL's maps put their mass (the object, a suspected cue) on a built-in data
     set or on your annotated images (--images), with the accuracy when the cue is moved or
     removed; writes report.html and summary.json."""
@@ -159,7 +163,8 @@ def audit(model_spec, weights, arch, trust_checkpoint, data_name, size, seed, im
         raise click.BadParameter(str(error), param_hint="--method") from None
     folder_options = {"--annotations": annotations, "--masks": masks, "--mask-ids": mask_ids,
                       "--labels": labels, "--region": regions or None,
-                      "--variant": variants or None, "--limit": limit}
+                      "--variant": variants or None,
+                      "--variant-labels": variant_labels or None, "--limit": limit}
     if images is None:
         given = [flag for flag, value in folder_options.items() if value is not None]
         if given:
@@ -179,7 +184,7 @@ def audit(model_spec, weights, arch, trust_checkpoint, data_name, size, seed, im
         name_key, num_workers = None, workers
     else:
         data, problems = _folder_data(loaded, images, annotations, masks, mask_ids, labels,
-                                      regions, variants, limit, seed, workers)
+                                      regions, variants, variant_labels, limit, seed, workers)
         name_key, num_workers = "file", 0  # the folder reads in its own threads
     result = run_audit(
         loaded.model, data.dataset, data.regions, method_name, layer=layer, target=target,
@@ -194,7 +199,8 @@ def audit(model_spec, weights, arch, trust_checkpoint, data_name, size, seed, im
         model_spec=model_spec, weights=weights, arch=arch, trust_checkpoint=trust_checkpoint,
         data=data_name, size=size if images is None else None, seed=seed, images=images,
         annotations=annotations, masks=masks, mask_ids=mask_ids, labels=labels,
-        regions=regions, variants=variants, limit=limit, method=method_name, layer=layer,
+        regions=regions, variants=variants, variant_labels=variant_labels, limit=limit,
+        method=method_name, layer=layer,
         target=target, batch_size=batch_size, top=top, out=out, device=device)
     report = write_report(result, out / "report.html", title=f"Bias audit of {loaded.name}",
                           description=data.description, top=top)
@@ -226,9 +232,26 @@ def _left_out(data, problems: list[str]) -> list[str]:
     return lines
 
 
+def _named_paths(texts, option: str, folders: bool) -> dict[str, Path]:
+    """``NAME=PATH`` values of a repeated option, checked."""
+    named: dict[str, Path] = {}
+    for text in texts:
+        name, equals, path = str(text).partition("=")
+        if not equals or not name.strip() or not path.strip():
+            raise click.BadParameter(f"{text!r} is not NAME={'DIR' if folders else 'FILE'}, e.g. "
+                                     f"\"no watermark={'DIR2' if folders else 'labels2.csv'}\"",
+                                     param_hint=option)
+        path = Path(path.strip())
+        if not (path.is_dir() if folders else path.is_file()):
+            raise click.BadParameter(f"{str(path)!r} is not a {'folder' if folders else 'file'}",
+                                     param_hint=option)
+        named[name.strip()] = path
+    return named
+
+
 def _folder_data(loaded, images: Path, annotations: Path | None, masks: Path | None,
-                 mask_ids: Path | None, labels: Path | None, regions, variants, limit,
-                 seed: int, workers: int):
+                 mask_ids: Path | None, labels: Path | None, regions, variants, variant_labels,
+                 limit, seed: int, workers: int):
     """The :class:`AuditData` of a folder audit and the notes found before reading an image."""
     from camlens.audit.builtin import AuditData
     from camlens.data.annotations import (
@@ -241,6 +264,7 @@ def _folder_data(loaded, images: Path, annotations: Path | None, masks: Path | N
         AnnotatedImages,
         class_indices,
         image_folder,
+        read_cue_list,
         read_label_list,
         select,
         unlisted,
@@ -260,8 +284,19 @@ def _folder_data(loaded, images: Path, annotations: Path | None, masks: Path | N
         entries = image_folder(images)
         chosen = select(entries, limit, seed)
         label_map = read_label_list(labels) if labels is not None else None
+        cues = read_cue_list(labels) if labels is not None else None
+        folders = _named_paths(variants, "--variant", folders=True)
+        lists = _named_paths(variant_labels, "--variant-labels", folders=False)
+        unknown = [name for name in lists if name not in folders]
+        if unknown:
+            raise click.BadParameter(f"no --variant named {unknown[0]!r}; the variants are "
+                                     f"{list(folders)}", param_hint="--variant-labels")
+        variant_lists = {name: (read_label_list(path), read_cue_list(path))
+                         for name, path in lists.items()}
         label_names = [name for name in (label_map.values() if label_map is not None
                                          else (e.label for e in entries)) if name is not None]
+        for mapping in [cues or {}] + [m for pair in variant_lists.values() for m in pair if m]:
+            label_names += [name for name in mapping.values() if name]
         class_to_index, note = class_indices(label_names, loaded.class_names) \
             if label_names else ({}, None)
         read = read_annotations(annotations) if annotations is not None else None
@@ -269,24 +304,17 @@ def _folder_data(loaded, images: Path, annotations: Path | None, masks: Path | N
         problems = [f"note: {line}" for line in problems]
         if note:
             problems.append(f"note: {note}")
-        threads = workers or 2
-        common = {"preprocess": loaded.preprocess, "labels": label_map,
-                  "class_to_index": class_to_index if label_names else None,
-                  "threads": threads}
+        common = {"preprocess": loaded.preprocess, "threads": workers or 2,
+                  "class_to_index": class_to_index if label_names else None}
         dataset = AnnotatedImages(images, chosen, annotations=read, regions=rules, masks=masks,
                                   mask_names=read_mask_ids(mask_ids) if mask_ids else None,
-                                  require_annotation=annotations is not None, **common)
+                                  require_annotation=annotations is not None, labels=label_map,
+                                  cues=cues, **common)
         counterfactuals = {}
-        for text in variants:
-            name, equals, folder = str(text).partition("=")
-            if not equals or not name.strip() or not folder.strip():
-                raise click.BadParameter(f"{text!r} is not NAME=DIR, e.g. \"no watermark=DIR2\"",
-                                         param_hint="--variant")
-            if not Path(folder.strip()).is_dir():
-                raise click.BadParameter(f"{folder.strip()!r} is not a folder",
-                                         param_hint="--variant")
-            counterfactuals[name.strip()] = AnnotatedImages(Path(folder.strip()), chosen,
-                                                            require_annotation=False, **common)
+        for name, folder in folders.items():
+            own_labels, own_cues = variant_lists.get(name, (label_map, cues))
+            counterfactuals[name] = AnnotatedImages(folder, chosen, require_annotation=False,
+                                                    labels=own_labels, cues=own_cues, **common)
     except (AnnotationError, FileNotFoundError) as error:
         raise click.UsageError(str(error)) from None
     if counterfactuals:
@@ -297,4 +325,4 @@ def _folder_data(loaded, images: Path, annotations: Path | None, masks: Path | N
     description = (f"{subset} images of {images} (regions from {sources}: "
                    f"{', '.join(str(rule) for rule in rules)})")
     return AuditData("folder", description, dataset, {rule.name: rule.name for rule in rules},
-                     counterfactuals), problems
+                     counterfactuals, cue_key="cue" if cues is not None else None), problems

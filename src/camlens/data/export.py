@@ -9,7 +9,8 @@ in a minute, on data whose answer is known:
   and square polygon, category ``mark`` of supercategory ``cue``), ``masks/`` (PNG region ids:
   1 the digit's ink, 2 the mark) with ``mask_ids.json``, and the counterfactual variants as
   folders of the same files: ``no-mark/`` (the mark removed), ``flipped/`` (at another class's
-  spot), ``aligned/`` (at the label's spot);
+  spot), ``aligned/`` (at the label's spot), with ``labels.csv``, ``labels-no-mark.csv``, ...
+  (``file,label,cue``: the cue is the class whose spot holds the mark, empty without one);
 - :func:`export_cluttered_digits`: test images of :class:`~camlens.data.ClutteredDigits` in class
   sub-folders and ``boxes.json`` (COCO boxes of the digits).
 
@@ -47,6 +48,11 @@ def _file(index: int, label: int) -> str:
     return f"{CLASS_NAMES[label]}/{index:05d}.png"
 
 
+def _cue_row(file: str, label: int, item: dict[str, Any]) -> str:
+    cue = int(item["mark_class"])
+    return f"{file},{CLASS_NAMES[label]},{CLASS_NAMES[cue] if cue >= 0 else ''}\n"
+
+
 def _categories(extra: list[dict[str, Any]]) -> list[dict[str, Any]]:
     digits = [{"id": label + 1, "name": name, "supercategory": "digit"}
               for label, name in enumerate(CLASS_NAMES)]
@@ -76,6 +82,7 @@ def export_biased_digits(folder: str | Path, size: int = 200, seed: int = 0,
     variants = {name: BiasedDigits(size, "test", seed, mark=mark)
                 for name, mark in BIASED_VARIANTS.items()}
     images, annotations = [], []
+    cues: dict[str, list[str]] = {name: [] for name in ("images", *variants)}
     (folder / "masks").mkdir()
     for index in range(size):
         item = data[index]
@@ -84,8 +91,11 @@ def export_biased_digits(folder: str | Path, size: int = 200, seed: int = 0,
         for sub in ("images", "masks", *variants):
             (folder / sub / CLASS_NAMES[label]).mkdir(parents=True, exist_ok=True)
         to_png(item["image"], folder / "images" / file)
+        cues["images"].append(_cue_row(file, label, item))
         for name, variant in variants.items():
-            to_png(variant[index]["image"], folder / name / file)
+            variant_item = variant[index]
+            to_png(variant_item["image"], folder / name / file)
+            cues[name].append(_cue_row(file, label, variant_item))
         height, width = item["image"].shape[-2:]
         images.append({"id": index + 1, "file_name": file, "width": int(width),
                        "height": int(height), "label": CLASS_NAMES[label]})
@@ -113,6 +123,9 @@ def export_biased_digits(folder: str | Path, size: int = 200, seed: int = 0,
             "categories": _categories([{"id": 11, "name": "mark", "supercategory": "cue"}])}
     (folder / "annotations.json").write_text(json.dumps(coco))
     (folder / "mask_ids.json").write_text(json.dumps({"1": "digit", "2": "mark"}, indent=1))
+    for name, rows in cues.items():
+        target = folder / ("labels.csv" if name == "images" else f"labels-{name}.csv")
+        target.write_text("file,label,cue\n" + "".join(rows))
     return {"images": size, "folder": str(folder), "annotations": str(folder / "annotations.json"),
             "variants": {name: str(folder / name) for name in variants}}
 
@@ -148,7 +161,7 @@ def export_cluttered_digits(folder: str | Path, size: int = 200, seed: int = 0,
 EXPORTS: dict[str, tuple[Callable[..., dict[str, Any]], str]] = {
     "biased-digits": (export_biased_digits, "images/ (class sub-folders), annotations.json "
                       "(COCO: digit and mark boxes, RLE and polygon), masks/ + mask_ids.json, "
-                      "variants no-mark/, flipped/, aligned/"),
+                      "variants no-mark/, flipped/, aligned/, labels*.csv (file,label,cue)"),
     "cluttered-digits": (export_cluttered_digits, "images/ (class sub-folders), boxes.json "
                          "(COCO boxes of the digits)"),
 }

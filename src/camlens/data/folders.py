@@ -45,8 +45,8 @@ from camlens.data.annotations import (
 )
 from camlens.data.geometry import GeometryError, InputGeometry, probe_geometry
 
-__all__ = ["AnnotatedImages", "ImageEntry", "class_indices", "image_folder", "read_label_list",
-           "select", "unlisted"]
+__all__ = ["AnnotatedImages", "ImageEntry", "class_indices", "image_folder", "read_cue_list",
+           "read_label_list", "select", "unlisted"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,30 @@ def read_label_list(path: str | Path) -> dict[str, str]:
     return labels
 
 
+def read_cue_list(path: str | Path) -> dict[str, str] | None:
+    """File -> the class a suspected cue in the image points at (empty: no cue), from the
+    ``cue`` column of a label list (CSV, or the ``"cue"`` of a JSON list's entries); None when
+    the list has no such column."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, list) or not any(isinstance(e, dict) and "cue" in e
+                                                 for e in data):
+            return None
+        return {normalize_file(str(e["file"])): "" if e.get("cue") is None else str(e["cue"])
+                for e in data if isinstance(e, dict) and "file" in e}
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip().lower() for c in reader.fieldnames or []]
+        reader.fieldnames = columns
+        file_column = next((c for c in ("file", "filename", "file_name", "image", "path")
+                            if c in columns), None)
+        if file_column is None or "cue" not in columns:
+            return None
+        return {normalize_file(row[file_column].strip()): (row.get("cue") or "").strip()
+                for row in reader if (row.get(file_column) or "").strip()}
+
+
 def class_indices(names: Sequence[str], class_names: Sequence[str] | None
                   ) -> tuple[dict[str, int], str | None]:
     """(label name -> class index, a note or None). By the model's ``class_names`` when every
@@ -169,7 +193,9 @@ class AnnotatedImages(IterableDataset):
       go into ``item["boxes"]`` ``(N, 4)`` in input pixels;
     - ``masks``: a folder of PNG masks of region ids, ``mask_names`` their names;
     - ``labels``: file -> label name (default: the entries' own, from class sub-folders);
-      ``class_to_index``: label name -> class index (:func:`class_indices`);
+      ``class_to_index``: label name -> class index (:func:`class_indices`); ``cues``: file ->
+      the class a suspected cue points at (:func:`read_cue_list`), in ``item["cue"]`` (-1: no
+      cue, or none known);
     - ``require_annotation``: an image the annotations do not list is a problem (left out);
       with False it has no regions;
     - ``threads``: decoding threads (0: on the calling thread).
@@ -185,6 +211,7 @@ class AnnotatedImages(IterableDataset):
     mask_names: Mapping[str, int] | None = None
     labels: Mapping[str, str] | None = None
     class_to_index: Mapping[str, int] | None = None
+    cues: Mapping[str, str] | None = None
     require_annotation: bool = True
     threads: int = 2
     max_pixels: int = 40_000_000
@@ -274,6 +301,13 @@ class AnnotatedImages(IterableDataset):
                 return _Prepared(file, problem=f"{file}: label {label_name!r} is not a class of "
                                  f"the model ({sorted(self.class_to_index)[:10]}...)")
             label = self.class_to_index[label_name]
+        cue = -1
+        cue_name = self.cues.get(file) if self.cues is not None else None
+        if cue_name:
+            if self.class_to_index is None or cue_name not in self.class_to_index:
+                return _Prepared(file, problem=f"{file}: cue {cue_name!r} is not a class of "
+                                 "the model")
+            cue = self.class_to_index[cue_name]
         try:
             picture = read_image(self.root / file, self.max_pixels, self.max_aspect, name=file)
             size = (picture.height, picture.width)
@@ -285,7 +319,8 @@ class AnnotatedImages(IterableDataset):
             tensor = self.preprocess(picture)
             geometry = self._geometry(size, tensor)
             image = tensor[0] if tensor.ndim == 4 and tensor.shape[0] == 1 else tensor
-            item: dict[str, Any] = {"image": image, "label": torch.tensor(label), "file": file}
+            item: dict[str, Any] = {"image": image, "label": torch.tensor(label), "file": file,
+                                    "cue": torch.tensor(cue)}
             ids = None
             if file in self._mask_paths:
                 ids = read_mask(self._mask_paths[file], size)
