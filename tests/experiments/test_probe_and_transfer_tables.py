@@ -33,4 +33,4 @@ def test_transfer_table_has_every_depth_and_condition(tmp_path):
     assert all(f"\n| {n} | " in table for n in range(1, 6))
     assert (tmp_path / "transfer.png").stat().st_size > 1000
     records = json.loads((tmp_path / "transfer.json").read_text())["records"]
-    assert len(records) == 2 * (2 + 5 * len(CONDITIONS))
+    assert len(records) == 2 * (3 + 5 * len(CONDITIONS))

@@ -86,7 +86,8 @@ def test_the_experiment_records_every_network_of_the_protocol():
     records = transfer_experiment(images, labels, images, labels, seeds=(0,), depths=(1, 4),
                                   recipe=ONE_EPOCH)
     assert {(r["condition"], r["n"]) for r in records} == {
-        ("baseA", 0), ("baseB", 0), *((name, n) for name in CONDITIONS for n in (1, 4))}
+        ("baseA", 0), ("baseB", 0), ("baseB-2x", 0),
+        *((name, n) for name in CONDITIONS for n in (1, 4))}
     assert all(0 <= r["accuracy"] <= 1 and r["split_b"] == list(class_split(0)[1])
                for r in records)
     summary = summarize(records)

@@ -87,6 +87,9 @@ def transfer_figure(records: list[dict], path: Path) -> Path:
                 label=name, markersize=4)
     base_points = [record["accuracy"] for record in records if record["condition"] == "baseB"]
     ax.scatter([0] * len(base_points), base_points, s=12, color="0.3")
+    if ("baseB-2x", 0) in summary:
+        ax.axhline(summary[("baseB-2x", 0)][0], color="0.3", linewidth=1, linestyle="--",
+                   label="baseB, twice the epochs (mean)")
     ax.set_xticks([0, *depths])
     ax.set_xlabel("layer n at which the network is chopped and retrained (0: baseB)")
     ax.set_ylabel("top-1 accuracy on B's test images")
@@ -128,6 +131,9 @@ def _findings(summary: dict, depths: list[int]) -> list[str]:
             lines.append(f"- {name} (fine-tuned) from baseB: "
                          + ", ".join(f"n={n} {gap(name, n):+.1f}" for n in depths)
                          + f"; mean over n {average:+.1f} points.")
+    if ("baseB-2x", 0) in summary:
+        lines.append(f"- baseB trained for twice the epochs (the training budget of a fine-tuned "
+                     f"network's copied layers): {gap('baseB-2x', 0):+.1f} points from baseB.")
     return lines
 
 
@@ -180,7 +186,9 @@ def transfer_table(out: Path | None = None, progress: bool = False,
         f"{recipe.weight_decay:g}. Frozen layers run "
         "in eval mode (copied batch-norm statistics).",
         f"- baseB: {_cell(summary[('baseB', 0)])}% on B's test images; baseA on A's: "
-        f"{_cell(base_a)}%.",
+        f"{_cell(base_a)}%"
+        + (f"; baseB-2x (baseB trained from scratch for {2 * recipe.epochs} epochs): "
+           f"{_cell(summary[('baseB-2x', 0)])}%." if ("baseB-2x", 0) in summary else "."),
         "",
         "Top-1 accuracy (%) on B's test images, mean over the seeds [95% t interval of the "
         "mean]:",

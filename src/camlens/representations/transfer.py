@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -226,11 +226,16 @@ def transfer_experiment(
     conditions: Sequence[str] = CONDITIONS,
     recipe: TransferRecipe = TransferRecipe(),
     log: Callable[[str], None] | None = None,
+    budget_control: bool = True,
 ) -> list[dict]:
     """Run the protocol of the module's docstring once per seed (the seed draws the A/B split,
     every initialisation and every batch order) and return one record per trained network:
-    ``{"seed", "split_a", "split_b", "condition" ("baseA", "baseB" or one of CONDITIONS),
-    "n", "accuracy" (on B's test images; baseA's on A's), "seconds"}``."""
+    ``{"seed", "split_a", "split_b", "condition" ("baseA", "baseB", "baseB-2x" or one of
+    CONDITIONS), "n", "accuracy" (on B's test images; baseA's on A's), "seconds"}``.
+
+    ``budget_control``: also train ``baseB-2x``, baseB from scratch for twice the epochs. A
+    fine-tuned network (``+``) trains its copied layers twice (once in the base, once after
+    the copy), so it is compared with a base of the same training budget too."""
     unknown = [name for name in conditions if name not in CONDITIONS]
     if unknown:
         raise ValueError(f"unknown condition {unknown[0]!r}; choose from {', '.join(CONDITIONS)}")
@@ -242,14 +247,14 @@ def transfer_experiment(
     records: list[dict] = []
     for seed in seeds:
         records.extend(_one_seed(seed, train_images, train_labels, test_images, test_labels,
-                                 depths, conditions, recipe, log))
+                                 depths, conditions, recipe, log, budget_control))
     return records
 
 
 def _one_seed(seed: int, train_images: torch.Tensor, train_labels: torch.Tensor,
               test_images: torch.Tensor, test_labels: torch.Tensor, depths: Sequence[int],
               conditions: Sequence[str], recipe: TransferRecipe,
-              log: Callable[[str], None] | None) -> list[dict]:
+              log: Callable[[str], None] | None, budget_control: bool) -> list[dict]:
     """The records of one seed of :func:`transfer_experiment`."""
     records: list[dict] = []
     split_a, split_b = class_split(seed)
@@ -257,7 +262,7 @@ def _one_seed(seed: int, train_images: torch.Tensor, train_labels: torch.Tensor,
     a_test, b_test = (subset(test_images, test_labels, half) for half in (split_a, split_b))
 
     def run(name: str, n: int, network: TransferNet, data: tuple, test: tuple,
-            init: int) -> TransferNet:
+            init: int, recipe: TransferRecipe = recipe) -> TransferNet:
         started = time.perf_counter()
         train_network(network, *data, recipe=recipe, seed=init)
         accuracy = evaluate_accuracy(network, *test)
@@ -273,6 +278,9 @@ def _one_seed(seed: int, train_images: torch.Tensor, train_labels: torch.Tensor,
                  base_seed + 1)
     base_b = run("baseB", 0, transfer_network(len(split_b), base_seed + 2), b_train, b_test,
                  base_seed + 2)
+    if budget_control:
+        run("baseB-2x", 0, transfer_network(len(split_b), base_seed + 2), b_train, b_test,
+            base_seed + 2, replace(recipe, epochs=2 * recipe.epochs))
     for n in depths:
         for index, name in enumerate(conditions):
             init = base_seed + 10 * n + index + 3
