@@ -2,11 +2,12 @@
 et al., NeurIPS 2014, Figure 2, scaled down (:mod:`camlens.representations.transfer` has the
 protocol and the network).
 
-Per seed: a random A/B split of the ten classes, baseA and baseB, and for n = 1..5 the networks
-AnB, AnB+, BnB and BnB+ trained on B and scored on B's test images (the fixed test split: test
-part of the source digits, seed 0). Reported per condition and n: the mean over the seeds and a
-95% Student-t interval of that mean. Every choice (architecture, recipe, sizes, seeds) was fixed
-before the first run; nothing is tuned on the test images.
+Per seed: a random A/B split of the ten classes, baseA and baseB, baseB-2x (baseB trained for
+twice the epochs: the budget of a fine-tuned network, whose copied layers train twice), and for
+n = 1..5 the networks AnB, AnB+, BnB and BnB+ trained on B and scored on B's test images (the
+fixed test split: test part of the source digits, seed 0). Reported per condition and n: the
+mean over the seeds and a 95% Student-t interval of that mean. Every choice (architecture,
+recipe, sizes, seeds) was fixed before the first run; nothing is tuned on the test images.
 """
 
 from __future__ import annotations
