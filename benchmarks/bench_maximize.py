@@ -15,6 +15,11 @@ parameterisation, Adam at lr 0.05, ImageNet normalisation. Rows, measured in one
   ``torch.autograd.grad`` with the weights' ``requires_grad`` off, no transformation, no
   parameterisation.
 
+lucent is installed without its dependencies, so pip cannot touch torch:
+``pip install --no-deps torch-lucent==0.1.8 kornia==0.4.1 decorator`` (lucent 0.1.8 pins
+``kornia<=0.4.1`` and lists IPython, pytest and coveralls among its requirements); without it the
+lucent row is left out.
+
 captum 0.9.0 (the release installed here) has no ``captum.optim`` (it lives on captum's optim-wip
 branch, unreleased), so it has no row. lucent imports IPython for notebooks; the benchmark puts an
 empty ``IPython.display`` module in its place (nothing of it is called with ``show_image=False``).
