@@ -20,7 +20,7 @@ def split(size: int, part: str, seed: int):
 def digits_gap_probes():
     """Probes of the shipped digits-gap at its input and its last conv block (small splits)."""
     model = load("digits-gap")
-    splits = (split(120, "train", 1), split(60, "train", 2), split(120, "test", 0))
+    splits = (split(100, "train", 1), split(50, "train", 2), split(100, "test", 0))
     return probe_layers(model, ["input", "features.13"], *splits, pooling="mean")
 
 
