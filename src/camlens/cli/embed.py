@@ -59,7 +59,8 @@ def read_labelled_folder(folder: Path, limit: int, seed: int):
 
 
 def _digit_pictures(limit: int, seed: int):
-    """``limit`` cluttered digits of the test part (seed ``seed``) as PIL pictures, labels."""
+    """``limit`` cluttered digits of the test part (seed ``seed``) as RGB PIL pictures (what
+    every model's preprocessing reads; the digit models average them back to grey), labels."""
     from PIL import Image
 
     from camlens.data.digits import CLASS_NAMES, ClutteredDigits
@@ -68,7 +69,8 @@ def _digit_pictures(limit: int, seed: int):
     pictures, labels = [], []
     for index in range(limit):
         item = data[index]
-        pictures.append(Image.fromarray((item["image"][0] * 255).round().byte().numpy()))
+        grey = Image.fromarray((item["image"][0] * 255).round().byte().numpy())
+        pictures.append(grey.convert("RGB"))
         labels.append(int(item["label"]))
     return pictures, labels, CLASS_NAMES
 
