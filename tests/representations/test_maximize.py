@@ -197,3 +197,25 @@ def test_a_relu_unit_off_everywhere_still_rises_with_redirected_gradients():
                      transforms=None)
     assert float(moved.final_values[0]) > 0.0
     assert any("redirected" in note for note in moved.notes)
+
+
+class ChannelsLast(nn.Module):
+    """A conv whose output a Swin-style stage hands on as (B, h, w, C)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1)
+
+
+def test_a_channels_last_layer_is_read_by_its_channels_not_its_rows():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), ChannelsLast(), nn.Flatten(),
+                          nn.Linear(5 * 16 * 16, 4)).eval()
+    result = maximize(model, [Channel("1", 2)], SHAPE, steps=5, lr=0.1, param="pixel",
+                      transforms=None)
+    stage = result.final_activations["1"]
+    assert stage.shape == (1, 16, 16, 5)
+    # the score is channel 2's mean over the grid, not the mean of grid row 2
+    torch.testing.assert_close(result.final_values, stage[..., 2].mean(dim=(1, 2)))
+    assert any("read as channels last" in note for note in result.notes)
+    with pytest.raises(ValueError, match="5"):  # 5 channels, although the grid has 16 rows
+        maximize(model, [Channel("1", 7)], SHAPE, steps=1, param="pixel", transforms=None)

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from camlens.explanation import ExplanationWarning
+from camlens.layouts import Layout
 from camlens.representations.objectives import (
     Objective,
     diversity_penalty,
@@ -49,7 +50,12 @@ from camlens.representations.optimization import (
 )
 from camlens.representations.parameterization import InputSpace, make_parameterization
 from camlens.representations.redirect import redirected_relus
-from camlens.representations.taps import LayerTap, resolve_layers, tapped_layers
+from camlens.representations.taps import (
+    LayerTap,
+    canonical_layouts,
+    resolve_layers,
+    tapped_layers,
+)
 from camlens.representations.transforms import RandomTransforms
 from camlens.targets import adapt_output
 
@@ -122,12 +128,14 @@ def _transforms(transforms: RandomTransforms | str | None, seed: int) -> RandomT
 
 
 def _scores(objectives: list[Objective], unit_of_image: torch.Tensor,
-            taps: dict[str, LayerTap], output: Any) -> torch.Tensor:
-    """``(N,)``: each picture's score under its own unit."""
+            taps: dict[str, LayerTap], layouts: dict[str, Layout | None],
+            output: Any) -> torch.Tensor:
+    """``(N,)``: each picture's score under its own unit (layer outputs channels first)."""
     parts = []
     for unit, objective in enumerate(objectives):
         rows = (unit_of_image == unit).nonzero().flatten()
-        activation = output if objective.layer is None else taps[objective.layer].read()
+        activation = (output if objective.layer is None
+                      else taps[objective.layer].canonical(layouts[objective.layer]))
         parts.append((rows, objective.score(activation[rows.to(activation.device)])))
     scores = torch.empty(len(unit_of_image), device=parts[0][1].device, dtype=parts[0][1].dtype)
     for rows, values in parts:
@@ -240,9 +248,12 @@ def maximize(
 
         with torch.no_grad():
             output = forward(picture())
+            layouts, layout_notes = canonical_layouts(taps, (batch, channels, height, width))
+            notes += layout_notes
             for unit in units:  # units out of range fail here, before any step
-                unit.check(output if unit.layer is None else taps[unit.layer].read())
-            start_values = _scores(units, unit_of_image, taps, output).float().cpu()
+                unit.check(output if unit.layer is None
+                           else taps[unit.layer].canonical(layouts[unit.layer]))
+            start_values = _scores(units, unit_of_image, taps, layouts, output).float().cpu()
         stopped = None
         for step in range(steps):
             if step == redirect_steps and redirected:  # hooks off; the taps again alone
@@ -251,14 +262,14 @@ def maximize(
                 redirected = 0
             pixels = picture()
             output = forward(moves(pixels))
-            scores = _scores(units, unit_of_image, taps, output)
+            scores = _scores(units, unit_of_image, taps, layouts, output)
             loss = -scores.sum()
             if tv:
                 loss = loss + tv * total_variation(pixels).sum()
             if l2:
                 loss = loss + l2 * l2_penalty(pixels).sum()
             for layer, layer_groups in groups.items():
-                loss = loss + diversity * diversity_penalty(taps[layer].read(),
+                loss = loss + diversity * diversity_penalty(taps[layer].canonical(layouts[layer]),
                                                             layer_groups).sum()
             values = scores.detach().float().cpu()
             trajectory.append(values)
@@ -271,7 +282,7 @@ def maximize(
         with torch.no_grad():
             pixels = picture()
             output = forward(pixels)
-            final_values = _scores(units, unit_of_image, taps, output).float().cpu()
+            final_values = _scores(units, unit_of_image, taps, layouts, output).float().cpu()
             final_activations = {name: tap.read().detach().cpu() for name, tap in taps.items()}
             images = space.to_model(pixels).detach().cpu()
             pixels = pixels.detach().cpu()

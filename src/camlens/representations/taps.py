@@ -19,8 +19,9 @@ from torch import nn
 
 from camlens._calls import CallToken, current, is_current
 from camlens.capture import first_tensor, named_module
+from camlens.layouts import Layout, detect_layout
 
-__all__ = ["LayerTap", "resolve_layers", "tapped_layers"]
+__all__ = ["LayerTap", "canonical_layouts", "resolve_layers", "tapped_layers"]
 
 
 @dataclass
@@ -51,6 +52,12 @@ class LayerTap:
 
     def reset(self) -> None:
         self.output, self.calls = None, 0
+
+    def canonical(self, layout: Layout | None) -> torch.Tensor:
+        """The output channels first ``(B, C, *grid)`` by ``layout`` (as read by
+        :func:`canonical_layouts`); as it is without one (a ``(B, D)`` output)."""
+        output = self.read()
+        return output if layout is None else layout.to_canonical(output)
 
     def read(self) -> torch.Tensor:
         """The output; a ValueError when the layer did not run, a warning when it ran twice."""
@@ -83,3 +90,29 @@ def tapped_layers(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str,
     finally:
         for handle in handles:
             handle.remove()
+
+
+def canonical_layouts(taps: dict[str, LayerTap], input_shape: tuple[int, ...]
+                      ) -> tuple[dict[str, Layout | None], list[str]]:
+    """How each tapped output lies over an input of ``input_shape`` (:mod:`camlens.layouts`:
+    a Swin stage's ``(B, h, w, C)`` or a ViT's tokens ``(B, N, C)`` are put channels first, so
+    a channel objective means a channel, not a token), with the notes of readings the shapes
+    alone could not settle. Outputs without a spatial axis ``(B, D)`` keep their layout."""
+    layouts: dict[str, Layout | None] = {}
+    notes = []
+    for name, tap in taps.items():
+        output = tap.read()
+        if output.ndim < 3:
+            layouts[name] = None
+            continue
+        layout = detect_layout(output.shape, input_shape, layer_name=name, module=tap.module)
+        layouts[name] = layout
+        if layout.kind != "channels_first":
+            kind = layout.kind.replace("_", " ")
+            notes.append(f"layer {name!r} {tuple(output.shape)} read as {kind}"
+                         + (f" ({layout.prefix_tokens} leading tokens dropped, grid "
+                            f"{layout.grid})" if layout.kind == "tokens" else "")
+                         + "; its channels are the last axis")
+        if layout.note:
+            notes.append(layout.note)
+    return layouts, notes
