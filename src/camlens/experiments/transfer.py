@@ -4,11 +4,12 @@ protocol and the network).
 
 Per seed: a random A/B split of the ten classes, baseA and baseB, baseB-2x (baseB trained for
 twice the epochs: the budget of a fine-tuned network, whose copied layers train twice), and for
-n = 1..5 the networks AnB, AnB+, BnB and BnB+ trained on B and scored on B's test images (the
-fixed test split: test part of the source digits, seed 0). Reported per condition and n: the
-mean over the seeds and a 95% Student-t interval of that mean. The architecture, recipe and
-sizes were settled in short trials of base networks scored on the test images (said in the
-markdown); the seeds are 0, 1, 2, the first three.
+n = 1..5 the networks AnB, AnB+, BnB and BnB+ trained on B and scored on B's test images.
+Reported per condition and n: the mean over the seeds and a 95% Student-t interval of that mean.
+The architecture, recipe and sizes were settled in short trials of base networks scored on the
+test part's images of seed 0 (camlens's usual test set), so those images served as validation
+data; the table is scored on test-part images of :data:`TABLE_TEST_SEED`, never seen while
+choosing. The seeds are 0, 1, 2, the first three.
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ from camlens.representations.transfer import (
     transfer_experiment,
 )
 
-__all__ = ["DEFAULT_SEEDS", "mean_interval", "summarize", "transfer_figure", "transfer_table"]
+__all__ = ["DEFAULT_SEEDS", "TABLE_TEST_SEED", "mean_interval", "summarize", "transfer_figure",
+           "transfer_table"]
+
+#: The test images of the table: test-part digits of a seed the recipe's trials never scored
+#: (they used seed 0, camlens's usual test set, as validation data).
+TABLE_TEST_SEED = 3
 
 DEFAULT_SEEDS = (0, 1, 2)
 # Two-sided 95% Student-t quantiles by degrees of freedom (no scipy needed).
@@ -150,7 +156,7 @@ def transfer_table(out: Path | None = None, progress: bool = False,
     say = log or (lambda message: None)
     say(f"transfer: generating {train_size} train and {test_size} test digits")
     train_images, train_labels, test_images, test_labels = transfer_data(
-        train_size, test_size, progress=progress)
+        train_size, test_size, test_seed=TABLE_TEST_SEED, progress=progress)
     records = transfer_experiment(train_images, train_labels, test_images, test_labels,
                                   seeds=seeds, recipe=recipe, log=say)
     seconds = time.perf_counter() - started
@@ -188,7 +194,8 @@ def transfer_table(out: Path | None = None, progress: bool = False,
         f"{recipe.weight_decay:g}. Frozen layers run "
         "in eval mode (copied batch-norm statistics). The canvas, sizes and recipe were "
         "settled in short trials that scored base networks (not the transfer conditions) on "
-        "these test images; there is no separate validation split in this experiment.",
+        "the test part's images of seed 0; the accuracies here are on test-part images of "
+        f"seed {TABLE_TEST_SEED}, which those trials never saw.",
         f"- baseB: {_cell(summary[('baseB', 0)])}% on B's test images; baseA on A's: "
         f"{_cell(base_a)}%"
         + (f"; baseB-2x (baseB trained from scratch for {2 * recipe.epochs} epochs): "

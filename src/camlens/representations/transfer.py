@@ -23,7 +23,8 @@ Protocol (the paper's, scaled down to the digits):
 The last layer (the classifier) is never copied. Every network trains with the same recipe
 (:class:`TransferRecipe`: Adam, epochs, batch size, cosine-decayed learning rate). Its values
 (and :data:`TRANSFER_CANVAS`) were settled in short trials that scored base networks only, on
-the test images (there is no separate validation split here); the transfer conditions were not
+the test part's images of seed 0, which thereby served as validation data (``camlens
+reproduce transfer`` scores on images of another seed); the transfer conditions were not
 compared while choosing, and the recipe treats every condition alike. The convolutional layers
 carry batch normalisation (without it this small network trains too unevenly in a few epochs);
 a frozen layer runs in eval mode, with the copied running statistics, so it is exactly the
