@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from camlens.data.digits import ClutteredDigits, materialize
-from camlens.representations.probes import fit_probe, probe_layers, wilson_interval
+from camlens.representations.probes import fit_probe, probe_layers
 from camlens.zoo import load
 
 
@@ -60,14 +60,6 @@ def test_the_penalty_is_chosen_on_validation_never_on_test():
     second = fit_probe(train, validation, scrambled, c_grid=(0.001, 0.1, 10.0))
     assert (first.c, first.validation_accuracy) == (second.c, second.validation_accuracy)
     assert first.accuracy > second.accuracy
-
-
-def test_wilson_interval_known_values():
-    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
-    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
-    assert wilson_interval(10, 10)[1] == 1.0
-    with pytest.raises(ValueError, match="successes must be in"):
-        wilson_interval(11, 10)
 
 
 def test_bad_splits_are_refused_by_name():

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from camlens.metrics.intervals import seed_interval
 from camlens.representations.transfer import (
     CONDITIONS,
     TransferNet,
@@ -42,24 +43,15 @@ TABLE_TEST_SEED = 3
 
 DEFAULT_SEEDS = (0, 1, 2)
 # Two-sided 95% Student-t quantiles by degrees of freedom (no scipy needed).
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-        9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
-
-
 def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
-    """(mean, low, high): the mean of ``values`` and its 95% Student-t interval (a single value
-    has no interval: low = high = mean)."""
+    """(mean, low, high): the mean of ``values`` and its 95% Student-t interval
+    (:func:`camlens.metrics.seed_interval`; a single value has no interval: low = high = mean)."""
     values = list(values)
     if not values:
         raise ValueError("no values")
-    mean = statistics.fmean(values)
     if len(values) < 2:
-        return mean, mean, mean
-    degrees = len(values) - 1
-    quantile = _T95.get(degrees) or next(
-        (_T95[key] for key in sorted(_T95) if key >= degrees), 1.96)
-    half = quantile * statistics.stdev(values) / len(values) ** 0.5
-    return mean, mean - half, mean + half
+        return values[0], values[0], values[0]
+    return seed_interval(values)
 
 
 def summarize(records: list[dict]) -> dict[tuple[str, int], tuple[float, float, float]]:

@@ -22,17 +22,17 @@ fall to chance, showing that its accuracy is the layer's, not the probe's capaci
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
+from camlens.metrics.intervals import wilson_interval
 from camlens.representations.activations import LabelledData, layer_activations
 from camlens.representations.embedding import standardize
 
-__all__ = ["C_GRID", "ProbeResult", "fit_probe", "probe_layers", "wilson_interval"]
+__all__ = ["C_GRID", "ProbeResult", "fit_probe", "probe_layers"]
 
 #: Inverse L2 penalties tried on the validation split.
 C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
@@ -63,19 +63,6 @@ class ProbeResult:
         values["interval"] = list(self.interval)
         return values
 
-
-def wilson_interval(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a binomial proportion ``successes / total`` (95% for
-    ``z = 1.96``): ``(p + z^2/2n -/+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)``."""
-    if total <= 0:
-        raise ValueError(f"total must be positive, got {total}")
-    if not 0 <= successes <= total:
-        raise ValueError(f"successes must be in [0, {total}], got {successes}")
-    p = successes / total
-    denominator = 1 + z * z / total
-    centre = (p + z * z / (2 * total)) / denominator
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _check_split(name: str, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
