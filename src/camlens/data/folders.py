@@ -298,15 +298,15 @@ class AnnotatedImages(IterableDataset):
         label = -1
         if label_name is not None and self.class_to_index is not None:
             if label_name not in self.class_to_index:
-                return _Prepared(file, problem=f"{file}: label {label_name!r} is not a class of "
-                                 f"the model ({sorted(self.class_to_index)[:10]}...)")
+                return _Prepared(file, problem=f"{file}: label {label_name!r} is not one of "
+                                 f"the classes {_listed(self.class_to_index)}")
             label = self.class_to_index[label_name]
         cue = -1
         cue_name = self.cues.get(file) if self.cues is not None else None
         if cue_name:
             if self.class_to_index is None or cue_name not in self.class_to_index:
-                return _Prepared(file, problem=f"{file}: cue {cue_name!r} is not a class of "
-                                 "the model")
+                return _Prepared(file, problem=f"{file}: cue {cue_name!r} is not one of the "
+                                 f"classes {_listed(self.class_to_index or {})}")
             cue = self.class_to_index[cue_name]
         try:
             picture = read_image(self.root / file, self.max_pixels, self.max_aspect, name=file)
@@ -373,6 +373,13 @@ def unlisted(annotations: Annotations, entries: Sequence[ImageEntry], root: Path
         lines.append(f"{annotations.source}: {len(missing) - shown} more annotated files are not "
                      f"among the images of {root}")
     return lines
+
+
+def _listed(names: Mapping[str, int], shown: int = 12) -> str:
+    ordered = sorted(names, key=lambda name: names[name])
+    if len(ordered) <= shown:
+        return str(ordered)
+    return f"{ordered[:shown]} and {len(ordered) - shown} more"
 
 
 def _present(mask: torch.Tensor) -> torch.Tensor | None:
