@@ -25,6 +25,13 @@ import torch.nn.functional as F
 from camlens import metrics
 from camlens.api import explain
 from camlens.data import ClutteredDigits, materialize
+from camlens.evaluation.protocol import (
+    FAITHFULNESS_STEPS,
+    LOCALIZATION_THRESHOLDS,
+    ROAD_FRACTIONS,
+    faithfulness_values,
+    localization_values,
+)
 from camlens.zoo import get_weights, load
 
 __all__ = ["COLUMNS", "FAITHFULNESS_STEPS", "MODELS", "POINTING_TOLERANCE", "TABLE_METHODS",
@@ -35,8 +42,6 @@ TABLE_METHODS = ("cam", "gradcam", "gradcam++", "hirescam", "xgradcam", "layerca
                  "ablationcam", "guided-backprop", "guided-gradcam")
 MODELS = ("digits-gap", "digits-fc")
 POINTING_TOLERANCE = metrics.pointing.DIGITS_TOLERANCE
-FAITHFULNESS_STEPS = 32
-ROAD_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 SANITY_METHODS = ("gradcam", "layercam", "eigengradcam", "finercam", "shapleycam", "fullgrad",
                   "guided-backprop", "guided-gradcam")
 
@@ -54,25 +59,24 @@ def _batched_maps(model, images, method: str, targets: torch.Tensor, batch: int 
 
 def _evaluate_maps(model, images, labels, boxes, predicted, maps_predicted, maps_true,
                   faithfulness_size: int, road_size: int = 0) -> dict[str, float]:
-    """Every metric of one method (or baseline map) on one model."""
+    """Every metric of one method (or baseline map) on one model: the per-image values of
+    :mod:`camlens.evaluation.protocol` (what ``camlens evaluate`` computes on a user's data),
+    averaged."""
     row = {}
-    for threshold in (0.20, 0.15):
-        found = metrics.largest_component_boxes(maps_predicted, threshold)
-        row[f"loc@{threshold:.2f}"] = 100 * metrics.localization_error(found, boxes, predicted,
-                                                                       labels)
-    row["pointing"] = 100 * metrics.pointing_game(maps_true, boxes,
-                                                  POINTING_TOLERANCE).float().mean().item()
-    row["energy"] = 100 * metrics.energy_pointing_game(maps_true, boxes).mean().item()
+    found = localization_values(maps_predicted, maps_true, boxes, predicted, labels,
+                                LOCALIZATION_THRESHOLDS, POINTING_TOLERANCE)
+    for threshold in LOCALIZATION_THRESHOLDS:
+        hits = found[f"hit@{threshold:.2f}"]
+        row[f"loc@{threshold:.2f}"] = 100 * (1.0 - hits.float().mean().item())
+    row["pointing"] = 100 * found["pointing"].float().mean().item()
+    row["energy"] = 100 * found["energy"].mean().item()
     few = slice(0, faithfulness_size)
-    for mode in ("deletion", "insertion"):
-        curves = metrics.deletion_insertion(model, images[few], maps_predicted[few],
-                                            targets=predicted[few], steps=FAITHFULNESS_STEPS,
-                                            mode=mode, batch_size=256)
-        row[mode] = curves.auc.mean().item()
-    confidence = metrics.average_drop_increase(model, images[few], maps_predicted[few],
-                                               targets=predicted[few], batch_size=256)
-    row["drop"] = confidence["average_drop"]
-    row["increase"] = confidence["increase_in_confidence"]
+    faithful = faithfulness_values(model, images[few], maps_predicted[few], predicted[few],
+                                   FAITHFULNESS_STEPS, batch_size=256)
+    row["deletion"] = faithful["deletion"].mean().item()
+    row["insertion"] = faithful["insertion"].mean().item()
+    row["drop"] = 100.0 * faithful["drop"].mean().item()
+    row["increase"] = 100.0 * faithful["increased"].float().mean().item()
     if road_size:
         some = slice(0, road_size)
         road = metrics.road_scores(model, images[some], maps_predicted[some],
