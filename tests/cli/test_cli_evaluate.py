@@ -48,7 +48,7 @@ def test_the_command_gives_the_library_table(exported, tmp_path):
         for key, cell in row["values"].items():
             assert cell["value"] == pytest.approx(table.value(row["method"], key), abs=1e-5)
     assert data["settings"]["command"].startswith("camlens evaluate --model digits-gap")
-    assert data["settings"]["interval"].startswith("95% percentile bootstrap over images")
+    assert data["settings"]["interval"].startswith("95%: Wilson score for the proportions")
 
 
 def test_csv_and_markdown_outputs_and_a_random_subset(exported, tmp_path):

@@ -12,7 +12,7 @@ from toy_models import FlattenNet, GapNet
 
 from camlens.api import explain
 from camlens.evaluation import EvaluationBatch, EvaluationSpec, evaluate, evaluate_batch
-from camlens.evaluation.table import bootstrap_interval
+from camlens.evaluation.table import bootstrap_interval as statistic_interval
 from camlens.metrics import (
     BOX_ACCURACY_THRESHOLDS,
     average_drop_increase,
@@ -24,6 +24,7 @@ from camlens.metrics import (
     pointing_game,
     road_scores,
 )
+from camlens.metrics.intervals import bootstrap_interval, wilson_interval
 from camlens.metrics.localization import _threshold_boxes
 
 
@@ -94,6 +95,14 @@ def test_the_table_equals_the_metrics_called_directly(model):
         cell = row.cells[key]
         assert cell.low <= cell.value + 1e-9 and cell.value <= cell.high + 1e-9, key
     assert any("without a label" in note for note in table.notes)
+    # proportions get Wilson intervals, means the seeded percentile bootstrap
+    misses = round(len(hits) - sum(hits))
+    low, high = wilson_interval(misses, len(hits))
+    assert (row.cells["loc@0.20"].low, row.cells["loc@0.20"].high) == pytest.approx(
+        (100 * low, 100 * high))
+    low, high = bootstrap_interval(deletion, resamples=100, seed=0)
+    assert (row.cells["deletion"].low, row.cells["deletion"].high) == pytest.approx(
+        (low, high), rel=1e-3)
 
 
 def test_values_do_not_depend_on_the_batch(model):
@@ -150,10 +159,10 @@ def test_markdown_csv_and_json_hold_the_same_values(model):
 
 def test_bootstrap_interval_is_seeded_and_covers_the_mean():
     values = torch.arange(20, dtype=torch.float64)
-    first = bootstrap_interval(values, lambda v: v.mean(dim=-1), resamples=300, seed=1)
-    assert first == bootstrap_interval(values, lambda v: v.mean(dim=-1), resamples=300, seed=1)
+    first = statistic_interval(values, lambda v: v.mean(dim=-1), resamples=300, seed=1)
+    assert first == statistic_interval(values, lambda v: v.mean(dim=-1), resamples=300, seed=1)
     assert first[0] < 9.5 < first[1]
-    assert all(math.isnan(v) for v in bootstrap_interval(values[:1], lambda v: v.mean(dim=-1)))
+    assert all(math.isnan(v) for v in statistic_interval(values[:1], lambda v: v.mean(dim=-1)))
 
 
 def test_maxboxacc_boxes_equal_the_box_protocol_at_every_threshold():

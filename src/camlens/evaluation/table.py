@@ -2,12 +2,18 @@
 
 Each column's value is a statistic of the per-image values (:mod:`camlens.evaluation.protocol`):
 the mean (x 100 for the % columns), ``100 x (1 - hit rate)`` for the localization errors, and
-for MaxBoxAcc the best threshold's hit rate. Intervals are percentile bootstrap intervals over
-the images (Efron & Tibshirani 1993): ``resamples`` (1,000) resamples of the images with
-replacement, drawn from ``seed``, the statistic recomputed on each (MaxBoxAcc: the maximum over
-thresholds taken again in each resample), and the 2.5% and 97.5% quantiles. An image where a
-metric does not apply (no box, no label) is left out of that column only; the counts are in the
-table.
+for MaxBoxAcc the best threshold's hit rate. 95% intervals, from :mod:`camlens.metrics.intervals`
+as every camlens table:
+
+- a proportion over images (the localization errors, pointing, increase in confidence): the
+  Wilson score interval (Wilson 1927);
+- a mean of a per-image figure (energy, deletion, insertion, drop, ROAD): the percentile
+  bootstrap over the images (Efron 1979), ``resamples`` resamples drawn from ``seed``;
+- MaxBoxAcc: the same bootstrap, the maximum over thresholds taken again in each resample
+  (:func:`bootstrap_interval` here: any statistic of the resampled images).
+
+An image where a metric does not apply (no box, no label) is left out of that column only; the
+counts are in the table.
 """
 
 from __future__ import annotations
@@ -24,11 +30,14 @@ import torch
 
 from camlens.evaluation.protocol import Column, EvaluationSpec
 from camlens.evaluation.work import ImageRow
+from camlens.metrics import intervals
 
 __all__ = ["CONFIDENCE", "EvaluationTable", "MethodRow", "bootstrap_interval", "reduce_rows"]
 
 CONFIDENCE = 0.95
 PERCENT = {"loc@0.20", "loc@0.15", "maxboxacc", "pointing", "energy", "drop", "increase"}
+#: Columns whose per-image values are 0 or 1: proportions, with Wilson intervals.
+PROPORTIONS = {"loc@0.20", "loc@0.15", "pointing", "increase"}
 
 
 @dataclass
@@ -186,6 +195,14 @@ def bootstrap_interval(values: torch.Tensor, statistic, resamples: int = 1000,
     return float(low), float(high)
 
 
+def _z(confidence: float) -> float:
+    """The normal quantile of a two-sided ``confidence`` interval: 1.96 for 95%, as
+    :func:`camlens.metrics.intervals.wilson_interval` takes it."""
+    if abs(confidence - CONFIDENCE) < 1e-12:
+        return 1.96
+    return float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.5 + confidence / 2)))
+
+
 def reduce_rows(rows: Sequence[ImageRow], spec: EvaluationSpec, resamples: int = 1000,
                 seed: int = 0, confidence: float = CONFIDENCE) -> EvaluationTable:
     """The :class:`EvaluationTable` of the per-image ``rows`` (see the module docstring)."""
@@ -195,8 +212,9 @@ def reduce_rows(rows: Sequence[ImageRow], spec: EvaluationSpec, resamples: int =
         "pointing_tolerance": spec.tolerance, "steps": spec.steps,
         "road_fractions": list(spec.road_fractions), "road_noise": spec.road_noise,
         "iou": spec.iou, "localization_thresholds": list(spec.localization_thresholds),
-        "interval": f"{confidence:.0%} percentile bootstrap over images, {resamples} resamples, "
-                    f"seed {seed}"})
+        "interval": f"{confidence:.0%}: Wilson score for the proportions (localization error, "
+                    "pointing, increase in confidence), percentile bootstrap over the images for "
+                    f"the means and MaxBoxAcc ({resamples} resamples, seed {seed})"})
     for method in spec.methods:
         mine = [row for row in rows if row.method == method]
         errors = [row.error for row in mine if row.error is not None]
@@ -228,9 +246,15 @@ def reduce_rows(rows: Sequence[ImageRow], spec: EvaluationSpec, resamples: int =
             values = values[~torch.isnan(values)]
             if values.numel() == 0:
                 continue
-            statistic = lambda v, key=column.key: _statistic(key, v)  # noqa: E731
-            value = float(statistic(values))
-            low, high = bootstrap_interval(values, statistic, resamples, confidence, seed)
+            value = float(_statistic(column.key, values))
+            scale = 100.0 if column.key in PERCENT else 1.0
+            low, high = math.nan, math.nan
+            if resamples and column.key in PROPORTIONS:
+                low, high = (scale * bound for bound in intervals.wilson_interval(
+                    int(values.sum().round()), int(values.numel()), _z(confidence)))
+            elif resamples and values.numel() >= 2:
+                low, high = (scale * bound for bound in intervals.bootstrap_interval(
+                    values, resamples, seed, confidence))
             row.cells[column.key] = Cell(value, low, high, int(values.numel()))
         table.rows.append(row)
     return table
