@@ -2,10 +2,11 @@
 
 For a model and a folder of images with boxes, the table of ``camlens reproduce localization``:
 one row per method, the CAM box protocol at 20% and 15%, MaxBoxAcc, the pointing game and its
-energy variant, deletion / insertion, average drop / increase and ROAD, each with a 95% bootstrap
-interval (:mod:`camlens.evaluation`), as Markdown, CSV or JSON. Images are read in threads
-(:class:`camlens.data.AnnotatedImages`), a batch at a time; those that cannot be read or have
-broken annotations are listed and left out, and the command then exits with status 1.
+energy variant, deletion / insertion, average drop / increase and ROAD, each with a 95% interval
+(Wilson for proportions, bootstrap for means; :mod:`camlens.evaluation`), as Markdown, CSV or
+JSON. Images are read in threads (:class:`camlens.data.AnnotatedImages`), a batch at a time;
+those that cannot be read or have broken annotations are listed and left out, and the command
+then exits with status 1.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def _protocol_note(spec) -> str:
               help="Pointing game tolerance in input pixels (default: 15 on a 224-pixel input, "
                    "scaled to the input's short side).")
 @click.option("--resamples", default=1000, show_default=True, type=click.IntRange(min=0),
-              help="Bootstrap resamples of the 95% intervals (0: no intervals).")
+              help="Bootstrap resamples of the 95% intervals of the means (0: no intervals).")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0),
               help="Threads reading and preprocessing the images (0: on the main thread).")

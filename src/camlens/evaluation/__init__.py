@@ -11,8 +11,8 @@ intervals.
   metric values (shared with ``camlens reproduce localization``);
 - :mod:`~camlens.evaluation.work`: :func:`evaluate_batch`, the per-image work any engine maps
   (rows of one image and method);
-- :mod:`~camlens.evaluation.table`: :func:`reduce_rows`, rows -> the table with bootstrap
-  intervals, as Markdown, CSV or JSON.
+- :mod:`~camlens.evaluation.table`: :func:`reduce_rows`, rows -> the table with 95% intervals
+  (Wilson for proportions, bootstrap for means), as Markdown, CSV or JSON.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ def evaluate(model: nn.Module, dataset: Iterable[Mapping[str, Any]],
     index, -1 or None: none) and ``boxes`` ``(N, 4)`` ``(x0, y0, x1, y1)`` in input pixels
     (:class:`camlens.data.AnnotatedImages` gives them for a folder), optionally ``file``.
     ``metrics``: groups of :data:`METRICS` (all by default); ``tolerance``: the pointing game's,
-    in input pixels; ``resamples`` and ``seed``: the bootstrap intervals; ``options`` go to the
-    methods (``output_fn``, ...). The model is left as it was found.
+    in input pixels; ``resamples`` and ``seed``: the bootstrap of the intervals; ``options`` go
+    to the methods (``output_fn``, ...). The model is left as it was found.
     """
     spec = EvaluationSpec(tuple(methods), layer, dict(options), tuple(metrics), tolerance)
     rows: list[ImageRow] = []
