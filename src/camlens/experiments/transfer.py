@@ -174,7 +174,7 @@ def transfer_table(out: Path | None = None, progress: bool = False,
         "",
         f"- Data: {train_size} cluttered digits on a 32 x 32 canvas "
         "(`camlens.representations.transfer.TRANSFER_CANVAS`; train part of the source digits, "
-        f"seed 5) and the fixed test split ({test_size} images, test part, seed 0); each half "
+        f"seed 5) and {test_size} test images (test part, seed {TABLE_TEST_SEED}); each half "
         "gets the images of its five classes.",
         f"- Class splits (drawn from the seed): {'; '.join(per_seed)}.",
         f"- Network: `TransferNet`, 6 layers (3 conv + BN + ReLU + max pool, 3 fully connected; "
