@@ -167,6 +167,10 @@ REGISTRY: dict[str, ModelWeights] = {
                      "biased",
                      "digits-gap trained on biased digits, where a border mark goes with the "
                      "label"),
+        ModelWeights("digits-debiased", DigitsGAP, CLASS_NAMES, "features", digit_canvas,
+                     "biased",
+                     "digits-biased's control: the same images with every mark at a random "
+                     "spot (a balanced set), as the Grad-CAM paper's debiased model"),
         ModelWeights("digits-captioner", DigitsCaptioner, VOCABULARY, "encoder",
                      partial(digit_canvas, size=(64, 128)), "scenes",
                      "conv encoder + attention GRU decoder: writes a scene's digits left to "
