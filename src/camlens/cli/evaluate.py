@@ -91,6 +91,13 @@ def _protocol_note(spec) -> str:
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0),
               help="Threads reading and preprocessing the images (0: on the main thread).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="Where the per-image work runs: here, or on an actor pool "
+                                      "of model replicas on Ray (pip install 'camlens[scale]').")
+@click.option("--actors", default=2, show_default=True, type=click.IntRange(min=1),
+              help="--engine ray: model replicas.")
+@click.option("--ray-address", help="--engine ray: an existing Ray cluster (default: start a "
+                                    "local one).")
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "json"]),
               help="Output format (default: from --out's suffix, else md).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path),
@@ -98,7 +105,7 @@ def _protocol_note(spec) -> str:
 @DEVICE_OPTION
 def evaluate(model_spec, weights, arch, trust_checkpoint, images, boxes_file, category, labels,
              methods, layer, limit, seed, skipped, tolerance, resamples, batch_size, workers,
-             fmt, out, device) -> None:
+             engine, actors, ray_address, fmt, out, device) -> None:
     """Evaluate explanation METHODs on MODEL and your images with boxes: localization (CAM
     protocol, MaxBoxAcc), pointing, deletion / insertion, average drop and ROAD, one row per
     method with 95% intervals."""
@@ -111,8 +118,9 @@ def evaluate(model_spec, weights, arch, trust_checkpoint, images, boxes_file, ca
         select,
         unlisted,
     )
-    from camlens.evaluation import EvaluationSpec, batches, evaluate_batch, reduce_rows
+    from camlens.evaluation import EvaluationSpec, batches, reduce_rows
     from camlens.methods import get_method
+    from camlens.scale.evaluation_engine import evaluate_rows
 
     names = []
     for method in methods:
@@ -148,22 +156,31 @@ def evaluate(model_spec, weights, arch, trust_checkpoint, images, boxes_file, ca
         raise click.UsageError(str(error)) from None
     notes = [f"note: {line}" for line in unlisted(annotations, entries, images)]
     spec = EvaluationSpec(tuple(names), layer, metrics=metrics, batch_size=64, seed=seed)
-    rows = []
     bar = None
     if sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(total=len(chosen), desc="evaluating", unit="image", leave=False)
     size: tuple[int, ...] | None = None
-    try:
-        for batch in batches(dataset, batch_size):
+
+    def sized(stream):  # the pointing tolerance follows the first input's size
+        nonlocal size
+        for batch in stream:
             if size is None:
                 size = tuple(batch.images.shape[-2:])
                 spec.tolerance = float(tolerance if tolerance is not None
                                        else _default_tolerance(size))
-            rows.extend(evaluate_batch(loaded.model, spec, batch))
-            if bar is not None:
-                bar.update(len(batch))
+            yield batch
+
+    try:
+        rows = evaluate_rows(loaded.model, spec, sized(batches(dataset, batch_size)),
+                             engine=engine, actors=actors, address=ray_address,
+                             batch_size=batch_size,
+                             progress=None if bar is None else bar.update)
+    except ValueError as error:
+        if engine == "ray" and "Ray Data" in str(error):
+            raise click.UsageError(str(error)) from None
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -182,6 +199,8 @@ def evaluate(model_spec, weights, arch, trust_checkpoint, images, boxes_file, ca
     for metric in skipped:
         words += ["--skip", metric]
     words += ["--seed", str(seed), "--resamples", str(resamples)]
+    if engine != "local":
+        words += ["--engine", engine, "--actors", str(actors)]
     command = shlex.join(words)
     head = (f"{loaded.name} on {count} images{subset} of {images}, boxes of category "
             f"{category} from {boxes_file}; input {size[0]}x{size[1]}" if size
