@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -33,10 +34,11 @@ from camlens.metrics.pointing import energy_pointing_game
 from camlens.model_state import model_device
 from camlens.targets import Target, TopK, predicted_classes
 
-__all__ = ["audit", "counterfactual", "region_shares"]
+__all__ = ["AuditPart", "assemble", "audit", "audit_batch", "audit_target", "counterfactual",
+           "region_shares"]
 
 
-def _audit_target(target: Target | str) -> tuple[Target | str, str]:
+def audit_target(target: Target | str) -> tuple[Target | str, str]:
     """(the target to explain, how the result names it)."""
     if target is None or target == "predicted" or target == TopK(1):
         return None, "predicted"
@@ -106,91 +108,126 @@ def audit(
     before min-max normalisation (after ReLU, upsampled to the input); a uniform map scores the
     region's area share. See :class:`~camlens.audit.result.AuditResult`.
     """
-    target, described = _audit_target(target)
+    target, described = audit_target(target)
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
         raise ValueError(f"keep must be an int >= 0, got {keep!r}")
     specs = check_region_specs(regions)
     names = tuple(specs)
     explainer = get_method(method)(model, layer, **options)
     reader = ItemReader(input_key, label_key, specs, cue_key, name_key)
-    device = model_device(model)
-    output_fn = options.get("output_fn")
-
-    columns: dict[str, list[torch.Tensor]] = {key: [] for key in (
-        "labels", "predictions", "scores", "shares", "areas", "empty", "cues")}
-    input_names: list[str] = []
-    kept: dict[str, list] = {name: [] for name in names}  # min-heaps of (share, tiebreak, example)
-    layer_name, offset = "", 0
+    parts: list[AuditPart] = []
+    offset = 0
     for batch in stream(dataset, reader, batch_size, num_workers, progress, "auditing"):
-        inputs = batch.inputs if device is None else batch.inputs.to(device)
-        if target == "label":
-            if (batch.labels == NO_LABEL).any():
-                raise ValueError("target='label' needs a label in every item (label_key="
-                                 f"{label_key!r})")
-            explanation = explainer(inputs, target=batch.labels.to(inputs.device))
-        else:
-            explanation = explainer(inputs, target=target)
-        if explanation.scores.ndim != 1:
-            raise ValueError(f"audit explains one target per input; target {target!r} gives "
-                             f"{explanation.scores.shape[1]} per input")
-        predictions = explanation.targets
-        if target is not None or predictions is None:  # not the predicted class's map
-            predictions = predicted_classes(model, inputs, output_fn)
-        if len(explanation.input_size) != 2 or explanation.raw.ndim != 3:
-            raise ValueError(
-                f"audit needs one image map per input (B, H, W); {explanation.method} at layer "
-                f"{explanation.layer!r} gave raw maps of shape {tuple(explanation.raw.shape)}"
-            )
-        layer_name = explanation.layer
-        mass = upsample(explanation.raw, explanation.input_size).cpu()
-        masks = batch.masks
-        if tuple(masks.shape[-2:]) != tuple(mass.shape[-2:]):
-            raise ValueError(f"the maps are {tuple(mass.shape[-2:])} but the regions "
-                             f"{tuple(masks.shape[-2:])}; give regions in input pixels")
-        shares, areas, empty = region_shares(mass, masks, batch.present)
-        columns["labels"].append(batch.labels)
-        columns["predictions"].append(predictions.cpu().long())
-        columns["scores"].append(explanation.scores.detach().cpu().float())
-        columns["shares"].append(shares)
-        columns["areas"].append(areas)
-        columns["empty"].append(empty)
-        if batch.cues is not None:
-            columns["cues"].append(batch.cues)
-        if batch.names is not None:
-            input_names.extend(batch.names)
-        if keep:
-            keep_highest(kept, names, keep, batch, mass, shares, offset)
+        parts.append(audit_batch(explainer, batch, target, names, keep, offset, label_key,
+                                 options.get("output_fn")))
         offset += len(batch)
+    result = assemble(parts, names, explainer.name, described, keep,
+                      class_names or getattr(model, "class_names", None),
+                      with_cues=cue_key is not None, with_names=name_key is not None)
+    if counterfactuals is not None:
+        result.counterfactual = counterfactual(
+            model, counterfactuals, batch_size=batch_size, input_key=input_key,
+            label_key=label_key, cue_key=cue_key, output_fn=options.get("output_fn"),
+            progress=progress, num_workers=num_workers)
+    return result
 
+
+@dataclass
+class AuditPart:
+    """The per-batch work of an audit (what an engine maps): the batch's columns and its
+    candidates for the kept examples, ``(share, tiebreak, example)`` per region."""
+
+    offset: int
+    layer: str
+    labels: torch.Tensor
+    predictions: torch.Tensor
+    scores: torch.Tensor
+    shares: torch.Tensor
+    areas: torch.Tensor
+    empty: torch.Tensor
+    cues: torch.Tensor | None
+    names: list[str] | None
+    kept: dict[str, list] = field(default_factory=dict)
+
+
+def audit_batch(explainer, batch: Batch, target: Target | str, names: tuple[str, ...],
+                keep: int, offset: int, label_key: str | int | None = "label",
+                output_fn: Any = None) -> AuditPart:
+    """Explain one batch (inputs numbered from ``offset``) and measure its region shares; the
+    model runs where its parameters are. ``target`` as read by :func:`audit`."""
+    model = explainer.model
+    device = model_device(model)
+    inputs = batch.inputs if device is None else batch.inputs.to(device)
+    if target == "label":
+        if (batch.labels == NO_LABEL).any():
+            raise ValueError("target='label' needs a label in every item (label_key="
+                             f"{label_key!r})")
+        explanation = explainer(inputs, target=batch.labels.to(inputs.device))
+    else:
+        explanation = explainer(inputs, target=target)
+    if explanation.scores.ndim != 1:
+        raise ValueError(f"audit explains one target per input; target {target!r} gives "
+                         f"{explanation.scores.shape[1]} per input")
+    predictions = explanation.targets
+    if target is not None or predictions is None:  # not the predicted class's map
+        predictions = predicted_classes(model, inputs, output_fn)
+    if len(explanation.input_size) != 2 or explanation.raw.ndim != 3:
+        raise ValueError(
+            f"audit needs one image map per input (B, H, W); {explanation.method} at layer "
+            f"{explanation.layer!r} gave raw maps of shape {tuple(explanation.raw.shape)}"
+        )
+    mass = upsample(explanation.raw, explanation.input_size).cpu()
+    masks = batch.masks
+    if tuple(masks.shape[-2:]) != tuple(mass.shape[-2:]):
+        raise ValueError(f"the maps are {tuple(mass.shape[-2:])} but the regions "
+                         f"{tuple(masks.shape[-2:])}; give regions in input pixels")
+    shares, areas, empty = region_shares(mass, masks, batch.present)
+    kept: dict[str, list] = {name: [] for name in names}
+    if keep:
+        keep_highest(kept, names, keep, batch, mass, shares, offset)
+    return AuditPart(offset, explanation.layer, batch.labels, predictions.cpu().long(),
+                     explanation.scores.detach().cpu().float(), shares, areas, empty,
+                     batch.cues, list(batch.names) if batch.names is not None else None, kept)
+
+
+def assemble(parts: list[AuditPart], names: tuple[str, ...], method: str, described: str,
+             keep: int, class_names: tuple[str, ...] | None, *, with_cues: bool,
+             with_names: bool) -> AuditResult:
+    """The :class:`AuditResult` of the per-batch ``parts`` (in any order: they are put in
+    input order; each region keeps the ``keep`` inputs with the highest share over all)."""
+    parts = sorted(parts, key=lambda part: part.offset)
     count = len(names)
+    column = lambda key, shape, dtype: concatenate(  # noqa: E731
+        [getattr(part, key) for part in parts], shape, dtype)
+    kept = {}
+    for name in names:
+        entries = [entry for part in parts for entry in part.kept.get(name, [])]
+        entries.sort(key=lambda entry: (-entry[0], -entry[1]))
+        kept[name] = [example for _, _, example in entries[:keep]]
+    total = sum(len(part.labels) for part in parts)
     result = AuditResult(
         regions=names,
-        method=explainer.name,
-        layer=layer_name,
+        method=method,
+        layer=parts[-1].layer if parts else "",
         target=described,
-        indices=torch.arange(offset),
-        labels=concatenate(columns["labels"], (0,), torch.long),
-        predictions=concatenate(columns["predictions"], (0,), torch.long),
-        scores=concatenate(columns["scores"], (0,), torch.float32),
-        shares=concatenate(columns["shares"], (0, count), torch.float32),
-        areas=concatenate(columns["areas"], (0, count), torch.float32),
-        empty=concatenate(columns["empty"], (0,), torch.bool),
-        class_names=class_names or getattr(model, "class_names", None),  # a user's attribute
-        cues=concatenate(columns["cues"], (0,), torch.long) if cue_key is not None else None,
-        examples={name: [example for _, _, example in sorted(heap, key=lambda e: (-e[0], -e[1]))]
-                  for name, heap in kept.items()},
-        names=input_names if name_key is not None else None,
+        indices=torch.arange(total),
+        labels=column("labels", (0,), torch.long),
+        predictions=column("predictions", (0,), torch.long),
+        scores=column("scores", (0,), torch.float32),
+        shares=column("shares", (0, count), torch.float32),
+        areas=column("areas", (0, count), torch.float32),
+        empty=column("empty", (0,), torch.bool),
+        class_names=class_names,
+        cues=concatenate([part.cues for part in parts if part.cues is not None], (0,),
+                         torch.long) if with_cues else None,
+        examples=kept,
+        names=[name for part in parts for name in (part.names or [])] if with_names else None,
     )
-    if offset == 0:
+    if total == 0:
         result.notes.append("the data set was empty")
     if int(result.empty.sum()):
         result.notes.append(f"{int(result.empty.sum())} all-zero map(s): no mass to place, left "
                             "out of the share means")
-    if counterfactuals is not None:
-        result.counterfactual = counterfactual(
-            model, counterfactuals, batch_size=batch_size, input_key=input_key,
-            label_key=label_key, cue_key=cue_key, output_fn=output_fn, progress=progress,
-            num_workers=num_workers)
     return result
 
 

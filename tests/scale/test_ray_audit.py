@@ -1,0 +1,50 @@
+"""`camlens.scale.audit(..., engine="ray")` on a local Ray (``ray.init(num_cpus=2)``): the same
+summary, per-input shares and kept worst cases as the local audit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from camlens.data import BiasedDigits
+from camlens.scale import audit
+from camlens.zoo import load
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("safetensors")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_audit_equals_the_local_audit(local_ray):
+    model = load("digits-biased")
+    data = BiasedDigits(20, "test", seed=3, mark="random")
+    settings = {"regions": {"object": "box", "mark": "mark_box"}, "cue_key": "mark_class",
+                "batch_size": 6, "keep": 3, "layer": "features",
+                "counterfactuals": {"no mark": BiasedDigits(20, "test", seed=3, mark="none")}}
+    local = audit(model, data, **settings)
+    distributed = audit(model, data, engine="ray", actors=2, **settings)
+    torch.testing.assert_close(distributed.shares, local.shares, rtol=1e-4, atol=1e-7,
+                               equal_nan=True)
+    assert torch.equal(distributed.predictions, local.predictions)
+    assert torch.equal(distributed.cues, local.cues)
+    assert distributed.summary()["accuracy"] == local.summary()["accuracy"]
+    for region in ("object", "mark"):
+        assert [e.index for e in distributed.examples[region]] == [
+            e.index for e in local.examples[region]]
+    assert distributed.counterfactual.to_dict() == local.counterfactual.to_dict()
+    assert any("on Ray" in note for note in distributed.notes)
+
+
+def test_bad_engine_and_actor_counts_are_refused():
+    with pytest.raises(ValueError, match="unknown engine 'dask'; choose one of local, ray"):
+        audit(None, [], {}, engine="dask")
+    with pytest.raises(ValueError, match="actors must be a positive int"):
+        audit(None, [], {}, engine="ray", actors=0)
