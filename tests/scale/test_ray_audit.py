@@ -48,3 +48,27 @@ def test_bad_engine_and_actor_counts_are_refused():
         audit(None, [], {}, engine="dask")
     with pytest.raises(ValueError, match="actors must be a positive int"):
         audit(None, [], {}, engine="ray", actors=0)
+
+
+@pytest.mark.slow
+def test_the_audit_command_on_ray_writes_the_local_summary(local_ray, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from camlens.cli import main
+
+    summaries = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        result = CliRunner().invoke(main, ["audit", "--model", "digits-biased", "--size", "12",
+                                           "--batch-size", "5", "--engine", engine,
+                                           "--actors", "2", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        summaries[engine] = json.loads((out / "summary.json").read_text())
+    local, distributed = summaries["local"], summaries["ray"]
+    for key in ("overall", "per_class", "by_cue", "counterfactual"):
+        assert json.dumps(distributed[key], sort_keys=True) == json.dumps(local[key],
+                                                                          sort_keys=True), key
+    assert [e["index"] for e in distributed["top"]["mark"]] == [
+        e["index"] for e in local["top"]["mark"]]

@@ -143,13 +143,22 @@ def _reproduction_command(**options) -> str:
                    "depend on it.")
 @click.option("--top", default=8, show_default=True, type=click.IntRange(min=0),
               help="Worst cases shown per region.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="Where the batches are explained: here, or on an actor "
+                                      "pool of model replicas on Ray (pip install "
+                                      "'camlens[scale]').")
+@click.option("--actors", default=2, show_default=True, type=click.IntRange(min=1),
+              help="--engine ray: model replicas.")
+@click.option("--ray-address", help="--engine ray: an existing Ray cluster (default: start a "
+                                    "local one).")
 @click.option("--out", "-o", default="camlens-audit", show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Folder for report.html and summary.json (created).")
 @DEVICE_OPTION
 def audit(model_spec, weights, arch, trust_checkpoint, data_name, size, seed, images,
           annotations, masks, mask_ids, labels, regions, variants, variant_labels, limit, method,
-          layer, target, batch_size, workers, top, out, device) -> None:
+          layer, target, batch_size, workers, top, engine, actors, ray_address, out,
+          device) -> None:
     """Audit where MODEL's maps put their mass (the object, a suspected cue) on a built-in data
     set or on your annotated images (--images), with the accuracy when the cue is moved or
     removed; writes report.html and summary.json."""
@@ -186,12 +195,27 @@ def audit(model_spec, weights, arch, trust_checkpoint, data_name, size, seed, im
         data, problems = _folder_data(loaded, images, annotations, masks, mask_ids, labels,
                                       regions, variants, variant_labels, limit, seed, workers)
         name_key, num_workers = "file", 0  # the folder reads in its own threads
-    result = run_audit(
-        loaded.model, data.dataset, data.regions, method_name, layer=layer, target=target,
-        batch_size=batch_size, class_names=loaded.class_names, keep=top,
-        counterfactuals=data.variants or None, cue_key=data.cue_key,
-        progress=sys.stderr.isatty(), num_workers=num_workers, name_key=name_key,
-    )
+    if engine == "ray":
+        from camlens.scale.audit_engine import audit as scaled_audit
+
+        try:
+            result = scaled_audit(
+                loaded.model, data.dataset, data.regions, method_name, engine="ray",
+                actors=actors, address=ray_address, layer=layer, target=target,
+                batch_size=batch_size, class_names=loaded.class_names, keep=top,
+                counterfactuals=data.variants or None, cue_key=data.cue_key,
+                progress=sys.stderr.isatty(), name_key=name_key)
+        except ValueError as error:
+            if "Ray Data" in str(error):
+                raise click.UsageError(str(error)) from None
+            raise
+    else:
+        result = run_audit(
+            loaded.model, data.dataset, data.regions, method_name, layer=layer, target=target,
+            batch_size=batch_size, class_names=loaded.class_names, keep=top,
+            counterfactuals=data.variants or None, cue_key=data.cue_key,
+            progress=sys.stderr.isatty(), num_workers=num_workers, name_key=name_key,
+        )
     left_out = _left_out(data, problems)
     result.notes.extend(left_out)
     out.mkdir(parents=True, exist_ok=True)
