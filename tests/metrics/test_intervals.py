@@ -47,3 +47,12 @@ def test_seed_interval_uses_students_t():
     assert mean == 2.0 and high - mean == pytest.approx(4.303 * 1.0 / 3 ** 0.5, rel=1e-3)
     with pytest.raises(ValueError, match="at least 2 seeds"):
         seed_interval([1.0])
+
+
+def test_bootstrap_of_any_statistic_over_items():
+    hits = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 1.0]])  # items x thresholds
+    best = lambda resampled: resampled.mean(dim=1).amax(dim=1)  # noqa: E731 - MaxBoxAcc's form
+    low, high = bootstrap_interval(hits, 500, seed=1, statistic=best)
+    assert 0.5 <= low <= 0.75 <= high <= 1.0
+    # the draws do not depend on the chunk size
+    assert bootstrap_interval(hits, 500, seed=1, statistic=best, chunk=7) == (low, high)

@@ -175,24 +175,14 @@ def _statistic(key: str, values: torch.Tensor) -> torch.Tensor:
 
 
 def bootstrap_interval(values: torch.Tensor, statistic, resamples: int = 1000,
-                       confidence: float = CONFIDENCE, seed: int = 0,
-                       chunk: int = 100) -> tuple[float, float]:
+                       confidence: float = CONFIDENCE, seed: int = 0) -> tuple[float, float]:
     """The percentile bootstrap interval of ``statistic(values[indices])`` over the first axis
-    of ``values`` (``resamples`` resamples with replacement, drawn from ``seed``); NaN for fewer
-    than 2 values."""
-    count = values.shape[0]
-    if count < 2 or resamples < 1:
+    of ``values`` (:func:`camlens.metrics.intervals.bootstrap_interval`); NaN for fewer than 2
+    values or no resamples."""
+    if values.shape[0] < 2 or resamples < 1:
         return math.nan, math.nan
-    generator = torch.Generator().manual_seed(seed)
-    estimates = []
-    for start in range(0, resamples, chunk):
-        size = min(chunk, resamples - start)
-        indices = torch.randint(0, count, (size, count), generator=generator)
-        estimates.append(statistic(values[indices]))
-    stacked = torch.cat(estimates).double()
-    tail = (1.0 - confidence) / 2
-    low, high = torch.quantile(stacked, torch.tensor([tail, 1.0 - tail], dtype=torch.float64))
-    return float(low), float(high)
+    return intervals.bootstrap_interval(values, resamples, seed, confidence,
+                                        statistic=statistic)
 
 
 def _z(confidence: float) -> float:

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -44,24 +44,38 @@ def wilson_interval(successes: int, total: int, z: float = 1.96) -> tuple[float,
 
 
 def bootstrap_interval(values: Sequence[float] | torch.Tensor, resamples: int = 2000,
-                       seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """The percentile bootstrap interval of the mean of ``values`` (one figure per item).
+                       seed: int = 0, level: float = 0.95, *,
+                       statistic: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                       chunk: int = 100) -> tuple[float, float]:
+    """The percentile bootstrap interval of the mean of ``values`` (one figure per item), or of
+    ``statistic`` (resampled values ``(R, N, ...)`` -> ``(R,)``; items on the first axis of
+    ``values``), from ``resamples`` resamples drawn with a generator seeded by ``seed``, ``chunk``
+    resamples at a time (the draws do not depend on it).
 
-    NaN values are refused (a figure that could not be computed must be dropped, and said so,
-    before averaging)."""
-    data = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
-    if data.numel() == 0:
+    Without a statistic NaN values are refused (a figure that could not be computed must be
+    dropped, and said so, before averaging)."""
+    data = torch.as_tensor(values, dtype=torch.float64)
+    if statistic is None:
+        data = data.reshape(-1)
+        if not bool(torch.isfinite(data).all()):
+            raise ValueError("bootstrap_interval got NaN or infinite values; drop (and report) "
+                             "the items whose figure could not be computed first")
+        statistic = lambda resampled: resampled.mean(dim=1)  # noqa: E731
+    if data.shape[0] == 0:
         raise ValueError("bootstrap_interval needs at least one value, got none")
-    if not bool(torch.isfinite(data).all()):
-        raise ValueError("bootstrap_interval got NaN or infinite values; drop (and report) the "
-                         "items whose figure could not be computed first")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
+        raise ValueError(f"resamples must be a positive int, got {resamples!r}")
     generator = torch.Generator().manual_seed(seed)
-    picks = torch.randint(0, data.numel(), (resamples, data.numel()), generator=generator)
-    means = data[picks].mean(dim=1)
+    estimates = []
+    for start in range(0, resamples, chunk):
+        picks = torch.randint(0, data.shape[0], (min(chunk, resamples - start), data.shape[0]),
+                              generator=generator)
+        estimates.append(statistic(data[picks]))
+    stacked = torch.cat(estimates).double()
     tail = (1 - level) / 2
-    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64))
+    low, high = torch.quantile(stacked, torch.tensor([tail, 1 - tail], dtype=torch.float64))
     return float(low), float(high)
 
 
