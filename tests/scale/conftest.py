@@ -24,3 +24,12 @@ def digits_gap():
     from camlens.models import load_model
 
     return load_model("digits-gap")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray for one test module (``ray.init(num_cpus=2)``, no cluster)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

@@ -14,14 +14,6 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("safetensors")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_ray_audit_equals_the_local_audit(local_ray):
     model = load("digits-biased")

@@ -17,14 +17,6 @@ QUICK = ["--skip", "deletion", "--skip", "insertion", "--skip", "road", "--resam
          "--method", "gradcam", "--method", "layercam", "--batch-size", "3"]
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_ray_gives_the_local_engines_table(local_ray, tmp_path):
     folder = tmp_path / "cluttered"
