@@ -45,8 +45,11 @@ from camlens.data.annotations import (
 )
 from camlens.data.geometry import GeometryError, InputGeometry, probe_geometry
 
-__all__ = ["AnnotatedImages", "ImageEntry", "class_indices", "image_folder", "read_cue_list",
-           "read_label_list", "select", "unlisted"]
+__all__ = ["FILE_COLUMNS", "AnnotatedImages", "ImageEntry", "class_indices", "image_folder",
+           "read_cue_list", "read_label_list", "select", "unlisted"]
+
+#: The header names a label list's file column may have.
+FILE_COLUMNS = ("file", "filename", "file_name", "image", "path")
 
 
 @dataclass(frozen=True)
@@ -102,22 +105,31 @@ def read_label_list(path: str | Path) -> dict[str, str]:
         for file, label in pairs:
             labels[normalize_file(str(file))] = str(label)
         return labels
+    columns, rows = _csv_rows(path)
+    file_column = _first(columns, FILE_COLUMNS)
+    label_column = _first(columns, ("label", "class", "category"))
+    if file_column is None or label_column is None:
+        raise AnnotationError(f"{path}: the header {columns} needs a file column (file, "
+                              "filename, image or path) and a label column (label, class "
+                              "or category)")
+    for row in rows:
+        file = (row.get(file_column) or "").strip()
+        if file:
+            labels[normalize_file(file)] = (row.get(label_column) or "").strip()
+    return labels
+
+
+def _csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """A CSV's lower-cased header and its rows keyed by it (a byte-order mark is dropped)."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = [c.strip().lower() for c in reader.fieldnames or []]
         reader.fieldnames = columns
-        file_column = next((c for c in ("file", "filename", "file_name", "image", "path")
-                            if c in columns), None)
-        label_column = next((c for c in ("label", "class", "category") if c in columns), None)
-        if file_column is None or label_column is None:
-            raise AnnotationError(f"{path}: the header {columns} needs a file column (file, "
-                                  "filename, image or path) and a label column (label, class "
-                                  "or category)")
-        for row in reader:
-            file = (row.get(file_column) or "").strip()
-            if file:
-                labels[normalize_file(file)] = (row.get(label_column) or "").strip()
-    return labels
+        return columns, list(reader)
+
+
+def _first(columns: Sequence[str], wanted: Sequence[str]) -> str | None:
+    return next((column for column in wanted if column in columns), None)
 
 
 def read_cue_list(path: str | Path) -> dict[str, str] | None:
@@ -132,16 +144,12 @@ def read_cue_list(path: str | Path) -> dict[str, str] | None:
             return None
         return {normalize_file(str(e["file"])): "" if e.get("cue") is None else str(e["cue"])
                 for e in data if isinstance(e, dict) and "file" in e}
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip().lower() for c in reader.fieldnames or []]
-        reader.fieldnames = columns
-        file_column = next((c for c in ("file", "filename", "file_name", "image", "path")
-                            if c in columns), None)
-        if file_column is None or "cue" not in columns:
-            return None
-        return {normalize_file(row[file_column].strip()): (row.get("cue") or "").strip()
-                for row in reader if (row.get(file_column) or "").strip()}
+    columns, rows = _csv_rows(path)
+    file_column = _first(columns, FILE_COLUMNS)
+    if file_column is None or "cue" not in columns:
+        return None
+    return {normalize_file(row[file_column].strip()): (row.get("cue") or "").strip()
+            for row in rows if (row.get(file_column) or "").strip()}
 
 
 def class_indices(names: Sequence[str], class_names: Sequence[str] | None
