@@ -67,6 +67,7 @@ def test_a_drawn_box_is_explained_as_the_library_explains_it(client, catalog, sc
     ("digits-detector", "detections:2", "the score must be a number in [0, 1]"),
     ("digits-gap", "detections", "needs a detector"),
     ("digits-detector", "box:1,2,3", "box:x0,y0,x1,y1"),
+    ("digits-detector", "text:" + "|".join(["a"] * 17), "at most 16 per request"),
 ])
 def test_targets_the_model_cannot_take_are_refused_clearly(client, digits, model, target,
                                                            words):

@@ -30,7 +30,7 @@ from camlens.serve.samples import SampleShelf
 from camlens.serve.timing import ServerTiming, phase
 from camlens.serve.uploads import BadRequest, Form, TooLarge, read_form, read_picture
 
-__all__ = ["PictureOf", "TargetParser", "TargetPreparer", "create_app"]
+__all__ = ["MAX_PROMPTS", "PictureOf", "TargetParser", "TargetPreparer", "create_app"]
 
 T = TypeVar("T")
 #: ``camlens explain --target`` read for a model's class names (the command line's parser).
@@ -45,6 +45,9 @@ TargetPreparer = Callable[[Any, Any, Any, Any], Any]
 TARGET_FORMS = ("top1, topK, a class index or name, classes separated by commas, "
                 "box:x0,y0,x1,y1[:CLASS] and detections[:SCORE] (detectors), class:CLASS "
                 "(segmentation), text:PROMPT|PROMPT (CLIP-style models with a tokenizer)")
+
+#: Text prompts one request may ask for (each is a map, a row of the answer and a PNG).
+MAX_PROMPTS = 16
 
 STATIC = Path(str(resources.files("camlens.serve") / "static"))
 #: The page loads nothing from elsewhere; pictures and sounds come as data: and blob: URLs.
@@ -124,6 +127,9 @@ class Server:
     def target(self, text: str, served: ServedModel) -> Any:
         """``--target`` text as the command line reads it; ``3,7`` (classes) asks for each."""
         text = text.strip() or "top1"
+        if text.lower().startswith("text:") and text.count("|") >= MAX_PROMPTS:
+            raise BadRequest(f"target: {text.count('|') + 1} text prompts; the explorer "
+                             f"explains at most {MAX_PROMPTS} per request (one map each)")
         if text.lower().startswith(("box:", "detections", "text:")) or "," not in text:
             return self.parse_target(text, served.class_names)
         chosen = [self.parse_target(part.strip(), served.class_names)
