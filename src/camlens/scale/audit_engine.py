@@ -100,6 +100,9 @@ def audit(model: nn.Module, dataset: Any, regions: Mapping[str, RegionSpec],
                                         bytes(answer["part"][index]),
                                         str(answer["meta"][index]))
                 parts.setdefault(part.offset, part)  # a retried batch answered twice
+        if len(parts) != len(records):
+            raise RuntimeError(f"the Ray engine answered {len(parts)} of {len(records)} "
+                               "batches; the audit would leave inputs out")
     result = assemble(list(parts.values()), names, method_name, described, keep,
                       class_names or getattr(model, "class_names", None),
                       with_cues=cue_key is not None, with_names=name_key is not None)
