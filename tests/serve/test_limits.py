@@ -166,6 +166,54 @@ def test_requests_arriving_while_the_worker_is_busy_are_batched_and_answer_as_al
         np.testing.assert_allclose(raw, alone.raw[0].numpy(), rtol=1e-4, atol=1e-6)
 
 
+def test_a_request_to_an_idle_server_runs_whole_and_answers_as_the_batched_path(catalog,
+                                                                                  digits):
+    """Alone, a request does its decoding, library call and encoding in one worker trip; while
+    the worker is busy it takes the batched path; both answers are the same."""
+    from camlens.serve import ModelCatalog
+
+    blocking, model = blocking_catalog()
+    both = ModelCatalog([blocking.models["blocking"], catalog.models["digits-gap"]])
+    with make_client(both, batch_window_s=30, max_batch=8, workers=1) as client:
+        status = lambda: client.get("/api/status").json()  # noqa: E731
+        alone = post(client, [digits[2][1], digits[3][1]], method="gradcam,layercam")
+        assert status()["batches"]["calls"] == 1  # two pictures, two methods: one trip
+        busy = threading.Thread(target=lambda: post(client, [digits[0][1]], model="blocking"))
+        busy.start()
+        deadline = time.monotonic() + 20
+        while status()["queue"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        answers = {}
+        waiting = threading.Thread(target=lambda: answers.setdefault("batched", post(
+            client, [digits[2][1], digits[3][1]], method="gradcam,layercam")))
+        waiting.start()
+        while status()["batches"]["waiting"] < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)  # 2 pictures x 2 methods wait for the worker
+        model.hold.set()
+        for thread in (busy, waiting):
+            thread.join(timeout=60)
+    batched = answers["batched"]
+    assert alone.status_code == batched.status_code == 200
+    for one, other in zip(alone.json()["images"], batched.json()["images"], strict=True):
+        assert one["input"] == other["input"]
+        for row, twin in zip(one["explanations"], other["explanations"], strict=True):
+            assert row["method"] == twin["method"]
+            for cell, double in zip(row["maps"], twin["maps"], strict=True):
+                assert cell["class"] == double["class"]
+                assert cell["score"] == pytest.approx(double["score"], rel=1e-5)
+                np.testing.assert_allclose(cell["raw"], double["raw"], rtol=1e-3, atol=1e-5)
+
+
+def test_the_input_picture_is_left_out_when_asked(client, digits):
+    answer = post(client, [digits[0][1]], input="false")
+    assert answer.status_code == 200 and answer.json()["images"][0]["input"] is None
+    assert post(client, [digits[0][1]]).json()["images"][0]["input"].startswith(
+        "data:image/png;base64,")
+    answer = post(client, [digits[0][1]], input="maybe")
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "input must be true or false, got 'maybe'"
+
+
 def test_the_model_is_left_as_it_was(catalog, client, digits):
     from camlens.zoo import load
 

@@ -62,6 +62,7 @@ TABLES: dict[str, tuple[str, str]] = {
     "inversion": ("camlens.experiments.inversion", "inversion_table"),
     "probes": ("camlens.experiments.probes", "probes_table"),
     "transfer": ("camlens.experiments.transfer", "transfer_table"),
+    "gap-fc": ("camlens.experiments.gap_fc", "gap_fc_table"),
 }
 
 

@@ -22,7 +22,7 @@ from camlens.zoo.registry import get_weights, weights_path
 
 __all__ = ["AccentTask", "CaptionTask", "ClassificationTask", "DetectionTask", "RECIPES", "TASKS",
            "TEST_SEED", "TrainingRecipe", "accuracy", "caption_accuracy", "datasets",
-           "detection_scores", "train"]
+           "detection_scores", "run_epochs", "train"]
 
 TEST_SEED = 0
 
@@ -268,13 +268,46 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return float((predicted == labels).float().mean())
 
 
+def run_epochs(model: nn.Module, task, train_data: dict, count: int, recipe: TrainingRecipe,
+               seed: int, *, progress: bool = False, description: str = "training") -> None:
+    """The training loop of every zoo model: ``recipe.epochs`` passes over the ``count`` rows of
+    ``train_data`` in an order drawn from ``seed``, AdamW with a one-cycle learning rate, the
+    loss of ``task``; leaves ``model`` in eval mode. (Global torch seeding, which fixes the
+    initial weights and dropout, is the caller's: :func:`train` seeds before building.)"""
+    from tqdm import tqdm
+
+    trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=recipe.learning_rate,
+                                  weight_decay=recipe.weight_decay)
+    steps_per_epoch = -(-count // recipe.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=recipe.learning_rate, total_steps=recipe.epochs * steps_per_epoch
+    )
+    shuffler = torch.Generator().manual_seed(seed)
+    model.train()
+    bar = tqdm(total=recipe.epochs * steps_per_epoch, desc=description,
+               disable=not progress)
+    for _ in range(recipe.epochs):
+        order = torch.randperm(count, generator=shuffler)
+        for start in range(0, count, recipe.batch_size):
+            rows = order[start : start + recipe.batch_size]
+            loss = task.loss(model, {key: value[rows] for key, value in train_data.items()})
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    model.eval()
+
+
 def train(name: str, *, seed: int = 0, recipe: TrainingRecipe | None = None,
           out: str | Path | None = None, progress: bool = True) -> dict:
     """Train zoo model ``name`` and save it as safetensors (default: the shipped weights' path).
 
     Returns the training summary, which is also stored in the file's metadata."""
     from safetensors.torch import save_file
-    from tqdm import tqdm
 
     spec = get_weights(name)
     recipe = recipe or RECIPES.get(name, TrainingRecipe())
@@ -290,30 +323,8 @@ def train(name: str, *, seed: int = 0, recipe: TrainingRecipe | None = None,
     model = spec.build()
     task.prepare(model)
     task.cache(model, train_data)
-    trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(trained, lr=recipe.learning_rate,
-                                  weight_decay=recipe.weight_decay)
-    steps_per_epoch = -(-count // recipe.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=recipe.learning_rate, total_steps=recipe.epochs * steps_per_epoch
-    )
-    shuffler = torch.Generator().manual_seed(seed)
-    model.train()
-    bar = tqdm(total=recipe.epochs * steps_per_epoch, desc=f"training {name}",
-               disable=not progress)
-    for _ in range(recipe.epochs):
-        order = torch.randperm(count, generator=shuffler)
-        for start in range(0, count, recipe.batch_size):
-            rows = order[start : start + recipe.batch_size]
-            loss = task.loss(model, {key: value[rows] for key, value in train_data.items()})
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
-    model.eval()
+    run_epochs(model, task, train_data, count, recipe, seed, progress=progress,
+               description=f"training {name}")
     test_scores = task.scores(model, test_data)
     summary = {
         "name": name,

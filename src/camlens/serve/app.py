@@ -27,7 +27,7 @@ from camlens.serve.catalog import ModelCatalog, ServedModel, UnknownModel
 from camlens.serve.images import ImageJob, explain_payloads, image_records, maps_archive
 from camlens.serve.limits import Limits
 from camlens.serve.samples import SampleShelf
-from camlens.serve.timing import ServerTiming, phase
+from camlens.serve.timing import ServerTiming, current_phases, phase
 from camlens.serve.uploads import BadRequest, Form, TooLarge, read_form, read_picture
 
 __all__ = ["MAX_PROMPTS", "PictureOf", "TargetParser", "TargetPreparer", "create_app"]
@@ -86,6 +86,8 @@ EXPLAIN_FORM = _form_schema({
     "alpha": {"type": "number", "description": "overlay opacity, 0 to 1 (default 0.5)"},
     "colormap": {**TEXT, "description": "a matplotlib colormap (default jet)"},
     "heatmap": {"type": "boolean", "description": "also send the coloured maps alone"},
+    "input": {"type": "boolean", "description": "send each input picture as the model saw it "
+                                                "(default true; false saves a PNG per picture)"},
 }, ["model", "image"])
 CAPTION_FORM = _form_schema({
     "model": {**TEXT, "description": "a captioning model (default digits-captioner)"},
@@ -154,11 +156,11 @@ def _number(form: Form, name: str, default: float, low: float, high: float) -> f
     return value
 
 
-def _flag(form: Form, name: str) -> bool:
+def _flag(form: Form, name: str, default: bool = False) -> bool:
     text = (form.one(name) or "").lower()
     if text not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
         raise BadRequest(f"{name} must be true or false, got {text!r}")
-    return text in ("1", "true", "yes", "on")
+    return default if text == "" else text in ("1", "true", "yes", "on")
 
 
 def _layers(form: Form, served: ServedModel) -> list[str | None]:
@@ -405,7 +407,8 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
     get_colormap(colormap)
     job = ImageJob(served, _methods(form, "gradcam"), _layers(form, served), target_text,
                    server.target(target_text, served), _number(form, "alpha", 0.5, 0.0, 1.0),
-                   colormap, _flag(form, "heatmap"))
+                   colormap, _flag(form, "heatmap"), _flag(form, "input", default=True))
+    names = [upload.filename for upload in uploads]
 
     def prepare():
         pictures, tensors, sizes = [], [], []
@@ -416,6 +419,20 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
             tensors.append(tensor)
             pictures.append(server.picture_of(served.loaded, tensor))
         return pictures, tensors, sizes
+
+    if server.batcher.idle and output == "json" and not job.needs_preparing:
+        phases = current_phases()
+
+        def whole() -> JSONResponse:
+            with phase("prepare", into=phases):
+                pictures, tensors, sizes = prepare()
+            with phase("explain", into=phases):
+                explanations = _explain_together(job, tensors)
+            with phase("encode", into=phases):
+                return _answer(job, image_records(job, names, sizes, pictures, explanations,
+                                                  limits.value_grid))
+
+        return await server.batcher.whole(whole)
 
     with phase("prepare"):
         pictures, tensors, sizes = await server.pool.aside(prepare)
@@ -434,7 +451,6 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
         answers = await asyncio.gather(*futures)
     count = len(job.columns)
     explanations = [list(answers[i * count:(i + 1) * count]) for i in range(len(tensors))]
-    names = [upload.filename for upload in uploads]
     if output != "json":
         with phase("encode"):
             data, filename = await server.pool.aside(lambda: maps_archive(job, explanations))
@@ -445,11 +461,33 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
         return Response(data, media_type="application/octet-stream",
                         headers={"content-disposition": f'attachment; filename="{filename}"'})
     with phase("encode"):
-        records = await server.pool.aside(lambda: image_records(
-            job, names, sizes, pictures, explanations, limits.value_grid, per_image))
-        answer = JSONResponse({"model": served.name, "methods": job.methods,
-                               "layers": job.layers, "target": target_text, "images": records})
-    return answer
+        return await server.pool.aside(lambda: _answer(job, image_records(
+            job, names, sizes, pictures, explanations, limits.value_grid, per_image)))
+
+
+def _answer(job: ImageJob, records: list[dict[str, Any]]) -> JSONResponse:
+    """The JSON answer of an explain request (rendered where it is built: a worker thread)."""
+    return JSONResponse({"model": job.served.name, "methods": job.methods, "layers": job.layers,
+                         "target": job.target_text, "images": records})
+
+
+def _explain_together(job: ImageJob, tensors: list[Any]) -> list[list[Any]]:
+    """``explanations[picture][column]`` of one request on the calling thread: per column one
+    library call for all its pictures when they batch (as the micro-batcher would join them),
+    else one call each; an error of any is raised."""
+    columns = []
+    for method, layer in job.columns:
+        payloads = [job.payload(method, layer, tensor) for tensor in tensors]
+        keys = {job.batch_key(method, layer, tensor) for tensor in tensors}
+        if None in keys or len(keys) > 1:
+            answers = [_alone(payload) for payload in payloads]
+        else:
+            answers = explain_payloads(keys.pop(), payloads)
+            for answer in answers:
+                if isinstance(answer, Exception):
+                    raise answer
+        columns.append(answers)
+    return [list(row) for row in zip(*columns, strict=True)]
 
 
 def _prepared(server: Server, served: ServedModel, target: Any, tensor: Any) -> Any:

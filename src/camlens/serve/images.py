@@ -72,6 +72,8 @@ class ImageJob:
     alpha: float = 0.5
     colormap: str = "jet"
     heatmap: bool = False
+    #: Whether each picture's record carries the input as the model saw it (a PNG).
+    input: bool = True
 
     @property
     def columns(self) -> list[tuple[str, str | None]]:
@@ -216,7 +218,8 @@ def image_records(job: ImageJob, names: list[str], sizes: list[tuple[int, int]],
                          "maps": cells})
         records.append({"name": name, "size": list(size),
                         "input_size": list(per_method[0].input_size),
-                        "input": png_data_url(picture), "explanations": rows})
+                        "input": png_data_url(picture) if job.input else None,
+                        "explanations": rows})
     return records
 
 

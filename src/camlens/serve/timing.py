@@ -14,21 +14,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-__all__ = ["ServerTiming", "parse_server_timing", "phase"]
+__all__ = ["ServerTiming", "current_phases", "parse_server_timing", "phase"]
 
 #: The phases of the request being answered (name -> seconds); None outside a request.
 _PHASES: ContextVar[dict[str, float] | None] = ContextVar("camlens_serve_phases", default=None)
 
 
+def current_phases() -> dict[str, float] | None:
+    """The phase record of the request being answered, to hand to a worker thread (which does
+    not see the request's context) as ``phase(name, into=...)``; None outside a request."""
+    return _PHASES.get()
+
+
 @contextmanager
-def phase(name: str) -> Iterator[None]:
+def phase(name: str, into: dict[str, float] | None = None) -> Iterator[None]:
     """Adds the time spent in the block to the current request's phase ``name`` (a no-op outside
-    a request). The block may await: the time is wall time, waiting included."""
+    a request), or to ``into`` (a record from :func:`current_phases`, on a worker thread). The
+    block may await: the time is wall time, waiting included."""
     began = time.perf_counter()
     try:
         yield
     finally:
-        phases = _PHASES.get()
+        phases = _PHASES.get() if into is None else into
         if phases is not None:
             phases[name] = phases.get(name, 0.0) + time.perf_counter() - began
 
