@@ -177,3 +177,24 @@ def test_a_module_without_reset_parameters_is_redrawn(images):
     scale = Scale()
     sanity_module.reinitialize(scale)
     assert not torch.equal(scale.gain.detach(), before)
+
+
+def test_randomization_steps_yield_the_randomised_copy(trained_like_net, images):
+    from camlens.metrics import randomization_steps
+
+    before = snapshot(trained_like_net)
+    original = {key: value.clone() for key, value in trained_like_net.state_dict().items()}
+    changed_so_far: list[set[str]] = []
+    for name, randomized in randomization_steps(trained_like_net, images, seed=2):
+        state = randomized.state_dict()
+        changed_so_far.append({key.rsplit(".", 1)[0] for key, value in state.items()
+                               if not torch.equal(value, original[key])})
+        assert name in changed_so_far[-1]
+    assert [sorted(found) for found in changed_so_far][-1] == sorted(GAP_NET_MODULES_OUTPUT_FIRST)
+    # independent: only the current module differs from the trained model
+    for name, randomized in randomization_steps(trained_like_net, images, cascading=False):
+        state = randomized.state_dict()
+        differ = {key.rsplit(".", 1)[0] for key, value in state.items()
+                  if not torch.equal(value, original[key])}
+        assert differ == {name}
+    assert_same(trained_like_net, before)

@@ -23,10 +23,13 @@ __all__ = ["demo", "reproduce", "train"]
 @click.option("--bias", type=click.FloatRange(0.0, 1.0),
               help="Biased digits only: the share of training images whose mark sits at the "
                    "label's spot (digits-biased: 0.99; digits-debiased: 0, random spots).")
+@click.option("--permuted-labels", is_flag=True,
+              help="Train on the training labels permuted by the seed (the data randomization "
+                   "test of Adebayo et al. 2018; classification models only; needs --out).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the safetensors file (default: the package's weights).")
 def train(name: str, seed: int, epochs: int | None, train_size: int | None,
-          bias: float | None, out: Path | None) -> None:
+          bias: float | None, permuted_labels: bool, out: Path | None) -> None:
     """Train the reference model NAME (digits-gap, digits-fc, digits-biased, ...) from a
     seed."""
     from dataclasses import replace
@@ -49,6 +52,14 @@ def train(name: str, seed: int, epochs: int | None, train_size: int | None,
             raise click.UsageError(f"--bias applies to models trained on the biased digits "
                                    f"(digits-biased, digits-debiased), not {name}")
         recipe = replace(recipe, bias=bias)
+    if permuted_labels:
+        if out is None:
+            raise click.UsageError("--permuted-labels needs --out: a model trained on permuted "
+                                   f"labels must not replace the shipped {name} weights")
+        if get_weights(name).dataset not in ("cluttered", "biased"):
+            raise click.UsageError(f"--permuted-labels applies to the digit classifiers, not "
+                                   f"{name}")
+        recipe = replace(recipe, permuted_labels=True)
     summary = train_model(name, seed=seed, recipe=recipe, out=out, progress=sys.stderr.isatty())
     for key, value in summary.items():
         click.echo(f"{key}: {value}")
@@ -62,6 +73,8 @@ TABLES: dict[str, tuple[str, str]] = {
     "inversion": ("camlens.experiments.inversion", "inversion_table"),
     "probes": ("camlens.experiments.probes", "probes_table"),
     "transfer": ("camlens.experiments.transfer", "transfer_table"),
+    "pooling": ("camlens.experiments.pooling", "pooling_table"),
+    "sanity": ("camlens.experiments.sanity", "sanity_table"),
     "gap-fc": ("camlens.experiments.gap_fc", "gap_fc_table"),
 }
 

@@ -8,6 +8,7 @@ and every training seed, so accuracies compare.
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from camlens.zoo.registry import get_weights, weights_path
 
 __all__ = ["AccentTask", "CaptionTask", "ClassificationTask", "DetectionTask", "RECIPES", "TASKS",
            "TEST_SEED", "TrainingRecipe", "accuracy", "caption_accuracy", "datasets",
-           "detection_scores", "run_epochs", "train"]
+           "detection_scores", "run_epochs", "fit", "permuted_labels", "train"]
 
 TEST_SEED = 0
 
@@ -38,6 +39,12 @@ class TrainingRecipe:
     #: Biased data sets only: the share of training images whose mark sits at the label's spot
     #: (None: BiasedDigits' default, 0.99; 0.0: marks at random spots, a balanced set).
     bias: float | None = None
+    #: The data randomization test of Adebayo et al. ("Sanity Checks for Saliency Maps", NeurIPS
+    #: 2018): train on the same images with their labels permuted (a random permutation of the
+    #: training labels drawn from the seed, so class frequencies are kept). Test accuracy, on the
+    #: true test labels, should then be about chance; train accuracy (on the permuted labels)
+    #: says how far the network memorised them. Classification data sets only.
+    permuted_labels: bool = False
 
 
 #: Recipes that differ from the default, by model name.
@@ -268,6 +275,19 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return float((predicted == labels).float().mean())
 
 
+def permuted_labels(train_data: dict[str, torch.Tensor], dataset: str, seed: int
+                    ) -> torch.Tensor:
+    """The training labels in a random order drawn from ``seed`` (its own generator, salted, so
+    it is not the first epoch's batch order): the data randomization test of Adebayo et al. 2018.
+    Refused for data sets whose targets are not one class per image."""
+    if TASKS.get(dataset) is not ClassificationTask or "label" not in train_data:
+        raise ValueError(f"permuted labels apply to classification data sets (cluttered, biased), "
+                         f"not {dataset!r}")
+    labels = train_data["label"]
+    generator = torch.Generator().manual_seed(zlib.crc32(f"permuted-labels:{seed}".encode()))
+    return labels[torch.randperm(len(labels), generator=generator)]
+
+
 def run_epochs(model: nn.Module, task, train_data: dict, count: int, recipe: TrainingRecipe,
                seed: int, *, progress: bool = False, description: str = "training") -> None:
     """The training loop of every zoo model: ``recipe.epochs`` passes over the ``count`` rows of
@@ -309,6 +329,19 @@ def train(name: str, *, seed: int = 0, recipe: TrainingRecipe | None = None,
     Returns the training summary, which is also stored in the file's metadata."""
     from safetensors.torch import save_file
 
+    model, summary = fit(name, seed=seed, recipe=recipe, progress=progress)
+    path = Path(out) if out is not None else weights_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
+    save_file(state, str(path), metadata={key: str(value) for key, value in summary.items()})
+    summary["path"] = str(path)
+    return summary
+
+
+def fit(name: str, *, seed: int = 0, recipe: TrainingRecipe | None = None,
+        progress: bool = True) -> tuple[nn.Module, dict]:
+    """Train zoo model ``name`` from ``seed`` and return it (eval mode) with its training
+    summary, without writing anything (:func:`train` saves it)."""
     spec = get_weights(name)
     recipe = recipe or RECIPES.get(name, TrainingRecipe())
     started = time.perf_counter()
@@ -317,6 +350,8 @@ def train(name: str, *, seed: int = 0, recipe: TrainingRecipe | None = None,
                                    recipe.bias)
     task = TASKS[spec.dataset]()
     train_data = task.tensors(train_set, progress, "generating train data")
+    if recipe.permuted_labels:
+        train_data["label"] = permuted_labels(train_data, spec.dataset, seed)
     test_data = task.tensors(test_set, progress, "generating test data")
     count = len(train_set)
 
@@ -339,14 +374,10 @@ def train(name: str, *, seed: int = 0, recipe: TrainingRecipe | None = None,
         if "image" in train_data and "boxes" not in train_data else None,
         "train_seconds": round(time.perf_counter() - started, 1),
         **({"bias": train_set.bias} if spec.dataset == "biased" else {}),
+        **({"permuted_labels": True} if recipe.permuted_labels else {}),
         "command": f"camlens train {name} --seed {seed}" + (
             f" --bias {recipe.bias:g}" if recipe.bias != RECIPES.get(name, TrainingRecipe()).bias
-            else ""),
+            else "") + (" --permuted-labels" if recipe.permuted_labels else ""),
         "torch": torch.__version__,
     }
-    path = Path(out) if out is not None else weights_path(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
-    save_file(state, str(path), metadata={key: str(value) for key, value in summary.items()})
-    summary["path"] = str(path)
-    return summary
+    return model, summary

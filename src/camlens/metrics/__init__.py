@@ -14,7 +14,9 @@ All metrics are batched torch and run on the tensors' device (CPU or CUDA):
 - :mod:`~camlens.metrics.intervals`: 95% intervals (Wilson for proportions, the percentile
   bootstrap for means over items, Student's t over training seeds);
 - :mod:`~camlens.metrics.sanity`: cascading and independent model-parameter randomization
-  (Adebayo et al.).
+  (Adebayo et al.), Spearman rank correlation (signed or of absolute values);
+- :mod:`~camlens.metrics.ssim`: SSIM between maps (Wang et al. 2004, Gaussian window), as the
+  sanity checks compare them.
 """
 
 from camlens.metrics.faithfulness import (
@@ -42,8 +44,10 @@ from camlens.metrics.road_metric import ROADScores, noisy_linear_imputation, roa
 from camlens.metrics.sanity import (
     cascading_randomization,
     independent_randomization,
+    randomization_steps,
     spearman,
 )
+from camlens.metrics.ssim import ssim
 
 __all__ = [
     "BOX_ACCURACY_THRESHOLDS",
@@ -73,5 +77,7 @@ __all__ = [
     "max_box_accuracy",
     "pointing_accuracy",
     "pointing_game",
+    "randomization_steps",
     "spearman",
+    "ssim",
 ]

@@ -10,14 +10,17 @@ the original ones. A method whose maps stay similar does not depend on what the 
 - independent: re-initialise one layer at a time, the others kept trained.
 
 Similarity is the Spearman rank correlation between an original and a randomised map, averaged
-over the batch (and targets). The user's model is never touched: a deep copy is randomised.
+over the batch (and targets); :func:`spearman` also ranks absolute values (``absolute=True``) and
+:func:`camlens.metrics.ssim.ssim` gives the paper's SSIM. :func:`randomization_steps` yields the
+randomised models themselves, for comparisons of any maps. The user's model is never touched: a
+deep copy is randomised.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -29,7 +32,7 @@ from camlens.model_state import input_tensors, preserved_model_state
 from camlens.targets import Target
 
 __all__ = ["average_ranks", "cascading_randomization", "independent_randomization",
-           "reinitialize", "spearman"]
+           "randomization_steps", "reinitialize", "spearman"]
 
 
 def average_ranks(values: torch.Tensor) -> torch.Tensor:
@@ -48,14 +51,21 @@ def average_ranks(values: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(sorted_ranks).scatter_(-1, order, sorted_ranks)
 
 
-def spearman(a: torch.Tensor, b: torch.Tensor, spatial_ndim: int = 2) -> torch.Tensor:
+def spearman(a: torch.Tensor, b: torch.Tensor, spatial_ndim: int = 2, *,
+             absolute: bool = False) -> torch.Tensor:
     """Spearman rank correlation ``(...,)`` between maps ``a`` and ``b`` ``(..., *spatial)``
     over their last ``spatial_ndim`` axes.
 
     ``rho = pearson(rank(a), rank(b))`` with average ranks for ties (CAM maps have many exact
     zeros after the ReLU), which equals ``scipy.stats.spearmanr``. A constant map has no
     ordering to share, so its correlation with anything is defined as 0 (scipy gives NaN).
+
+    ``absolute=True`` ranks ``|a|`` and ``|b|`` instead: Adebayo et al.'s "Spearman rank
+    correlation with absolute value", which ignores the sign of signed attributions (gradients);
+    it changes nothing for non-negative maps such as CAMs.
     """
+    if absolute:
+        a, b = a.abs(), b.abs()
     if a.shape != b.shape:
         raise ValueError(f"maps to compare differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
     if not 1 <= spatial_ndim <= a.ndim:
@@ -147,32 +157,60 @@ def _model_randomization(
     same_target = original.targets if original.targets is not None else target
     spatial_ndim = len(original.input_size)
 
-    randomized = copy.deepcopy(model)
-    if layers is None:
-        order = list(reversed(_call_order(randomized, tensors)))
-    else:
-        order = [named_module(randomized, name)[0] for name in layers]
-    modules = dict(randomized.named_modules())
-
     results = []
-    cuda_devices = sorted(
-        {p.device.index or 0 for p in randomized.parameters() if p.device.type == "cuda"}
-    )
-    with torch.random.fork_rng(devices=cuda_devices):
-        for step, name in enumerate(order):
-            module = modules[name]
-            saved = None if cascading else copy.deepcopy(module.state_dict())
-            torch.manual_seed(seed + step)
-            reinitialize(module)
+    with torch.random.fork_rng(devices=_cuda_devices(model)):
+        for name, randomized in randomization_steps(model, tensors, layers, seed=seed,
+                                                    cascading=cascading):
             changed = explain(
                 randomized, tensors, method=method, layer=layer_name, target=same_target,
                 **options,
             )
             similarity = spearman(original.maps, changed.maps, spatial_ndim)
             results.append((name, similarity.mean().item()))
-            if saved is not None:
-                module.load_state_dict(saved)
     return results
+
+
+def randomization_steps(
+    model: nn.Module,
+    inputs: torch.Tensor | Sequence[torch.Tensor],
+    layers: Sequence[str] | None = None,
+    *,
+    seed: int = 0,
+    cascading: bool = True,
+) -> Iterator[tuple[str, nn.Module]]:
+    """The randomised models of the model-parameter randomization test (Adebayo et al. 2018),
+    one step at a time: yields ``(module name, randomised copy of model)``.
+
+    A deep copy of ``model`` is made once; step ``i`` re-initialises module ``layers[i]`` of it
+    (:func:`reinitialize`, seeded with ``seed + i`` inside :func:`torch.random.fork_rng`, so the
+    caller's random state is untouched). ``cascading``: the earlier steps stay random (from the
+    output end down); otherwise the module is restored once the caller asks for the next step
+    (independent randomization). ``layers`` default: every module with parameters of its own, in
+    reverse order of their first call in a forward pass of ``inputs``. The yielded copy is the
+    same object at every step: use it before asking for the next one. ``model`` is never
+    touched.
+    """
+    tensors = input_tensors(inputs)
+    randomized = copy.deepcopy(model)
+    if layers is None:
+        order = list(reversed(_call_order(randomized, tensors)))
+    else:
+        order = [named_module(randomized, name)[0] for name in layers]
+    modules = dict(randomized.named_modules())
+    devices = _cuda_devices(randomized)
+    for step, name in enumerate(order):
+        module = modules[name]
+        saved = None if cascading else copy.deepcopy(module.state_dict())
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed + step)
+            reinitialize(module)
+        yield name, randomized
+        if saved is not None:
+            module.load_state_dict(saved)
+
+
+def _cuda_devices(model: nn.Module) -> list[int]:
+    return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
 
 
 def _call_order(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[str]:
