@@ -20,6 +20,7 @@ __all__ = ["demo", "reproduce", "train"]
 @click.option("--seed", default=0, show_default=True, help="Seed of data, init and order.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the recipe's epochs.")
 @click.option("--train-size", type=click.IntRange(min=10), help="Override the training set size.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Override the batch size.")
 @click.option("--bias", type=click.FloatRange(0.0, 1.0),
               help="Biased digits only: the share of training images whose mark sits at the "
                    "label's spot (digits-biased: 0.99; digits-debiased: 0, random spots).")
@@ -29,7 +30,8 @@ __all__ = ["demo", "reproduce", "train"]
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the safetensors file (default: the package's weights).")
 def train(name: str, seed: int, epochs: int | None, train_size: int | None,
-          bias: float | None, permuted_labels: bool, out: Path | None) -> None:
+          batch_size: int | None, bias: float | None, permuted_labels: bool,
+          out: Path | None) -> None:
     """Train the reference model NAME (digits-gap, digits-fc, digits-biased, ...) from a
     seed."""
     from dataclasses import replace
@@ -47,6 +49,8 @@ def train(name: str, seed: int, epochs: int | None, train_size: int | None,
         recipe = replace(recipe, epochs=epochs)
     if train_size is not None:
         recipe = replace(recipe, train_size=train_size)
+    if batch_size is not None:
+        recipe = replace(recipe, batch_size=batch_size)
     if bias is not None:
         if get_weights(name).dataset != "biased":
             raise click.UsageError(f"--bias applies to models trained on the biased digits "
