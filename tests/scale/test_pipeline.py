@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -153,3 +154,20 @@ def test_a_fresh_run_replaces_an_earlier_runs_shards(digit_scenes, tmp_path):
     again = explain_dataset("digits-gap", files[:2], tmp_path, format="npz", shard_size=5)
     assert (again.explained, again.skipped) == (2, 0)
     assert [p.name for p in (tmp_path / "maps").iterdir()] == ["part-00000.npz"]
+
+
+def test_input_paths_resolve_as_path_resolve_does(tmp_path, monkeypatch):
+    """The fast resolution a PNG run uses to never overwrite an input: folder once, then the
+    name; symbolic links (to files and to folders) resolved in full."""
+    from camlens.scale.writers import resolved_paths
+
+    real = tmp_path / "real"
+    real.mkdir()
+    for name in ("a.png", "b.png"):
+        (real / name).write_bytes(b"x")
+    (tmp_path / "linked").symlink_to(real, target_is_directory=True)
+    (tmp_path / "file-link.png").symlink_to(real / "a.png")
+    monkeypatch.chdir(tmp_path)
+    paths = ["real/a.png", real / "b.png", "linked/b.png", "file-link.png", "linked/../real/a.png",
+             "missing/c.png"]
+    assert resolved_paths(paths) == {Path(path).resolve() for path in paths}

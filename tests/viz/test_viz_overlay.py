@@ -179,3 +179,23 @@ def test_boxes_carry_their_labels():
     assert (plain[above] == 90).all()  # nothing above the box without a label
     assert (labelled[above] != 90).any()  # the label's black tag and text
     np.testing.assert_array_equal(plain[31:], labelled[31:])  # the box itself is the same
+
+
+def test_a_colormap_by_name_draws_as_a_fresh_one_and_users_copies_stay_their_own():
+    """Overlays share one built table per colormap name; what they draw equals a fresh copy's,
+    and a colormap a user gets from get_colormap is still their own to change."""
+    import matplotlib
+
+    from camlens.viz import get_colormap, overlay
+
+    picture = Image.new("RGB", (32, 32), (40, 80, 120))
+    map_ = torch.linspace(0, 1, 64).reshape(8, 8)
+    for name in ("jet", "viridis", "gray"):
+        fresh = matplotlib.colormaps[name]
+        assert np.array_equal(np.asarray(overlay(picture, map_, name)),
+                              np.asarray(overlay(picture, map_, fresh)))
+    mine = get_colormap("jet")
+    mine.set_under("white")
+    assert mine is not get_colormap("jet")
+    assert np.array_equal(np.asarray(overlay(picture, map_, "jet")),
+                          np.asarray(overlay(picture, map_, matplotlib.colormaps["jet"])))

@@ -271,8 +271,7 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer_names, fus
     index = RunIndex(out, settings, resume)
     try:
         writer = make_writer(output_format, loaded, out, colormap=colormap, alpha=alpha,
-                             inputs={Path(item.path).resolve() for item in items
-                                     if item.path and Path(item.path).exists()},
+                             inputs=[item.path for item in items if item.path],
                              taken=index.outputs(), shard_size=shard_size, resume=resume)
     except ValueError as error:
         index.close()

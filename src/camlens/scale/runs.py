@@ -166,8 +166,8 @@ def explain_dataset(
     settings = {"model": loaded.name, "layer": layer, "methods": list(names),
                 "target": repr(target), "format": format, "options": repr(sorted(options))}
     index = RunIndex(out, settings, resume)
-    writer = make_writer(format, loaded, out, inputs={Path(i.path).resolve() for i in items
-                                                      if i.path}, taken=index.outputs(),
+    writer = make_writer(format, loaded, out, inputs=[i.path for i in items if i.path],
+                         taken=index.outputs(),
                          shard_size=shard_size, resume=resume)
     counts = RunCounts()
     try:

@@ -30,7 +30,7 @@ import json
 import os
 import threading
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +52,23 @@ class Written:
     key: str
     records: list[dict]
     error: str | None = None
+
+
+def resolved_paths(paths: Iterable[str | Path]) -> set[Path]:
+    """``{Path(p).resolve() for p in paths}``, resolving each folder once: a file that is not a
+    symbolic link resolves to its resolved folder joined with its name (one ``lstat`` each,
+    instead of one per path component), a link is resolved in full."""
+    folders: dict[Path, Path] = {}
+    resolved = set()
+    for path in map(Path, paths):
+        if path.is_symlink():
+            resolved.add(path.resolve())
+            continue
+        folder = folders.get(path.parent)
+        if folder is None:
+            folder = folders[path.parent] = path.parent.resolve()
+        resolved.add(folder / path.name)
+    return resolved
 
 
 def output_path(out: Path, stem: str, suffix: str, inputs: set[Path], taken: set[Path]) -> Path:
@@ -302,12 +319,13 @@ class ParquetShardWriter(_ShardWriter):
 
 
 def make_writer(form: str, loaded, out: Path, *, colormap: str = "jet", alpha: float = 0.5,
-                inputs: set[Path] | None = None, taken: set[Path] | None = None,
+                inputs: Iterable[str | Path] = (), taken: set[Path] | None = None,
                 shard_size: int = 1000, resume: bool = False):
     """The writer of ``form`` (one of :data:`FORMATS`) into ``out``; without ``resume`` an
-    earlier run's shards in ``out/maps`` are removed (as its index is)."""
+    earlier run's shards in ``out/maps`` are removed (as its index is). ``inputs``: the input
+    files' paths, which a PNG must never overwrite (shards are named apart from any input)."""
     if form == "png":
-        return PngWriter(loaded, out, colormap, alpha, inputs, taken)
+        return PngWriter(loaded, out, colormap, alpha, resolved_paths(inputs), taken)
     if form == "npz":
         return NpzShardWriter(out, loaded.name, shard_size, resume)
     if form == "parquet":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,22 @@ def get_colormap(colormap: str | Colormap) -> Colormap:
     )
 
 
+def _drawing_colormap(colormap: str | Colormap) -> Colormap:
+    """The colormap to colour with: a registered name's is built once and shared (matplotlib's
+    registry hands out a fresh copy per lookup, whose colour table is rebuilt on first use:
+    half the time of a small overlay); a Colormap object is used as it is."""
+    if isinstance(colormap, str) and colormap in matplotlib.colormaps:
+        return _registered_colormap(colormap)
+    return get_colormap(colormap)
+
+
+@functools.lru_cache(maxsize=64)
+def _registered_colormap(name: str) -> Colormap:
+    cmap = matplotlib.colormaps[name]
+    cmap(0.0)  # builds the colour table now: later calls only read it (safe across threads)
+    return cmap
+
+
 def resize_map(map: MapLike, size: tuple[int, int] | None = None) -> np.ndarray:
     """``map`` as a float32 ``(H, W)`` array in [0, 1], resized bilinearly to ``size`` =
     ``(height, width)`` when given (``align_corners=False``, as ``Explanation.maps``;
@@ -70,7 +87,7 @@ def resize_map(map: MapLike, size: tuple[int, int] | None = None) -> np.ndarray:
 
 def colorize(map: MapLike, colormap: str | Colormap = "jet") -> Image.Image:
     """``map`` (values in [0, 1]) coloured by ``colormap``, as an RGB image of the map's size."""
-    cmap = get_colormap(colormap)
+    cmap = _drawing_colormap(colormap)
     return Image.fromarray(_colors(resize_map(map), cmap))
 
 
@@ -86,7 +103,7 @@ def overlay(
     ``image``: anything :func:`camlens.viz.to_pil` takes; ``map``: a tensor or array ``(h, w)``
     in [0, 1]; ``alpha``: 0 gives the image unchanged, 1 the coloured map alone."""
     alpha = _check_alpha(alpha)
-    cmap = get_colormap(colormap)
+    cmap = _drawing_colormap(colormap)
     picture = to_pil(image)
     heat = _colors(resize_map(map, (picture.height, picture.width)), cmap)
     blended = (1.0 - alpha) * np.asarray(picture, dtype=np.float64) + alpha * heat
@@ -104,7 +121,7 @@ def colorbar(
     for name, value, least in (("height", height, 2), ("width", width, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"colorbar {name} must be an int >= {least}, got {value!r}")
-    cmap = get_colormap(colormap)
+    cmap = _drawing_colormap(colormap)
     values = np.linspace(1.0, 0.0, height)[:, None].repeat(width, axis=1)
     bar = Image.fromarray(_colors(values, cmap))
     if not labels:
