@@ -12,6 +12,18 @@ construction.
   different even where their phoneme strings agree (their phoneme tables differ), so only the
   construction tells which words are informative.
 - ``kind="whole"``: every word in the accent voice with short pauses, as a user's recording is.
+- ``kind="mixed-family"``: the voice control of issue 17. The mixed recording of the same index
+  (same words, informative positions, speaker, rate, pitch, gaps and noise: the item's random
+  draws are the mixed item's), with its neutral words spoken by a sibling of the accent voices in
+  eSpeak's English family instead of the Caribbean voice: :data:`FAMILY_NEUTRAL_VOICES`,
+  Received Pronunciation (``en-gb-x-rp``, an ``en-gb`` voice in eSpeak's voice file) for items
+  ``4k`` and ``4k + 1`` and New York City (``en-us-nyc``, built on the ``en-us`` phoneme table)
+  for ``4k + 2`` and ``4k + 3``. Labels alternate, so each class has each neutral voice on half
+  its recordings: the neutral voice says nothing about the label. Models are trained with
+  ``en-029`` as the neutral voice, whose voice file also lowers the first two formants by 2%;
+  a model whose attention learned "not that voice" finds no such cue on these recordings (the
+  neutral words sound like the accent voices' own family), while one that listens for the accent
+  still has the informative words' accent to go on. Test-time control only; not trained on.
 
 Within a recording every word has the same speaker (an eSpeak voice variant), rate and pitch, drawn
 from the seed. The variants used have no pitch flutter: eSpeak's flutter position is a process-wide
@@ -50,18 +62,22 @@ from camlens.io.audio import resample
 
 __all__ = ["ACCENTS", "ACCENT_WORDS", "AUDIO_OUTPUT_SYNCHRONOUS", "AccentRecordings",
            "COMMON_WORDS", "ESPEAK_CHARS_UTF8", "ESPEAK_INITIALIZE_DONT_EXIT", "ESPEAK_VOICES",
-           "EspeakSynthesizer", "FORMAT_VERSION", "GAP_KINDS", "GapSpan", "KINDS",
-           "NEUTRAL_VOICE", "POS_CHARACTER", "Recording", "SAMPLE_RATE", "SPEAKERS",
+           "EspeakSynthesizer", "FAMILY_NEUTRAL_VOICES", "FORMAT_VERSION", "GAP_KINDS", "GapSpan",
+           "KINDS", "NEUTRAL_VOICE", "POS_CHARACTER", "Recording", "SAMPLE_RATE", "SPEAKERS",
            "SYNTH_CALLBACK", "SpeechConfig", "TEST_FRACTION", "WORD_SPLIT_SEED", "WordStamp",
            "default_cache_dir", "integer", "synthesizer", "word_lists"]
 
 ACCENTS = ("en-gb", "en-us")
 NEUTRAL_VOICE = "en-029"
+#: The neutral voices of ``kind="mixed-family"``: a British and an American sibling of the accent
+#: voices (item ``i`` uses ``FAMILY_NEUTRAL_VOICES[(i // 2) % 2]``, so both classes get both).
+FAMILY_NEUTRAL_VOICES = ("en-gb-x-rp", "en-us-nyc")
 #: Our voice tags and the eSpeak NG voice each names (``en`` is eSpeak's British English).
-ESPEAK_VOICES = {"en-gb": "en", "en-us": "en-us", NEUTRAL_VOICE: "en-029"}
+ESPEAK_VOICES = {"en-gb": "en", "en-us": "en-us", NEUTRAL_VOICE: "en-029",
+                 "en-gb-x-rp": "en-gb-x-rp", "en-us-nyc": "en-us-nyc"}
 #: eSpeak voice variants (speakers) without pitch flutter, so synthesis is repeatable.
 SPEAKERS = ("Denis", "Diogo", "Henrique", "Hugo", "michel", "miguel", "shelby")
-KINDS = ("mixed", "whole")
+KINDS = ("mixed", "whole", "mixed-family")
 GAP_KINDS = ("pause", "silence", "noise")
 SAMPLE_RATE = 16000
 #: Bump when a change alters generated recordings, so old caches are not reused.
@@ -347,8 +363,10 @@ def _coloured_noise(samples: int, rng: np.random.Generator, pink: bool) -> np.nd
 
 
 def _compose(rng: np.random.Generator, label: int, kind: str, accent_words: tuple[str, ...],
-            common_words: tuple[str, ...], config: SpeechConfig) -> Recording:
-    """One recording of ``kind`` in accent ``ACCENTS[label]``, drawn with ``rng``.
+            common_words: tuple[str, ...], config: SpeechConfig,
+            neutral_voice: str = NEUTRAL_VOICE) -> Recording:
+    """One recording of ``kind`` (``"mixed"`` or ``"whole"``) in accent ``ACCENTS[label]``,
+    drawn with ``rng``; mixed recordings' neutral words are spoken by ``neutral_voice``.
 
     Mixed recordings take their informative words from ``accent_words`` and their neutral ones
     from both lists; whole recordings take every word from both lists."""
@@ -371,7 +389,7 @@ def _compose(rng: np.random.Generator, label: int, kind: str, accent_words: tupl
     engine = synthesizer()
     spoken = []
     for position, word in enumerate(words):
-        voice = ACCENTS[label] if position in informative else NEUTRAL_VOICE
+        voice = ACCENTS[label] if position in informative else neutral_voice
         audio = engine.synthesize(word, ESPEAK_VOICES[voice], speaker, rate_wpm, pitch,
                                   seed=voice_seed + position)
         spoken.append((word, voice, position in informative, _trim(audio.numpy())))
@@ -477,9 +495,14 @@ class AccentRecordings(Dataset):
             samples, _ = soundfile.read(audio_path, dtype="int16")
             waveform = torch.from_numpy(_dequantize(samples))
             return Recording.from_metadata(waveform, json.loads(sidecar_path.read_text()))
-        rng = _item_rng(self.seed, self.split, self.kind, index)
-        recording = _compose(rng, index % 2, self.kind, self.accent_words,
-                            self.common_words, self.config)
+        if self.kind == "mixed-family":  # the mixed item's draws, another neutral voice
+            rng = _item_rng(self.seed, self.split, "mixed", index)
+            recording = _compose(rng, index % 2, "mixed", self.accent_words, self.common_words,
+                                 self.config, FAMILY_NEUTRAL_VOICES[(index // 2) % 2])
+        else:
+            rng = _item_rng(self.seed, self.split, self.kind, index)
+            recording = _compose(rng, index % 2, self.kind, self.accent_words,
+                                self.common_words, self.config)
         self.store(index, recording)
         return recording
 

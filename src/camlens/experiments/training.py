@@ -54,6 +54,8 @@ RECIPES = {"digits-captioner": TrainingRecipe(epochs=12, train_size=16000, test_
 RECIPES["accent-attention"] = TrainingRecipe(epochs=12, train_size=2400, test_size=800,
                                              batch_size=32, learning_rate=3e-3,
                                              weight_decay=1e-3)
+# The uniform-pooling control of accent-attention: the same recipe.
+RECIPES["accent-mean"] = RECIPES["accent-attention"]
 RECIPES["digits-detector"] = TrainingRecipe(epochs=8, train_size=6000, test_size=1000,
                                             batch_size=64, learning_rate=3e-3)
 # The debiased control of digits-biased (Grad-CAM paper, Section 6.3: the same model retrained on

@@ -16,6 +16,11 @@ The attention weights ``alpha`` pass through ``attention.weights`` (an identity 
 ``(B, 1, S)`` tensor, so a hook there reads them, and the core engine differentiates to them:
 HiResCAM at that layer is attention times gradient, ``ReLU(alpha_t d y / d alpha_t)``.
 
+``AccentAttention(pooling="mean")`` (``accent-mean``) is the same network with uniform pooling
+over the valid segments, ``e = (1/S) sum_t h_t`` (:class:`MeanPooling`): the control for the
+attention layer (issue 17). Its uniform weights ``1/S`` pass through ``attention.weights`` too,
+so the same layer name works for both models.
+
 :class:`AccentCNN` (``accent-cnn``): log-mel -> 1-D convolutions over time with the mel bands as
 channels (``features``, the Grad-CAM layer, ``(B, 128, F / 4)``) -> average over time -> linear.
 
@@ -33,12 +38,13 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from camlens.zoo.audio_features import FrameGrid, LogMel, LogMelConfig, padded_frames, segment_count
 from camlens.zoo.module import ZooModule
 
-__all__ = ["ACCENTS", "AccentAttention", "AccentCNN", "AttentionPooling", "SEGMENT_HOP_S",
-           "SEGMENT_S"]
+__all__ = ["ACCENTS", "AccentAttention", "AccentCNN", "AttentionPooling", "MeanPooling",
+           "POOLINGS", "SEGMENT_HOP_S", "SEGMENT_S"]
 
 ACCENTS = ("en-gb", "en-us")
 SEGMENT_S = 0.3
 SEGMENT_HOP_S = 0.1
+POOLINGS = ("attention", "mean")
 
 
 def _conv1d_block(in_channels: int, out_channels: int, kernel: int, dilation: int = 1
@@ -69,13 +75,40 @@ class AttentionPooling(nn.Module):
         return torch.bmm(alpha, states).squeeze(1)
 
 
+class MeanPooling(nn.Module):
+    """Uniform pooling over the valid segments, ``e = (1/S) sum_t h_t``: attention pooling with
+    every ``alpha_t = 1/S`` (S: the recording's segment count), the "uniform use of the
+    information" that Padi et al. (TASLP 2020) compare attention against.
+
+    Same interface as :class:`AttentionPooling`; the uniform ``alpha`` ``(B, 1, S)`` passes
+    through ``self.weights`` (masked positions get weight 0). No parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights = nn.Identity()
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None:
+            mask = torch.ones(states.shape[:2], dtype=torch.bool, device=states.device)
+        valid = mask.to(states.dtype)
+        alpha = self.weights((valid / valid.sum(dim=1, keepdim=True).clamp(min=1))[:, None, :])
+        return torch.bmm(alpha, states).squeeze(1)
+
+
 class AccentAttention(ZooModule):
-    """Log-mel -> TDNN -> segment statistics -> BLSTM -> attention pooling -> classifier."""
+    """Log-mel -> TDNN -> segment statistics -> BLSTM -> attention pooling -> classifier.
+
+    ``pooling="mean"``: :class:`MeanPooling` instead of :class:`AttentionPooling` (the
+    ``accent-mean`` control); everything else is the same."""
 
     def __init__(self, num_classes: int = len(ACCENTS), channels: int = 96, embedding: int = 96,
                  hidden: int = 64, attention_dim: int = 64, segment_s: float = SEGMENT_S,
-                 segment_hop_s: float = SEGMENT_HOP_S, dropout: float = 0.2) -> None:
+                 segment_hop_s: float = SEGMENT_HOP_S, dropout: float = 0.2,
+                 pooling: str = "attention") -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
         self.logmel = LogMel()
         config = self.logmel.config
         self.segment_frames = round(segment_s / config.frame_s)
@@ -87,7 +120,9 @@ class AccentAttention(ZooModule):
         )
         self.segments = nn.Sequential(nn.Linear(2 * channels, embedding), nn.ReLU(inplace=True))
         self.blstm = nn.LSTM(embedding, hidden, batch_first=True, bidirectional=True)
-        self.attention = AttentionPooling(2 * hidden, attention_dim)
+        self.attention: AttentionPooling | MeanPooling = (
+            AttentionPooling(2 * hidden, attention_dim) if pooling == "attention"
+            else MeanPooling())
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, 64),
                                         nn.ReLU(inplace=True), nn.Linear(64, num_classes))
 

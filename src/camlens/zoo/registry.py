@@ -183,6 +183,10 @@ REGISTRY: dict[str, ModelWeights] = {
                      waveform_input, "accents",
                      "log-mel -> TDNN -> 0.3 s segments -> BLSTM -> attention pooling (Padi et "
                      "al.)", input_kind="audio"),
+        ModelWeights("accent-mean", partial(AccentAttention, pooling="mean"), ACCENTS,
+                     "attention.weights", waveform_input, "accents",
+                     "accent-attention with mean pooling over the segments instead of attention "
+                     "(the uniform-pooling control)", input_kind="audio"),
         ModelWeights("accent-cnn", AccentCNN, ACCENTS, "features", waveform_input, "accents",
                      "log-mel -> 1-D convolutions over time -> average -> linear (1-D Grad-CAM)",
                      input_kind="audio"),
