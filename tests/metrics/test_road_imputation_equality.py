@@ -23,7 +23,12 @@ from camlens.metrics.faithfulness import (
     _resolve_targets,
     probabilities,
 )
-from camlens.metrics.road_metric import _removal_masks
+from camlens.metrics.road_metric import (
+    _block_system,
+    _cg_solve,
+    _removal_masks,
+    linear_imputation,
+)
 
 NEIGHBOURS = ((-1, 0, 1 / 6), (1, 0, 1 / 6), (0, -1, 1 / 6), (0, 1, 1 / 6),
               (-1, -1, 1 / 12), (-1, 1, 1 / 12), (1, -1, 1 / 12), (1, 1, 1 / 12))
@@ -158,3 +163,30 @@ def test_road_equals_the_reference(order: str) -> None:
     fast = road(model, images, maps, fractions=fractions, order=order, noise=0.01, seed=3)  # type: ignore[arg-type]
     slow = reference_road(model, images, maps, None, fractions, order, 0.01, 3)
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("solver", ["banded", "cg"])
+def test_both_solvers_of_a_batch_equal_the_reference(solver: str) -> None:
+    images = torch.rand(4, 2, 19, 26, generator=torch.Generator().manual_seed(4))
+    masks = torch.stack(list(_masks(19, 26).values())[:4])  # scattered, blob, nearly all, border
+    fast = linear_imputation(images, masks, solver)  # type: ignore[arg-type]
+    for image, mask, filled in zip(images, masks, fast, strict=True):
+        torch.testing.assert_close(filled.float(), reference_imputation(image, mask, 0.0),
+                                   rtol=1e-6, atol=1e-6)
+
+
+def test_cg_falls_back_to_a_direct_solve_when_it_runs_out_of_iterations() -> None:
+    images = torch.rand(2, 1, 12, 12, dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(6))
+    masks = torch.stack([_masks(12, 12)["blob"], _masks(12, 12)["none"]])
+    system = _block_system(masks.numpy(), images.numpy())
+    direct = _cg_solve(system, max_iterations=1)  # one step: far from solved, so spsolve
+    expected = linear_imputation(images, masks, "banded")[0, 0][masks[0]]
+    torch.testing.assert_close(torch.from_numpy(direct[:, 0]), expected, rtol=0, atol=1e-10)
+
+
+def test_linear_imputation_refuses_a_bad_solver_or_shape() -> None:
+    with pytest.raises(ValueError, match="solver must be"):
+        linear_imputation(torch.rand(1, 1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.bool), "lu")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"masks \(N, H, W\)"):
+        linear_imputation(torch.rand(1, 1, 4, 4), torch.zeros(4, 4, dtype=torch.bool))

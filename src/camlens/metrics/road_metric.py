@@ -6,7 +6,10 @@ chose. ROAD removes a fraction of the pixels instead by **noisy linear imputatio
 pixel takes the weighted mean of its 8 neighbours (weight 1/6 for the 4 direct ones, 1/12 for the
 diagonal ones, renormalised at the border), which for all removed pixels at once is one sparse
 linear system per image, ``(D - W) x_removed = W_known x_known``, solved for every channel; then
-Gaussian noise of standard deviation ``noise`` is added to the imputed values.
+Gaussian noise of standard deviation ``noise`` is added to the imputed values. :func:`road` builds
+the systems of all its images and fractions at once and solves them by banded Cholesky
+(:func:`linear_imputation`; ~3x faster than a conjugate-gradient solve per image and channel on
+the 64x64 digits, ``benchmarks/bench_road.py``), with the same masks and noise draws.
 
 - **MoRF** (most relevant first): remove the top ``p`` of the pixels by the map; a faithful map
   makes the class probability fall fast (lower curve is better).
@@ -37,73 +40,225 @@ from camlens.metrics.faithfulness import (
 from camlens.model_state import preserved_model_state
 from camlens.targets import Target
 
-__all__ = ["ROADScores", "noisy_linear_imputation", "road", "road_scores"]
+__all__ = ["ROADScores", "linear_imputation", "noisy_linear_imputation", "road", "road_scores"]
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 #: The imputation's neighbour weights (ROAD's): direct neighbours 1/6, diagonal ones 1/12.
 NEIGHBOURS = ((-1, 0, 1 / 6), (1, 0, 1 / 6), (0, -1, 1 / 6), (0, 1, 1 / 6),
               (-1, -1, 1 / 12), (-1, 1, 1 / 12), (1, -1, 1 / 12), (1, 1, 1 / 12))
+#: Values a batch of imputations holds at most (the band, or the CG vectors; float64: 64 MB).
+SOLVE_ELEMENTS = 1 << 23
+#: :func:`linear_imputation` solves images up to this wide by banded Cholesky, wider by CG.
+BANDED_WIDTH = 128
 
 
 def noisy_linear_imputation(image: torch.Tensor, removed: torch.Tensor, noise: float = 0.01,
                             generator: torch.Generator | None = None) -> torch.Tensor:
     """``image (C, H, W)`` with the pixels where ``removed (H, W)`` is True imputed from their
     neighbours (see the module docstring), plus noise of standard deviation ``noise``."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.linalg import cg, spsolve
-
     if image.ndim != 3 or tuple(removed.shape) != tuple(image.shape[1:]):
         raise ValueError(f"need an image (C, H, W) and a mask (H, W), got {tuple(image.shape)} "
                          f"and {tuple(removed.shape)}")
-    mask = removed.detach().cpu().numpy().astype(bool)
-    count = int(mask.sum())
-    if count == 0:
-        return image.clone()
-    if count == mask.size:
+    mask = removed.detach().cpu().bool()
+    _check_count(int(mask.sum()), mask.numel())
+    jitter = _draw_noise(image, int(mask.sum()), noise, generator)
+    return _noisy_imputations(image[None], mask[None], [jitter])[0]
+
+
+def _check_count(count: int, positions: int) -> None:
+    if count == positions:
         raise ValueError("ROAD cannot impute an image with every pixel removed (nothing to "
                          "impute from); use fractions below 1")
-    values = image.detach().double().cpu().numpy()  # (C, H, W)
-    height, width = mask.shape
-    index = -np.ones(mask.shape, dtype=np.int64)
-    index[mask] = np.arange(count)
-    rows_y, rows_x = np.nonzero(mask)
-    weight_sums = np.zeros(count)
-    rows, cols, data = [], [], []
-    right_side = np.zeros((count, values.shape[0]))
+
+
+def _draw_noise(image: torch.Tensor, count: int, noise: float,
+                generator: torch.Generator | None) -> torch.Tensor | None:
+    """The noise of one image's ``count`` removed pixels ``(C, count)`` in ``image``'s dtype,
+    drawn from ``generator`` in float64 (none when nothing is removed or ``noise`` is 0)."""
+    if count == 0 or noise <= 0:
+        return None
+    return torch.randn((image.shape[0], count), generator=generator,
+                       dtype=torch.float64).to(image.dtype) * noise
+
+
+def _noisy_imputations(images: torch.Tensor, masks: torch.Tensor,
+                       jitters: Sequence[torch.Tensor | None]) -> torch.Tensor:
+    """``images (N, C, H, W)`` imputed where ``masks (N, H, W)`` (on the CPU) are True, each
+    plus its ``jitters[i] (C, count_i)`` on its removed pixels in row-major order; solved in
+    float64, returned in ``images``' dtype and device."""
+    values = images.detach().double().cpu()
+    per_image = values[0].numel()
+    step = max(1, SOLVE_ELEMENTS // per_image)
+    filled = torch.cat([linear_imputation(values[start:start + step], masks[start:start + step])
+                        for start in range(0, len(values), step)]).to(images.dtype)
+    for result, mask, jitter in zip(filled, masks, jitters, strict=True):
+        if jitter is not None:
+            result[:, mask] += jitter
+    return filled.to(images.device)
+
+
+@dataclass
+class _BlockSystem:
+    """The systems of a batch of images as one block-diagonal system over all their removed
+    pixels, numbered image by image in row-major order: ``diagonal`` (``D``, the weights of the
+    in-image neighbours), the couplings between removed neighbours (``rows``, ``cols``,
+    ``weights``: ``-W``, both directions), the right sides ``W_known x_known`` ``(unknowns,
+    C)``, each image's unknowns ``counts`` and band (``bands``: its largest ``col - row``), and
+    the removed pixels ``(image, y, x)``."""
+
+    diagonal: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    weights: np.ndarray
+    right_side: np.ndarray
+    counts: np.ndarray
+    bands: np.ndarray
+    pixels: tuple[np.ndarray, ...]
+
+
+def _block_system(removed: np.ndarray, values: np.ndarray) -> _BlockSystem:
+    """:class:`_BlockSystem` of ``removed (N, H, W)`` bool over ``values (N, C, H, W)``: for each
+    neighbour offset, whole-batch array slices (the pixel here, its neighbour there) instead of
+    per-pixel index arithmetic."""
+    batch, height, width = removed.shape
+    count = int(removed.sum())
+    index = np.full(removed.shape, -1, dtype=np.int64)
+    index[removed] = np.arange(count)
+    pixels = np.nonzero(removed)
+    neighbour_weights = np.zeros((height, width))  # D: the weights of the in-image neighbours
+    kept = np.moveaxis(values, 1, -1) * ~removed[..., None]  # (N, H, W, C), 0 where removed
+    known_sums = np.zeros_like(kept)  # W_known x_known, on the grid
+    rows, cols, weights = [], [], []
+    bands = np.zeros(batch, dtype=np.int64)
     for dy, dx, weight in NEIGHBOURS:
-        y, x = rows_y + dy, rows_x + dx
-        inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
-        own = np.nonzero(inside)[0]
-        y, x = y[inside], x[inside]
-        weight_sums[own] += weight
-        neighbour_removed = mask[y, x]
-        unknown = own[neighbour_removed]
-        rows.append(unknown)
-        cols.append(index[y[neighbour_removed], x[neighbour_removed]])
-        data.append(np.full(len(unknown), -weight))
-        known = own[~neighbour_removed]
-        right_side[known] += weight * values[:, y[~neighbour_removed], x[~neighbour_removed]].T
-    # Each row: weight_sum * x_i - sum_(removed j) w_ij x_j = sum_(known j) w_ij v_j.
-    rows.append(np.arange(count))
-    cols.append(np.arange(count))
-    data.append(weight_sums)
-    system = coo_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))),
+        here = (slice(max(0, -dy), height - max(0, dy)), slice(max(0, -dx), width - max(0, dx)))
+        there = (slice(max(0, dy), height + min(0, dy)), slice(max(0, dx), width + min(0, dx)))
+        neighbour_weights[here] += weight
+        known_sums[:, here[0], here[1]] += weight * kept[:, there[0], there[1]]
+        both = removed[:, here[0], here[1]] & removed[:, there[0], there[1]]
+        rows.append(index[:, here[0], here[1]][both])
+        cols.append(index[:, there[0], there[1]][both])
+        weights.append(np.full(len(rows[-1]), -weight))
+        if (dy, dx) > (0, 0) and len(rows[-1]):  # a later unknown: how far on, per image
+            found = both.reshape(batch, -1).sum(axis=1)
+            starts = np.concatenate([[0], np.cumsum(found)[:-1]])
+            bands[found > 0] = np.maximum(bands[found > 0], np.maximum.reduceat(
+                cols[-1] - rows[-1], starts[found > 0]))
+    counts = removed.reshape(batch, -1).sum(axis=1)
+    return _BlockSystem(neighbour_weights[pixels[1], pixels[2]], np.concatenate(rows),
+                        np.concatenate(cols), np.concatenate(weights), known_sums[removed],
+                        counts, bands, pixels)
+
+
+def linear_imputation(values: torch.Tensor, removed: torch.Tensor,
+                      solver: Literal["auto", "banded", "cg"] = "auto") -> torch.Tensor:
+    """ROAD's imputation without noise for a batch: ``values (N, C, H, W)`` with the pixels
+    where ``removed (N, H, W)`` is True replaced by the solution of
+    ``(D - W) x_removed = W_known x_known`` (module docstring), each image its own system (one
+    right side per channel), in float64 on the CPU.
+
+    The systems of a batch form one block-diagonal system, its indices computed for all the
+    images at once. Numbered in row-major order, a removed pixel's neighbours are at most
+    ``W + 1`` unknowns away, so each block is banded: ``"banded"`` solves each exactly by
+    banded Cholesky (LAPACK ``pbsv`` via :func:`scipy.linalg.solveh_banded`,
+    ``O(unknowns x band^2)``); ``"cg"`` solves all blocks at once by conjugate gradients, one
+    sparse product per iteration, each block and channel with its own steps and its own stop
+    at a relative residual of 1e-10 (as the per-image scipy ``cg`` camlens used before;
+    ``O(W)`` iterations, so cheaper than the band for wide images). ``"auto"``: banded up to
+    :data:`BANDED_WIDTH` pixels wide, else CG. Both agree with the per-image solve to ~1e-10."""
+    if solver not in ("auto", "banded", "cg"):
+        raise ValueError(f"solver must be 'auto', 'banded' or 'cg', got {solver!r}")
+    if values.ndim != 4 or tuple(removed.shape) != (values.shape[0], *values.shape[2:]):
+        raise ValueError(f"need values (N, C, H, W) and masks (N, H, W), got "
+                         f"{tuple(values.shape)} and {tuple(removed.shape)}")
+    data = values.detach().to(torch.float64).cpu().numpy()
+    mask = removed.detach().cpu().numpy().astype(bool)
+    filled = data.copy()
+    if solver == "auto":
+        solver = "banded" if mask.shape[-1] <= BANDED_WIDTH else "cg"
+    # Chunks of images whose band (or CG vectors) fit in SOLVE_ELEMENTS values.
+    per_unknown = mask.shape[-1] + 2 if solver == "banded" else 8 * data.shape[1]
+    total = np.concatenate([[0], np.cumsum(mask.reshape(len(mask), -1).sum(axis=1))])
+    start = 0
+    while start < len(mask):
+        fits = np.searchsorted(total, total[start] + SOLVE_ELEMENTS // per_unknown, "right") - 1
+        stop = max(start + 1, int(fits))
+        if total[stop] > total[start]:
+            system = _block_system(mask[start:stop], data[start:stop])
+            solve = _banded_solve if solver == "banded" else _cg_solve
+            images, rows_y, rows_x = system.pixels
+            filled[start + images, :, rows_y, rows_x] = solve(system)
+        start = stop
+    return torch.from_numpy(filled)
+
+
+def _banded_solve(system: _BlockSystem) -> np.ndarray:
+    """The blocks' solutions by banded Cholesky, each block with its own band (the blocks are
+    symmetric positive definite: every group of removed pixels touches a kept one)."""
+    from scipy.linalg import solveh_banded
+
+    band = int(system.bands.max())
+    upper = system.rows < system.cols
+    rows, cols = system.rows[upper], system.cols[upper]
+    packed = np.zeros((band + 1, len(system.diagonal)))  # LAPACK's upper band storage
+    packed[band - (cols - rows), cols] = system.weights[upper]
+    packed[band] = system.diagonal
+    ends = np.cumsum(system.counts)
+    solution = np.empty_like(system.right_side)
+    for start, end, width in zip(ends - system.counts, ends, system.bands, strict=True):
+        if end > start:
+            solution[start:end] = solveh_banded(packed[band - width:, start:end],
+                                                system.right_side[start:end],
+                                                check_finite=False)
+    return solution
+
+
+def _cg_solve(system: _BlockSystem, rtol: float = 1e-10,
+              max_iterations: int | None = None) -> np.ndarray:
+    """The blocks' solutions by conjugate gradients on the whole block-diagonal matrix: each
+    block and channel its own steps, stopping when its residual is ``rtol`` times its right
+    side; a block unsolved after ``max_iterations`` (default 10 x its unknowns, as scipy's
+    ``cg``) by :func:`scipy.sparse.linalg.spsolve`."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import spsolve
+
+    count = len(system.diagonal)
+    matrix = coo_matrix((np.concatenate([system.diagonal, system.weights]),
+                         (np.concatenate([np.arange(count), system.rows]),
+                          np.concatenate([np.arange(count), system.cols]))),
                         shape=(count, count)).tocsr()
-    # The system is symmetric and diagonally dominant: conjugate gradients, else a direct solve.
-    solved = np.empty_like(right_side)
-    for channel in range(right_side.shape[1]):
-        solution, info = cg(system, right_side[:, channel], rtol=1e-10, atol=0.0)
-        if info != 0:
-            solution = np.asarray(spsolve(system, right_side[:, channel]))
-        solved[:, channel] = solution
-    filled = values.copy()
-    filled[:, rows_y, rows_x] = solved.T
-    result = torch.from_numpy(filled).to(image.dtype)
-    if noise > 0:
-        jitter = torch.randn((values.shape[0], count), generator=generator,
-                             dtype=torch.float64).to(image.dtype) * noise
-        result[:, rows_y, rows_x] += jitter
-    return result.to(image.device)
+    sizes = system.counts[system.counts > 0]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    owner = np.repeat(np.arange(len(sizes)), sizes)  # the block of each unknown
+
+    def per_block(vectors: np.ndarray) -> np.ndarray:  # (unknowns, C) -> (blocks, C) sums
+        return np.add.reduceat(vectors, starts, axis=0)
+
+    right_side = system.right_side
+    solution = np.zeros_like(right_side)
+    residual = right_side.copy()
+    direction = residual.copy()
+    squared = per_block(residual * residual)
+    goal = rtol * rtol * squared
+    active = squared > goal
+    limit = 10 * int(sizes.max()) if max_iterations is None else max_iterations
+    for _ in range(limit):
+        if not active.any():
+            break
+        product = matrix @ direction
+        curvature = per_block(direction * product)
+        step = np.divide(squared, curvature, out=np.zeros_like(squared), where=active)
+        solution += step[owner] * direction
+        residual -= step[owner] * product
+        new_squared = per_block(residual * residual)
+        ratio = np.divide(new_squared, squared, out=np.zeros_like(squared), where=active)
+        direction = residual + ratio[owner] * direction
+        squared = np.where(active, new_squared, squared)
+        active &= new_squared > goal
+    for block, channel in zip(*np.nonzero(active), strict=True):
+        rows = slice(starts[block], starts[block] + sizes[block])
+        solution[rows, channel] = spsolve(matrix[rows, rows].tocsc(), right_side[rows, channel])
+    return solution
 
 
 def _removal_masks(saliency: torch.Tensor, fraction: float, order: str,
@@ -141,13 +296,18 @@ def road(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: Ta
     generator = torch.Generator().manual_seed(seed)
     with preserved_model_state(model), torch.no_grad():
         chosen = _resolve_targets(model, images, targets, batch_size, output_fn)
-        imputed = []
+        # The masks and the noise are drawn fraction by fraction, image by image (the order of
+        # the generator's draws), then every imputation is solved in one batch.
+        masks, jitters = [], []
         for fraction in fractions:
-            masks = _removal_masks(saliency, float(fraction), order, generator)
-            imputed.append(torch.stack([
-                noisy_linear_imputation(image, mask, noise, generator)
-                for image, mask in zip(images, masks, strict=True)]))
-        stacked = torch.stack(imputed, dim=1)  # (B, F, C, H, W)
+            removed = _removal_masks(saliency, float(fraction), order, generator).cpu()
+            count = int(removed[0].sum())
+            _check_count(count, removed[0].numel())
+            masks.append(removed)
+            jitters += [_draw_noise(image, count, noise, generator) for image in images]
+        repeated_images = images[None].expand(len(fractions), *images.shape).flatten(0, 1)
+        stacked = _noisy_imputations(repeated_images, torch.cat(masks), jitters).reshape(
+            len(fractions), *images.shape).transpose(0, 1)  # (B, F, C, H, W)
         flat = stacked.reshape(-1, *images.shape[1:])
         repeated = chosen.repeat_interleave(len(fractions))
         scores = torch.cat([probabilities(model, chunk, repeated[start:start + len(chunk)],
