@@ -3,9 +3,10 @@ background, with bounded queues.
 
 ::
 
-    inputs ──► decode pool (``workers`` threads, at most 2 batches read ahead)
+    inputs ──► decode pool (``workers`` threads, each batch in ``workers`` chunks,
+               at most 2 batches read ahead)
            ──► explain_batch on the calling thread (the model; torch releases the GIL)
-           ──► writer pool (``workers`` threads, at most 2 batches waiting)
+           ──► writer pool (``workers`` threads, results in chunks, at most 2 batches waiting)
            ──► on_written(Written) on the calling thread (the index, the console)
 
 Every queue is bounded, so memory does not grow with the number of inputs: at any time at most
@@ -24,6 +25,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
 
 from camlens.scale.sources import InputItem
 from camlens.scale.work import Decoded, ImageResult
@@ -58,44 +60,58 @@ def run_pipeline(
         return
     decoding = ThreadPoolExecutor(workers, thread_name_prefix="camlens-decode")
     writing = ThreadPoolExecutor(workers, thread_name_prefix="camlens-write")
-    decoded: deque[Future] = deque()
-    written: deque[Future] = deque()
-    ahead, behind = 2 * batch_size, 2 * batch_size
+    # Work goes to the threads in chunks (a batch split among them), not an input at a time:
+    # a hand-off costs tens of microseconds, a small model's input little more.
+    chunk = max(1, -(-batch_size // workers))
+    decoded: deque[list[Future]] = deque()  # per batch, its chunks being decoded
+    written: deque[Future] = deque()  # chunks of results being written
     source = iter(items)
 
     def fill() -> None:
-        while len(decoded) < ahead + batch_size:
-            item = next(source, None)
-            if item is None:
+        while len(decoded) < 3:  # the batch being explained waits apart: four in memory at most
+            batch = list(islice(source, batch_size))
+            if not batch:
                 return
-            decoded.append(decoding.submit(decode, item))
+            decoded.append([decoding.submit(_decode_all, decode, batch[first:first + chunk])
+                            for first in range(0, len(batch), chunk)])
 
     def report(block: bool) -> None:
-        while written and (block or written[0].done() or len(written) > behind):
+        while written and (block or written[0].done() or len(written) > 2 * workers):
             for done in written.popleft().result():
                 on_written(done)
 
     try:
         fill()
         while decoded:
-            batch = [decoded.popleft().result() for _ in range(min(batch_size, len(decoded)))]
+            batch = [one for part in decoded.popleft() for one in part.result()]
             fill()  # the next batch decodes while this one is explained
-            for result in explain(batch):
-                if accepted(result, on_written, on_result):
-                    written.append(writing.submit(writer.write, result))
+            results = [result for result in explain(batch)
+                       if accepted(result, on_written, on_result)]
+            for first in range(0, len(results), chunk):
+                written.append(writing.submit(_write_all, writer, results[first:first + chunk]))
             report(block=False)
         report(block=True)
         for done in writer.close():
             on_written(done)
     except BaseException:
-        for future in decoded:
-            future.cancel()
+        for parts in decoded:
+            for future in parts:
+                future.cancel()
         decoding.shutdown(wait=False, cancel_futures=True)
         _finish_writes(written, writer, on_written)
         raise
     finally:
         decoding.shutdown(wait=False, cancel_futures=True)
         writing.shutdown(wait=True)
+
+
+def _decode_all(decode: Callable[[InputItem], Decoded], items: list[InputItem]
+                ) -> list[Decoded]:
+    return [decode(item) for item in items]
+
+
+def _write_all(writer, results: list[ImageResult]) -> list[Written]:
+    return [done for result in results for done in writer.write(result)]
 
 
 def _finish_writes(written: Iterable[Future], writer, on_written) -> None:
