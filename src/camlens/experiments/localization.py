@@ -12,10 +12,19 @@
 - baselines: a centred box of the training set's average size, the full image, a random map;
 - a sanity check: cascading randomization of digits-gap (Spearman rank correlation between the
   maps of the trained and the randomised model).
+
+Every figure of the main table is a statistic of one value per image and carries its 95% interval,
+``value [low, high]``, from :func:`camlens.evaluation.table.reduce_rows` (the reduction of
+``camlens evaluate``, over the same per-image values of :mod:`camlens.evaluation.protocol`): the
+Wilson score interval (Wilson 1927) for the percentages of images (localization error, pointing
+accuracy, increase in confidence), the percentile bootstrap over the images (Efron 1979; 1000
+resamples, seed 0) for the means (energy pointing, deletion / insertion AUC, average drop, ROAD).
+The point figures are computed as before the intervals were added.
 """
 
 from __future__ import annotations
 
+import math
 import platform
 from collections.abc import Callable
 
@@ -28,10 +37,14 @@ from camlens.data import ClutteredDigits, materialize
 from camlens.evaluation.protocol import (
     FAITHFULNESS_STEPS,
     LOCALIZATION_THRESHOLDS,
+    METRICS,
     ROAD_FRACTIONS,
+    EvaluationSpec,
     faithfulness_values,
     localization_values,
 )
+from camlens.evaluation.table import reduce_rows
+from camlens.evaluation.work import ImageRow
 from camlens.zoo import get_weights, load
 
 __all__ = ["COLUMNS", "FAITHFULNESS_STEPS", "MODELS", "POINTING_TOLERANCE", "TABLE_METHODS",
@@ -57,19 +70,53 @@ def _batched_maps(model, images, method: str, targets: torch.Tensor, batch: int 
     return torch.cat(maps)
 
 
+#: A figure with its 95% interval: ``(value, low, high)``.
+Figure = tuple[float, float, float]
+
+
+def _intervals(per_image: dict[str, torch.Tensor]) -> dict[str, tuple[float, float]]:
+    """The 95% interval of each column's per-image values (protocol units: 1 for a
+    localization miss, the energy share, the AUCs, the drop share, the ROAD means; NaN where an
+    image was not evaluated), by :func:`camlens.evaluation.table.reduce_rows`."""
+    count = len(next(iter(per_image.values())))
+    columns = {key: values.double().tolist() for key, values in per_image.items()}
+    rows = [ImageRow(str(index), "row", -1, -1, {key: values[index]
+                                                   for key, values in columns.items()})
+            for index in range(count)]
+    spec = EvaluationSpec(methods=("row",), metrics=tuple(m for m in METRICS if m != "maxboxacc"))
+    cells = reduce_rows(rows, spec)["row"].cells
+    return {key: (cell.low, cell.high) for key, cell in cells.items()}
+
+
+def _with_intervals(row: dict[str, float], per_image: dict[str, torch.Tensor]
+                    ) -> dict[str, Figure]:
+    bounds = _intervals(per_image)
+    return {key: (value, *bounds.get(key, (math.nan, math.nan))) for key, value in row.items()}
+
+
 def _evaluate_maps(model, images, labels, boxes, predicted, maps_predicted, maps_true,
-                  faithfulness_size: int, road_size: int = 0) -> dict[str, float]:
+                  faithfulness_size: int, road_size: int = 0) -> dict[str, Figure]:
     """Every metric of one method (or baseline map) on one model: the per-image values of
     :mod:`camlens.evaluation.protocol` (what ``camlens evaluate`` computes on a user's data),
-    averaged."""
+    averaged, each with its 95% interval."""
     row = {}
+    per_image: dict[str, torch.Tensor] = {}
     found = localization_values(maps_predicted, maps_true, boxes, predicted, labels,
                                 LOCALIZATION_THRESHOLDS, POINTING_TOLERANCE)
     for threshold in LOCALIZATION_THRESHOLDS:
         hits = found[f"hit@{threshold:.2f}"]
         row[f"loc@{threshold:.2f}"] = 100 * (1.0 - hits.float().mean().item())
+        per_image[f"loc@{threshold:.2f}"] = 1.0 - hits.double()
     row["pointing"] = 100 * found["pointing"].float().mean().item()
     row["energy"] = 100 * found["energy"].mean().item()
+    per_image["pointing"] = found["pointing"].double()
+    per_image["energy"] = found["energy"].double()
+
+    def first(values: torch.Tensor) -> torch.Tensor:  # the first images' values, NaN after
+        padded = torch.full((len(images),), math.nan, dtype=torch.float64)
+        padded[:len(values)] = values.double()
+        return padded
+
     few = slice(0, faithfulness_size)
     faithful = faithfulness_values(model, images[few], maps_predicted[few], predicted[few],
                                    FAITHFULNESS_STEPS, batch_size=256)
@@ -77,6 +124,8 @@ def _evaluate_maps(model, images, labels, boxes, predicted, maps_predicted, maps
     row["insertion"] = faithful["insertion"].mean().item()
     row["drop"] = 100.0 * faithful["drop"].mean().item()
     row["increase"] = 100.0 * faithful["increased"].float().mean().item()
+    per_image.update(deletion=first(faithful["deletion"]), insertion=first(faithful["insertion"]),
+                     drop=first(faithful["drop"]), increase=first(faithful["increased"]))
     if road_size:
         some = slice(0, road_size)
         road = metrics.road_scores(model, images[some], maps_predicted[some],
@@ -84,16 +133,20 @@ def _evaluate_maps(model, images, labels, boxes, predicted, maps_predicted, maps
                                    batch_size=256)
         row["road_morf"] = road.morf_mean.mean().item()
         row["road_lerf"] = road.lerf_mean.mean().item()
-    return row
+        per_image.update(road_morf=first(road.morf_mean), road_lerf=first(road.lerf_mean))
+    return _with_intervals(row, per_image)
 
 
-def _box_baseline(labels, boxes, predicted, box: torch.Tensor) -> dict[str, float]:
+def _box_baseline(labels, boxes, predicted, box: torch.Tensor) -> dict[str, Figure]:
     boxes_guess = box.expand(len(labels), 4)
     row = {}
+    per_image = {}
     for threshold in (0.20, 0.15):
         row[f"loc@{threshold:.2f}"] = 100 * metrics.localization_error(boxes_guess, boxes,
                                                                        predicted, labels)
-    return row
+        hits = metrics.localization_hits(boxes_guess, boxes, predicted, labels)
+        per_image[f"loc@{threshold:.2f}"] = 1.0 - hits.double()
+    return _with_intervals(row, per_image)
 
 
 COLUMNS = (("loc@0.20", "top-1 loc. error % (20%)", "{:.1f}"),
@@ -108,8 +161,17 @@ COLUMNS = (("loc@0.20", "top-1 loc. error % (20%)", "{:.1f}"),
            ("road_lerf", "ROAD LeRF (higher better)", "{:.3f}"))
 
 
-def _markdown_row(label: str, row: dict[str, float]) -> str:
-    cells = [fmt.format(row[key]) if key in row else "-" for key, _, fmt in COLUMNS]
+def _cell(figure: Figure, fmt: str) -> str:
+    """``value [low, high]`` (the value alone where there is no interval)."""
+    value, low, high = figure
+    text = fmt.format(value)
+    if not (math.isnan(low) or math.isnan(high)):
+        text += f" [{fmt.format(low)}, {fmt.format(high)}]"
+    return text
+
+
+def _markdown_row(label: str, row: dict[str, Figure]) -> str:
+    cells = [_cell(row[key], fmt) if key in row else "-" for key, _, fmt in COLUMNS]
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
@@ -135,8 +197,12 @@ def localization_table(test_size: int = 1000, faithfulness_size: int = 250,
         f"removing {', '.join(f'{f:.0%}' for f in ROAD_FRACTIONS)} of the pixels, noise 0.01). "
         "Maps for the predicted class for "
         "localization and faithfulness, for the true class for pointing "
-        f"(tolerance {POINTING_TOLERANCE} px). Machine: {platform.machine()}, "
-        f"torch {torch.__version__}.",
+        f"(tolerance {POINTING_TOLERANCE} px). Each figure with its 95% interval "
+        "[low, high]: Wilson score for the percentages of images (localization error, pointing "
+        "accuracy, increase in confidence), percentile bootstrap over the images (1000 "
+        "resamples, seed 0) for the means (energy pointing, deletion / insertion AUC, average "
+        "drop, ROAD). "
+        f"Machine: {platform.machine()}, torch {torch.__version__}.",
         "",
         "| model | classification error % | parameters | trained |",
         "|---|---:|---:|---|",
