@@ -8,7 +8,14 @@ import torch
 
 from camlens.data.speech import Recording, WordStamp
 from camlens.experiments.audio_batches import RaggedWaveforms
-from camlens.experiments.pooling import EVALUATED_KINDS, MODELS, evaluate_model, render, summarize
+from camlens.experiments.pooling import (
+    EVALUATED_KINDS,
+    MODELS,
+    evaluate_model,
+    pooling_figure,
+    render,
+    summarize,
+)
 from camlens.zoo.accent import AccentAttention
 
 RATE = 16000
@@ -96,3 +103,8 @@ def test_summary_intervals_and_the_page(records):
     permutation_rows = page.split("## Permutation test")[1].splitlines()
     assert sum(line.startswith(f"| {kind} |") for line in permutation_rows
                for kind in EVALUATED_KINDS) == 3
+
+
+def test_the_figure_is_written(records, tmp_path):
+    path = pooling_figure(records, tmp_path / "pooling.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

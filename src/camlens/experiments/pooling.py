@@ -56,7 +56,7 @@ from camlens.metrics.intervals import seed_interval, wilson_interval
 from camlens.zoo.accent import AccentAttention
 
 __all__ = ["DEFAULT_SEEDS", "EVALUATED_KINDS", "MODELS", "PERMUTATIONS", "evaluate_model",
-           "pooling_table", "render", "seed_weights", "summarize"]
+           "pooling_figure", "pooling_table", "render", "seed_weights", "summarize"]
 
 MODELS = ("accent-attention", "accent-mean")
 DEFAULT_SEEDS = (0, 1, 2)
@@ -283,6 +283,58 @@ def render(records: list[dict[str, Any]], summary: dict[str, Any], *, header: Se
     return "\n".join(lines) + "\n"
 
 
+def pooling_figure(records: list[dict[str, Any]], path: Path) -> Path:
+    """Two panels: test accuracy by kind of recording (every seed a dot, the mean a bar) and
+    the attention mass on accent-voice and neutral words (mixed and mixed-family), against the
+    uniform share."""
+    from matplotlib.figure import Figure
+
+    kinds = [kind for kind in EVALUATED_KINDS if kind in records[0]["results"]]
+    models = [model for model in MODELS if any(r["model"] == model for r in records)]
+    colours = {"accent-attention": "tab:blue", "accent-mean": "tab:orange"}
+    figure = Figure(figsize=(10, 4), dpi=120)
+    left, right = figure.subplots(1, 2)
+    width = 0.8 / len(models)
+    for offset, model in enumerate(models):
+        runs = [r for r in records if r["model"] == model]
+        for position, kind in enumerate(kinds):
+            x = position + (offset - (len(models) - 1) / 2) * width
+            values = [100 * r["results"][kind]["accuracy"] for r in runs]
+            left.bar(x, statistics.fmean(values), width * 0.9, color=colours.get(model),
+                     alpha=0.5, label=model if position == 0 else None)
+            left.scatter([x] * len(values), values, s=12, color=colours.get(model), zorder=3)
+    left.set_xticks(range(len(kinds)), kinds)
+    left.set_ylim(40, 100)
+    left.axhline(50, color="0.5", linewidth=0.8, linestyle=":")
+    left.set_ylabel("test accuracy (%)")
+    left.legend(fontsize=8, loc="lower left")
+    left.set_title("accuracy, every training seed a dot", fontsize=9)
+    mass_kinds = [kind for kind in kinds if "mass" in records[0]["results"][kind]]
+    groups = [(kind, part) for kind in mass_kinds for part in ("informative", "neutral")]
+    for offset, model in enumerate(models):
+        runs = [r for r in records if r["model"] == model]
+        for position, (kind, part) in enumerate(groups):
+            x = position + (offset - (len(models) - 1) / 2) * width
+            values = [100 * r["results"][kind]["mass"][part] for r in runs]
+            right.bar(x, statistics.fmean(values), width * 0.9, color=colours.get(model),
+                      alpha=0.5, label=model if position == 0 else None)
+            right.scatter([x] * len(values), values, s=12, color=colours.get(model), zorder=3)
+    for position, (kind, part) in enumerate(groups):
+        uniform = statistics.fmean(100 * r["results"][kind]["mass"][f"uniform_{part}"]
+                                   for r in records)
+        right.hlines(uniform, position - 0.45, position + 0.45, color="k", linewidth=1,
+                     label="uniform share" if position == 0 else None)
+    right.set_xticks(range(len(groups)),
+                     [f"{kind}\n{'accent words' if part == 'informative' else 'neutral words'}"
+                      for kind, part in groups], fontsize=8)
+    right.set_ylabel("share of the pooling weights (%)")
+    right.legend(fontsize=8)
+    right.set_title("where the pooling weights go", fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, bbox_inches="tight")
+    return path
+
+
 def _machine() -> str:
     return (f"{os.cpu_count()}-core {platform.machine()}, "
             f"{'CUDA available' if torch.cuda.is_available() else 'no GPU'} (run on the CPU), "
@@ -341,6 +393,8 @@ def pooling_table(out: Path | None = None, progress: bool = False,
     ]
     markdown = render(records, summary, header=header)
     if out is not None:
+        figure = pooling_figure(records, Path(out).with_name("pooling.png"))
+        markdown += f"\n![accuracy and attention mass]({figure.name})\n"
         Path(out).with_name("pooling.json").write_text(json.dumps(
             {"seeds": list(seeds), "test_size": test_size, "permutations": permutations,
              "seconds": round(seconds, 1), "machine": _machine(), "records": records},
