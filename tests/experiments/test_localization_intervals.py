@@ -14,10 +14,12 @@ from camlens.data import ClutteredDigits, materialize
 from camlens.evaluation.protocol import ROAD_FRACTIONS
 from camlens.experiments.localization import (
     POINTING_TOLERANCE,
+    SANITY_METHODS,
     _box_baseline,
     _cell,
     _evaluate_maps,
     _markdown_row,
+    _sanity_lines,
 )
 from camlens.zoo import load
 
@@ -77,3 +79,21 @@ def test_the_box_baselines_have_wilson_intervals(digits) -> None:
     assert value == 100.0  # the full image never overlaps a digit by IoU 0.5
     assert (low, high) == pytest.approx(tuple(100 * b for b in
                                               metrics.intervals.wilson_interval(12, 12)))
+
+
+@pytest.mark.slow  # eight methods through every randomisation step: ~6 s
+def test_the_sanity_table_keeps_its_means_and_adds_bootstrap_intervals(digits) -> None:
+    model = load("digits-gap").eval()
+    images = digits["image"][:4]
+    lines = _sanity_lines(model, images)
+    table = [line for line in lines if line.startswith("| ") and "randomised" not in line]
+    expected = dict(metrics.cascading_randomization(model, images, method="gradcam",
+                                                    layer="features"))
+    column = list(SANITY_METHODS).index("gradcam") + 1
+    assert [line.split(" | ")[0][2:] for line in table] == list(expected)
+    for line in table:
+        layer, cell = line.split(" | ")[0][2:], line.split(" | ")[column]
+        point, bounds = cell.split(" [")
+        assert point == f"{expected[layer]:.2f}"  # the point as cascading_randomization's mean
+        low, high = (float(b) for b in bounds.rstrip("]| ").split(", "))
+        assert low <= float(point) <= high

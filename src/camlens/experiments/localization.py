@@ -11,7 +11,8 @@
   MoRF and LeRF means (noisy linear imputation; :mod:`camlens.metrics.road_metric`);
 - baselines: a centred box of the training set's average size, the full image, a random map;
 - a sanity check: cascading randomization of digits-gap (Spearman rank correlation between the
-  maps of the trained and the randomised model).
+  maps of the trained and the randomised model, the mean over 50 images with its bootstrap
+  interval).
 
 Every figure of the main table is a statistic of one value per image and carries its 95% interval,
 ``value [low, high]``, from :func:`camlens.evaluation.table.reduce_rows` (the reduction of
@@ -248,18 +249,45 @@ def localization_table(test_size: int = 1000, faithfulness_size: int = 250,
 
 
 def _sanity_lines(model, images: torch.Tensor) -> list[str]:
-    """Cascading randomization of digits-gap: Spearman correlation after each step."""
-    lines = ["Sanity check (Adebayo et al. 2018), digits-gap, 50 test images: Spearman rank "
+    """Cascading randomization of digits-gap: Spearman correlation after each step, the mean
+    over the images with its 95% bootstrap interval (the per-image correlations of
+    :func:`camlens.metrics.cascading_randomization`'s steps, which averages them)."""
+    lines = [f"Sanity check (Adebayo et al. 2018), digits-gap, {len(images)} test images: "
+             "Spearman rank "
              "correlation between the maps of the trained model and of the model with its layers "
              "re-initialised from the output down (cumulative). A map that stays similar when the "
-             "weights are random does not explain the model.", ""]
-    results = {method: metrics.cascading_randomization(model, images, method=method,
-                                                       layer="features")
+             "weights are random does not explain the model. Each mean over the images with its "
+             "95% percentile bootstrap interval (1000 resamples, seed 0).", ""]
+    results = {method: _cascading_correlations(model, images, method)
                for method in SANITY_METHODS}
     steps = [layer for layer, _ in results["gradcam"]]
     lines.append("| randomised down to | " + " | ".join(results) + " |")
     lines.append("|---|" + "---:|" * len(results))
     for layer in steps:
-        values = [f"{dict(results[m]).get(layer, float('nan')):.2f}" for m in results]
-        lines.append(f"| {layer} | " + " | ".join(values) + " |")
+        cells = []
+        for method in results:
+            rho = dict(results[method]).get(layer)
+            if rho is None:
+                cells.append("nan")
+                continue
+            low, high = metrics.bootstrap_interval(rho, 1000, 0)
+            cells.append(_cell((rho.mean().item(), low, high), "{:.2f}"))
+        lines.append(f"| {layer} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _cascading_correlations(model, images: torch.Tensor, method: str
+                            ) -> list[tuple[str, torch.Tensor]]:
+    """Per image ``(N,)``: the Spearman correlation after each step of
+    :func:`camlens.metrics.cascading_randomization` (the same steps, seeds, layer and classes;
+    it returns their means)."""
+    original = explain(model, images, method=method, layer="features")
+    results = []
+    with torch.random.fork_rng(devices=[]):
+        for name, randomized in metrics.randomization_steps(model, images, seed=0,
+                                                            cascading=True):
+            changed = explain(randomized, images, method=method, layer=original.layer,
+                              target=original.targets)
+            results.append((name, metrics.spearman(original.maps, changed.maps,
+                                                   len(original.input_size))))
+    return results
