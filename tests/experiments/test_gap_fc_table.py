@@ -14,6 +14,7 @@ from scipy.stats import t as student_t
 from camlens.data.digits import materialize
 from camlens.experiments.gap_fc import gap_fc_table, paired_summary, train_head
 from camlens.experiments.training import TrainingRecipe, datasets, train
+from camlens.zoo.digits import DigitsFC
 from camlens.zoo.registry import read_weights
 
 TOY = {"seeds": (0, 1), "widths": (0.125, 0.25), "test_size": 24, "train_size": 16,
@@ -110,3 +111,12 @@ def test_networks_are_trained_as_camlens_train_trains_them(tmp_path):
     shipped_way = read_weights(summary["path"])
     for key, value in model.state_dict().items():
         assert torch.equal(value, shipped_way[key]), key
+
+
+def test_only_the_shipped_recipe_and_seed_are_scored_from_the_shipped_weights():
+    from camlens.experiments.gap_fc import _shipped
+
+    model, train_error = _shipped("digits-fc", TrainingRecipe(), 0)
+    assert isinstance(model, DigitsFC) and 0 <= train_error < 5
+    assert _shipped("digits-gap", TrainingRecipe(), 1) is None
+    assert _shipped("digits-gap", TrainingRecipe(epochs=1), 0) is None

@@ -21,7 +21,10 @@ Every network is trained by :func:`camlens.experiments.training.run_epochs`, the
 ``camlens train`` (seeded the same way: ``torch.manual_seed(seed)`` then build, so width 1 on the
 full recipe is ``camlens train digits-gap --seed N``). The sweep's design (2,000 training images,
 15 epochs, widths 1/8 to 1) was fixed from its cost before any run; nothing was chosen on test
-images. Runs are recorded in the JSON as they finish; a rerun with the same sizes reuses them.
+images. Seed 0 of the full recipe is scored from the shipped weights, which
+``camlens train digits-gap --seed 0`` (and digits-fc) made with this loop and seeding; seeds 1
+and up are trained here. The sweep runs first (every seed), then the full recipe seed by seed.
+Runs are recorded in the JSON as they finish; a rerun with the same sizes reuses them.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from camlens.metrics.intervals import seed_interval, wilson_interval
 from camlens.metrics.paired_tests import discordant_counts, mcnemar_exact
 from camlens.targets import predicted_classes
 from camlens.zoo.digits import DigitsFC, DigitsGAP
+from camlens.zoo.registry import get_weights
 
 __all__ = ["DEFAULT_SEEDS", "DEFAULT_WIDTHS", "HEADS", "gap_fc_figure", "gap_fc_table",
            "paired_summary", "train_head"]
@@ -64,6 +68,20 @@ def train_head(head: str, width: float, train_data: dict[str, torch.Tensor],
     run_epochs(model, task, train_data, len(train_data["label"]), recipe, seed,
                progress=progress, description=f"training {head} x{width:g} seed {seed}")
     return model
+
+
+def _shipped(head: str, recipe: TrainingRecipe, seed: int) -> tuple[nn.Module, float] | None:
+    """The shipped weights of ``head`` with their stored train error (%), when they were made
+    by ``camlens train HEAD --seed SEED`` with exactly ``recipe``'s sizes; else None."""
+    weights = get_weights(head)
+    stored = weights.metadata
+    made = {"seed": str(seed), "train_size": str(recipe.train_size),
+            "epochs": str(recipe.epochs), "command": f"camlens train {head} --seed {seed}"}
+    if recipe != TrainingRecipe():
+        return None
+    if any(stored.get(key) != value for key, value in made.items()):
+        return None
+    return weights.load(), round(100 * (1 - float(stored["train_accuracy"])), 3)
 
 
 def _correct(model: nn.Module, data: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -176,13 +194,16 @@ def gap_fc_table(out: Path | None = None, progress: bool = False,
                  seeds: Sequence[int] = DEFAULT_SEEDS, widths: Sequence[float] = DEFAULT_WIDTHS,
                  test_size: int = 2000, train_size: int = 16000, epochs: int = 8,
                  sweep_train_size: int = 2000, sweep_epochs: int = 15,
-                 resume: bool = True) -> str:
+                 resume: bool = True, use_shipped: bool = True) -> str:
     """Train both heads over ``seeds`` on the full recipe (``train_size`` images, ``epochs``)
     and over ``widths`` on ``sweep_train_size`` images (``sweep_epochs``), score them on the
     fixed ``test_size`` test digits and return the markdown; with ``out``, write ``gap_fc.png``
     and ``gap_fc.json`` (every run, per-item correctness included) next to it. The JSON is
     rewritten after every run; with ``resume``, runs already in it with the same sizes are
-    reused."""
+    reused. With ``use_shipped``, a full-recipe network whose shipped weights were made by
+    ``camlens train NAME --seed N`` with the same recipe (digits-gap and digits-fc, seed 0) is
+    scored from those weights instead of being trained again (the same loop and seeding; the
+    run's ``source`` says which)."""
     say = log or (lambda message: None)
     started = time.perf_counter()
     json_path = Path(out).with_suffix(".json") if out is not None else None
@@ -200,46 +221,56 @@ def gap_fc_table(out: Path | None = None, progress: bool = False,
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps({"complete": complete, "runs": runs}, indent=1))
 
-    # Seed by seed, so a run cut short still has whole seeds of both parts.
-    for seed in seeds:
-        for part, (recipe, part_widths) in parts.items():
-            train_data = None
-            for width in part_widths:
-                for head in HEADS:
-                    template = {"part": part, "head": head, "width": float(width),
-                                "train_size": recipe.train_size, "epochs": recipe.epochs,
-                                "seed": seed, "test_size": test_size}
-                    if _key(template) in previous:
-                        runs.append(previous[_key(template)])
-                        say(f"gap-fc: reused {part} {head} x{width:g} seed {seed}")
-                        continue
-                    if test_data is None:
-                        say(f"gap-fc: generating {test_size} test digits")
-                        test_data = materialize(datasets("cluttered", 10, test_size, 0)[1],
-                                                keys=("image", "label"), progress=progress)
+    # The cheap sweep first, every seed, then the full recipe seed by seed: a run cut short
+    # still has whole seeds of each part.
+    order = [("sweep", seed) for seed in seeds] + [("full", seed) for seed in seeds]
+    for part, seed in order:
+        recipe, part_widths = parts[part]
+        train_data = None
+        for width in part_widths:
+            for head in HEADS:
+                template = {"part": part, "head": head, "width": float(width),
+                            "train_size": recipe.train_size, "epochs": recipe.epochs,
+                            "seed": seed, "test_size": test_size}
+                if _key(template) in previous:
+                    runs.append(previous[_key(template)])
+                    say(f"gap-fc: reused {part} {head} x{width:g} seed {seed}")
+                    continue
+                if test_data is None:
+                    say(f"gap-fc: generating {test_size} test digits")
+                    test_data = materialize(datasets("cluttered", 10, test_size, 0)[1],
+                                            keys=("image", "label"), progress=progress)
+                run_started = time.perf_counter()
+                shipped = (_shipped(head, recipe, seed) if use_shipped and part == "full"
+                           and width == 1.0 else None)
+                if shipped is not None:
+                    model, train_error = shipped
+                    source = f"shipped weights ({get_weights(head).metadata['command']})"
+                else:
                     if train_data is None:
                         say(f"gap-fc: generating {recipe.train_size} training digits, seed "
                             f"{seed}")
                         train_data = materialize(
                             datasets("cluttered", recipe.train_size, 10, seed)[0],
                             keys=("image", "label"), progress=progress)
-                    run_started = time.perf_counter()
                     model = train_head(head, width, train_data, recipe, seed, progress)
-                    correct = _correct(model, test_data)
-                    train_correct = _correct(model, train_data)
-                    run = {**template,
-                           "parameters": sum(p.numel() for p in model.parameters()),
-                           "test_errors": int((~correct).sum()),
-                           "test_error": round(100 * float((~correct).float().mean()), 3),
-                           "train_error": round(100 * float((~train_correct).float().mean()),
-                                                3),
-                           "seconds": round(time.perf_counter() - run_started, 1),
-                           "correct": "".join("1" if hit else "0" for hit in correct.tolist())}
-                    runs.append(run)
-                    save(False)
-                    say(f"gap-fc: {part} {head} x{width:g} seed {seed}: test error "
-                        f"{run['test_error']:.2f}%, train error {run['train_error']:.2f}% "
-                        f"({run['seconds']:.0f} s)")
+                    train_error = round(
+                        100 * float((~_correct(model, train_data)).float().mean()), 3)
+                    source = "trained here"
+                correct = _correct(model, test_data)
+                run = {**template,
+                       "parameters": sum(p.numel() for p in model.parameters()),
+                       "test_errors": int((~correct).sum()),
+                       "test_error": round(100 * float((~correct).float().mean()), 3),
+                       "train_error": train_error,
+                       "source": source,
+                       "seconds": round(time.perf_counter() - run_started, 1),
+                       "correct": "".join("1" if hit else "0" for hit in correct.tolist())}
+                runs.append(run)
+                save(False)
+                say(f"gap-fc: {part} {head} x{width:g} seed {seed} ({source}): test error "
+                    f"{run['test_error']:.2f}%, train error {run['train_error']:.2f}% "
+                    f"({run['seconds']:.0f} s)")
     seconds = time.perf_counter() - started
     trained_seconds = sum(run["seconds"] for run in runs)
     figure_name = Path(out).with_suffix(".png").name if out is not None else "gap_fc.png"
@@ -294,6 +325,12 @@ def _markdown(runs: list[dict], parts: dict, seeds: Sequence[int], test_size: in
         "| seed | digits-gap | digits-fc | GAP errors | FC errors | b | c | McNemar p |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    shipped = sorted({run["seed"] for run in full
+                      if run.get("source", "").startswith("shipped")})
+    if shipped:
+        lines[-3:-3] = [f"Seed {', '.join(map(str, shipped))}: the shipped weights (made by "
+                        "`camlens train NAME --seed N`: the same loop, seeding and data), scored "
+                        "here; the other seeds trained here.", ""]
     paired = paired_summary(full)
     by_seed = {(run["seed"], run["head"]): run for run in full}
     for row in paired["seeds"]:
