@@ -140,6 +140,8 @@ def main() -> None:
                         help="interleaved rounds of the speed runs; the best of each is kept")
     parser.add_argument("--parts", default="speed,ray,memory",
                         help="what to measure, comma-separated: speed, ray, memory")
+    parser.add_argument("--models", default="resnet18,digits-gap",
+                        help="which models, comma-separated: resnet18, digits-gap")
     parser.add_argument("--output", type=Path)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--work", type=Path, help="folder for the images (default: a temp one)")
@@ -161,6 +163,7 @@ def main() -> None:
                        make_images(work / "gray64", digit_count, 64, "L", ".png"), 64,
                        lambda: load_model("digits-gap")),
     }
+    models = {name: models[name] for name in options.models.split(",")}
     lines = ["# camlens explain on a folder against a bare loop (issue 16)", "",
              f"Machine: {os.cpu_count()}-core {platform.machine()} CPU, no GPU, shared with other "
              f"work; torch {torch.__version__}, {torch.get_num_threads()} threads. "

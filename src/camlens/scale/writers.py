@@ -54,6 +54,11 @@ class Written:
     error: str | None = None
 
 
+#: zlib level of the overlay PNGs: 1 encodes a 224x224 overlay about 5x faster than the
+#: default 6 (12 against 63 ms here) for files of about the same size (overlays are noisy).
+PNG_COMPRESS_LEVEL = 1
+
+
 def resolved_paths(paths: Iterable[str | Path]) -> set[Path]:
     """``{Path(p).resolve() for p in paths}``, resolving each folder once: a file that is not a
     symbolic link resolves to its resolved folder joined with its name (one ``lstat`` each,
@@ -143,7 +148,7 @@ class PngWriter:
                     label = (row.target_name if result.names is not None
                              else f"{row.target_name} {row.score:.2f}")
                     drawn = draw_boxes(drawn, [box], labels=[label])
-                drawn.save(destination)
+                drawn.save(destination, compress_level=PNG_COMPRESS_LEVEL)
                 records.append({**_record(result.key, loaded.name, row),
                                 "output": str(destination), "notes": list(exp.notes)})
         if result.names is not None and len(result.names) > 1:
