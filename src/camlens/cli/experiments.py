@@ -80,6 +80,8 @@ TABLES: dict[str, tuple[str, str]] = {
     "pooling": ("camlens.experiments.pooling", "pooling_table"),
     "sanity": ("camlens.experiments.sanity", "sanity_table"),
     "gap-fc": ("camlens.experiments.gap_fc", "gap_fc_table"),
+    "localization-protocols": ("camlens.experiments.localization_protocols",
+                               "localization_protocols_table"),
 }
 
 

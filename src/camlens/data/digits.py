@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 __all__ = ["BiasedDigits", "Box", "CLASS_NAMES", "ClutteredDigits", "DigitCanvasConfig",
-           "DigitDataset", "DigitScenes", "MARK_SIZE", "MARK_SPOTS", "SOURCE_SPLIT_SEED",
-           "SPLITS", "TEST_FRACTION", "materialize", "overlaps", "paste", "randint",
-           "source_digits"]
+           "DigitDataset", "DigitScenes", "INK_LEVEL", "MARK_SIZE", "MARK_SPOTS",
+           "SOURCE_SPLIT_SEED", "SPLITS", "TEST_FRACTION", "materialize", "overlaps", "paste",
+           "randint", "source_digits"]
 
 CLASS_NAMES = tuple(str(digit) for digit in range(10))
 SPLITS = ("train", "test")
@@ -77,7 +77,11 @@ def _upscale(digit: torch.Tensor, size: int) -> torch.Tensor:
     return resized[0, 0].clamp(0, 1)
 
 
-def _ink_box(patch: torch.Tensor, top: int, left: int, level: float = 0.1) -> Box:
+#: A digit's ink: the pixels of its upscaled patch above this level (its box is their extent).
+INK_LEVEL = 0.1
+
+
+def _ink_box(patch: torch.Tensor, top: int, left: int, level: float = INK_LEVEL) -> Box:
     """The tight box of the pixels of ``patch`` above ``level``, in canvas coordinates."""
     rows = torch.nonzero(patch.amax(dim=1) > level).flatten()
     cols = torch.nonzero(patch.amax(dim=0) > level).flatten()
@@ -150,9 +154,11 @@ class DigitDataset(Dataset):
 
     def place_digit(
         self, canvas: torch.Tensor, generator: torch.Generator, digit: torch.Tensor,
-        taken: list[Box], attempts: int = 50,
+        taken: list[Box], attempts: int = 50, ink: torch.Tensor | None = None,
     ) -> Box:
-        """Paste ``digit`` upscaled at a random free place; returns its ink box."""
+        """Paste ``digit`` upscaled at a random free place; returns its ink box. With ``ink`` (a
+        boolean tensor shaped like ``canvas``), also marks the pasted digit's ink there: the
+        patch's pixels above :data:`INK_LEVEL`, the pixels its box is drawn around."""
         height, width = canvas.shape
         for _ in range(attempts):
             size = randint(generator, *self.config.digit_size)
@@ -161,6 +167,8 @@ class DigitDataset(Dataset):
             box = _ink_box(patch, top, left)
             if not overlaps(box, taken, margin=2):
                 paste(canvas, patch, top, left)
+                if ink is not None:
+                    ink[top : top + size, left : left + size] |= patch > INK_LEVEL
                 return box
         raise RuntimeError("could not place a digit without overlap; use a larger canvas")
 
@@ -192,14 +200,29 @@ class ClutteredDigits(DigitDataset):
                  config: DigitCanvasConfig | None = None) -> None:
         super().__init__(size, split, seed, config)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def _draw(self, index: int, ink: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, int, Box]:
         generator = self.generator(index)
         canvas = self.blank_canvas(generator)
         digit, label = self.pick_source(generator)
-        box = self.place_digit(canvas, generator, digit, [])
+        box = self.place_digit(canvas, generator, digit, [], ink=ink)
         self.add_clutter(canvas, generator, [box])
+        return canvas, label, box
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        canvas, label, box = self._draw(index)
         return {"image": canvas[None], "label": torch.tensor(label),
                 "box": torch.tensor(box, dtype=torch.float32)}
+
+    def ink_mask(self, index: int) -> torch.Tensor:
+        """The digit's ink in item ``index``: a boolean ``(H, W)`` mask of the pixels where the
+        pasted digit's upscaled patch exceeds :data:`INK_LEVEL` (the item is generated again, so
+        this is the generator's own record, not a reading of the image). The item's ``box`` is
+        the tight box around these pixels; the pointing game can ask for the map's maximum on the
+        ink instead of anywhere in that box."""
+        ink = torch.zeros(self.config.canvas, dtype=torch.bool)
+        self._draw(index, ink)
+        return ink
 
 
 class DigitScenes(DigitDataset):

@@ -28,6 +28,7 @@ from camlens.metrics.faithfulness import (
 from camlens.metrics.intervals import bootstrap_interval, seed_interval, wilson_interval
 from camlens.metrics.localization import (
     BOX_ACCURACY_THRESHOLDS,
+    MAP_CONVENTIONS,
     box_accuracy_hits,
     box_iou,
     box_masks,
@@ -38,8 +39,14 @@ from camlens.metrics.localization import (
     localization_error,
     localization_hits,
     max_box_accuracy,
+    scale_maps,
 )
-from camlens.metrics.pointing import energy_pointing_game, pointing_accuracy, pointing_game
+from camlens.metrics.pointing import (
+    class_mean_accuracy,
+    energy_pointing_game,
+    pointing_accuracy,
+    pointing_game,
+)
 from camlens.metrics.road_metric import ROADScores, noisy_linear_imputation, road, road_scores
 from camlens.metrics.sanity import (
     cascading_randomization,
@@ -51,6 +58,7 @@ from camlens.metrics.ssim import ssim
 
 __all__ = [
     "BOX_ACCURACY_THRESHOLDS",
+    "MAP_CONVENTIONS",
     "PerturbationCurves",
     "ROADScores",
     "noisy_linear_imputation",
@@ -62,6 +70,7 @@ __all__ = [
     "box_iou",
     "box_masks",
     "cascading_randomization",
+    "class_mean_accuracy",
     "center_box",
     "connected_components",
     "deletion_insertion",
@@ -77,6 +86,7 @@ __all__ = [
     "max_box_accuracy",
     "pointing_accuracy",
     "pointing_game",
+    "scale_maps",
     "randomization_steps",
     "spearman",
     "ssim",

@@ -29,12 +29,49 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BOX_ACCURACY_THRESHOLDS", "box_accuracy_hits", "box_iou", "box_masks", "center_box",
-           "connected_components", "full_image_box", "largest_component_boxes",
-           "localization_error", "localization_hits", "max_box_accuracy"]
+__all__ = ["BOX_ACCURACY_THRESHOLDS", "MAP_CONVENTIONS", "box_accuracy_hits", "box_iou",
+           "box_masks", "center_box", "connected_components", "full_image_box",
+           "largest_component_boxes", "localization_error", "localization_hits",
+           "max_box_accuracy", "scale_maps"]
 
 #: The map thresholds of MaxBoxAcc (Choe et al., CVPR 2020): 0, 0.01, ..., 0.99.
 BOX_ACCURACY_THRESHOLDS = tuple(step / 100 for step in range(100))
+#: How a map is scaled before a threshold is applied (:func:`scale_maps`).
+MAP_CONVENTIONS = ("relu-max", "min-max")
+
+
+def scale_maps(maps: torch.Tensor, convention: str = "relu-max") -> torch.Tensor:
+    """Maps ``(..., H, W)`` scaled to ``[0, 1]`` per map by one of the two conventions the papers'
+    box protocols use; a threshold ``tau`` then keeps ``scaled >= tau``.
+
+    - ``"relu-max"`` (Grad-CAM, Selvaraju et al. ICCV 2017: the map is ``ReLU(sum_k alpha_k A^k)``
+      and the box keeps the pixels above a fraction of its maximum):
+      ``S = max(M, 0) / max_ij max(M_ij, 0)``, so ``S >= tau`` iff ``M >= tau * max M``; a map
+      with no positive value becomes all zeros.
+    - ``"min-max"`` (CAM's released code, Zhou et al. CVPR 2016: ``cam - min(cam)``, then divided
+      by its maximum, no ReLU; also Choe et al.'s ``normalize_scoremap`` for MaxBoxAcc):
+      ``S = (M - min M) / (max M - min M)``, so ``S >= tau`` iff
+      ``M >= min M + tau * (max M - min M)``; a constant map becomes all zeros.
+
+    On a map whose minimum is 0 the two agree. On a raw (pre-ReLU) map with negative values the
+    min-max threshold sits lower, ``tau * max M - (1 - tau) * |min M|`` instead of ``tau * max M``,
+    so the kept region, and its box, grow.
+    """
+    if convention not in MAP_CONVENTIONS:
+        raise ValueError(f"convention must be one of {', '.join(MAP_CONVENTIONS)}, got "
+                         f"{convention!r}")
+    if maps.ndim < 2:
+        raise ValueError(f"maps must have shape (..., H, W), got {tuple(maps.shape)}")
+    if maps.is_complex() or not maps.is_floating_point():
+        maps = maps.float()
+    if convention == "relu-max":
+        maps = maps.clamp_min(0)
+        low = torch.zeros_like(maps.amin(dim=(-2, -1), keepdim=True))
+    else:
+        low = maps.amin(dim=(-2, -1), keepdim=True)
+    span = maps.amax(dim=(-2, -1), keepdim=True) - low
+    safe = torch.where(span > 0, span, torch.ones_like(span))
+    return torch.where(span > 0, (maps - low) / safe, torch.zeros_like(maps))
 
 
 def connected_components(foreground: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,8 @@ import torch
 
 from camlens.metrics.localization import box_masks
 
-__all__ = ["DIGITS_TOLERANCE", "energy_pointing_game", "pointing_accuracy", "pointing_game"]
+__all__ = ["DIGITS_TOLERANCE", "class_mean_accuracy", "energy_pointing_game", "pointing_accuracy",
+           "pointing_game"]
 
 #: The pointing game's 15 px tolerance on a 224-px image (Zhang et al.) scaled to the 64-px-high
 #: digit canvases of :mod:`camlens.data`: 4 px, one cell of the digit models' feature maps.
@@ -116,3 +117,33 @@ def pointing_accuracy(hits: torch.Tensor, classes: torch.Tensor | None = None) -
     totals = hits.new_zeros(len(present)).index_add_(0, index, hits)
     counts = hits.new_zeros(len(present)).index_add_(0, index, torch.ones_like(hits))
     return (totals / counts).mean().item()
+
+
+def class_mean_accuracy(hits: torch.Tensor, classes: torch.Tensor,
+                        num_classes: int | None = None) -> torch.Tensor:
+    """The per-class mean of hit rates over the last axis, batched: ``(..., N)`` hits and classes
+    -> ``(...,)`` float64.
+
+    Zhang et al. ("Top-Down Neural Attention by Excitation Backprop", ECCV 2016; IJCV 2018)
+    report the pointing game as ``(1 / |C|) sum_{c in C} hits_c / (hits_c + misses_c)`` over the
+    classes ``C`` present (in each row of the batch: a bootstrap resample may miss a class, which
+    then does not count). The same as :func:`pointing_accuracy` with classes for one row; the
+    leading axes let a bootstrap evaluate its resamples ``(R, N)`` at once. ``classes`` are
+    ints in ``[0, num_classes)`` (default: one more than the largest).
+    """
+    hits = torch.as_tensor(hits)
+    classes = torch.as_tensor(classes, device=hits.device)
+    if hits.shape != classes.shape or hits.ndim < 1 or hits.shape[-1] == 0:
+        raise ValueError(f"hits and classes must share a shape (..., N) with N >= 1, got "
+                         f"{tuple(hits.shape)} and {tuple(classes.shape)}")
+    if classes.is_floating_point() or bool((classes < 0).any()):
+        raise ValueError("classes must be non-negative ints")
+    count = int(classes.max()) + 1 if num_classes is None else num_classes
+    if int(classes.max()) >= count:
+        raise ValueError(f"classes go up to {int(classes.max())}, beyond num_classes={count}")
+    one_hot = torch.nn.functional.one_hot(classes.long(), count).double()  # (..., N, C)
+    totals = (one_hot * hits.double()[..., None]).sum(dim=-2)
+    counts = one_hot.sum(dim=-2)
+    present = counts > 0
+    rates = torch.where(present, totals / counts.clamp_min(1), torch.zeros_like(totals))
+    return rates.sum(dim=-1) / present.sum(dim=-1)
