@@ -39,6 +39,7 @@ def toy_run(tmp_path_factory):
 def test_table_has_both_parts_every_width_and_writes_json_and_figure(toy_run):
     out, table, _ = toy_run
     assert "## (a) Full recipe, per seed" in table and "## (b) Capacity sweep" in table
+    assert "Partial" not in table and out.read_text() == table
     for seed in TOY["seeds"]:
         assert f"\n| {seed} | " in table
     for width in ("0.125", "0.25"):

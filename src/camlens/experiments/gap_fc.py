@@ -215,11 +215,22 @@ def gap_fc_table(out: Path | None = None, progress: bool = False,
     test_data: dict[str, torch.Tensor] | None = None
     runs: list[dict] = []
 
-    def save(complete: bool) -> None:
-        if json_path is None:
+    planned = len(seeds) * len(HEADS) * (1 + len(widths))
+    figure_name = Path(out).with_suffix(".png").name if out is not None else "gap_fc.png"
+
+    def page() -> str:
+        return _markdown(runs, parts, seeds, test_size, time.perf_counter() - started,
+                         sum(run["seconds"] for run in runs), figure_name, planned)
+
+    def save(complete: bool, markdown: str | None = None) -> None:
+        """The JSON, figure and page so far, after every run (a run cut short leaves a
+        consistent page saying how far it got)."""
+        if json_path is None or out is None:
             return
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps({"complete": complete, "runs": runs}, indent=1))
+        gap_fc_figure(runs, Path(out).with_suffix(".png"))
+        Path(out).write_text(markdown if markdown is not None else page())
 
     # The cheap sweep first, every seed, then the full recipe seed by seed: a run cut short
     # still has whole seeds of each part.
@@ -271,20 +282,14 @@ def gap_fc_table(out: Path | None = None, progress: bool = False,
                 say(f"gap-fc: {part} {head} x{width:g} seed {seed} ({source}): test error "
                     f"{run['test_error']:.2f}%, train error {run['train_error']:.2f}% "
                     f"({run['seconds']:.0f} s)")
-    seconds = time.perf_counter() - started
-    trained_seconds = sum(run["seconds"] for run in runs)
-    figure_name = Path(out).with_suffix(".png").name if out is not None else "gap_fc.png"
-    markdown = _markdown(runs, parts, seeds, test_size, seconds, trained_seconds, figure_name)
-    if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        gap_fc_figure(runs, out.with_suffix(".png"))
-        save(True)
+    markdown = page()
+    save(True, markdown)
     return markdown
 
 
 def _markdown(runs: list[dict], parts: dict, seeds: Sequence[int], test_size: int,
-              seconds: float, trained_seconds: float, figure_name: str) -> str:
+              seconds: float, trained_seconds: float, figure_name: str,
+              planned: int | None = None) -> str:
     full_recipe, _ = parts["full"]
     sweep_recipe, widths = parts["sweep"]
     machine = (f"{os.cpu_count()}-core {platform.machine()}, "
@@ -302,6 +307,8 @@ def _markdown(runs: list[dict], parts: dict, seeds: Sequence[int], test_size: in
         f"(seeds {', '.join(map(str, seeds))}; {seconds / 60:.1f} min wall, "
         f"{trained_seconds / 60:.1f} min of it training and scoring, on {machine}).",
         "",
+        *([f"**Partial: {len(runs)} of the {planned} runs done when this page was written.**",
+           ""] if planned is not None and len(runs) < planned else []),
         f"- Test images: the fixed {test_size:,} cluttered test digits (test part of the source "
         "digits, seed 0), the same for every network, so the heads are compared pairwise.",
         "- Heads: `DigitsGAP` (trunk -> global average pooling -> linear) and `DigitsFC` (trunk "
