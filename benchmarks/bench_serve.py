@@ -132,6 +132,7 @@ def library_timing(model, inputs: list[torch.Tensor], seconds: float) -> dict[st
         for tensor in inputs:  # warm up
             camlens.explain(model, tensor, method="gradcam", layer="features")
         latencies = []
+        cpu_began = time.process_time()
         end_at = time.monotonic() + seconds
         index = 0
         while time.monotonic() < end_at:
@@ -144,6 +145,7 @@ def library_timing(model, inputs: list[torch.Tensor], seconds: float) -> dict[st
             index += 1
         latencies.sort()
         figures[name] = {"per_s": len(latencies) / seconds,
+                         "cpu_ms": 1000 * (time.process_time() - cpu_began) / len(latencies),
                          "median_ms": 1000 * statistics.median(latencies),
                          "p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))]}
     return figures
@@ -334,12 +336,15 @@ def main() -> int:
         app = build_app(catalog, Limits(batch_window_s=window, queue_size=64))
         server, thread = serve(app, port)
         try:
+            cpu_began = time.process_time()  # the server's process: the clients run apart
             answers = load(f"http://127.0.0.1:{port}", clients, seconds, pictures)
+            cpu = time.process_time() - cpu_began
             stats = app.state.server.batcher.stats
         finally:
             server.should_exit = True
             thread.join(timeout=30)
         figures = summary(answers, seconds)
+        figures["cpu_ms"] = 1000 * cpu / max(1, len(answers) - figures["errors"])
         figures["per_call"] = stats.requests / stats.calls if stats.calls else 0.0
         figures["phases"] = server_phases(answers)
         rows.append((label, clients, seconds, figures))
@@ -361,21 +366,27 @@ def main() -> int:
         "is `camlens serve`'s app on uvicorn (2 worker threads; while both are busy, requests "
         "wait up to 20 ms to be batched, up to 16 pictures a call).",
         "",
+        "CPU per call or answer: the CPU time of the process (every thread; the server's "
+        "process holds no client) over the calls or answers, the cost of each on a machine "
+        "whose cores are all busy.",
+        "",
         "Work: `POST /api/explain`, one 64x64 digit (six pictures in turn), digits-gap, "
         "Grad-CAM at `features`, top-1; the JSON answer carries the overlay PNG, the hover "
         "values and the raw map.",
         "",
-        "| | calls or answers/s | median latency | 95th percentile | requests per library "
-        "call | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| | calls or answers/s | median latency | 95th percentile | CPU per call or answer "
+        "| requests per library call | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, figures in library.items():
         lines.append(f"| bare library, one worker thread: {name} | {figures['per_s']:.0f} | "
-                     f"{figures['median_ms']:.1f} ms | {figures['p95_ms']:.1f} ms | - | - |")
+                     f"{figures['median_ms']:.1f} ms | {figures['p95_ms']:.1f} ms | "
+                     f"{figures['cpu_ms']:.1f} ms | - | - |")
     for label, _clients, seconds, figures in rows:
         lines.append(f"| server, {label}, {seconds:.0f} s | {figures['per_s']:.0f} | "
                      f"{figures['median_ms']:.1f} ms | {figures['p95_ms']:.1f} ms | "
-                     f"{figures['per_call']:.1f} | {figures['errors']} |")
+                     f"{figures['cpu_ms']:.1f} ms | {figures['per_call']:.1f} | "
+                     f"{figures['errors']} |")
     phases = rows[0][3]["phases"]
     with_png = library["explain + overlay PNG"]["median_ms"]
     lines += [
