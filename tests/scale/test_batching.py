@@ -32,6 +32,9 @@ def assert_same(batched, alone):
                                   rtol=1e-4, atol=1e-5 * max(1.0, float(expected.raw.max())))
             assert row.notes == expected.notes
         assert together.console_notes == single.console_notes
+        for mine, own in zip(together.explanations or [], single.explanations or [],
+                             strict=True):  # the pictures' maps, computed for the batch
+            assert torch.allclose(mine.maps, own.maps, atol=1e-4)
 
 
 @pytest.mark.parametrize(("methods", "layer", "target", "count"), [
@@ -43,7 +46,7 @@ def assert_same(batched, alone):
 def test_a_batch_explains_each_input_as_if_alone(digits_gap, digit_scenes, methods, layer,
                                                   target, count):
     inputs = decoded(digits_gap, digit_scenes, count)
-    spec = WorkSpec(methods=methods, layer=layer, target=target,
+    spec = WorkSpec(methods=methods, layer=layer, target=target, pictures=True,
                     options={"fuse": "max"} if isinstance(layer, list) else {})
     batched = explain_batch(digits_gap, spec, "cpu", inputs)
     alone = [explain_batch(digits_gap, spec, "cpu", [one])[0] for one in inputs]

@@ -220,6 +220,9 @@ def _explain_group(loaded, spec: WorkSpec, device, group: list[Decoded]) -> list
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename,
                                    warning.lineno)
+    if spec.pictures:  # upsampled and normalised for the whole group at once, then cut
+        for exp in explanations:
+            exp.maps  # noqa: B018 - computes and keeps them
     results = []
     for position, decoded in enumerate(group):
         alone = [_one_input(exp, position, len(group)) for exp in explanations]
@@ -245,7 +248,7 @@ def _one_input(exp: Explanation, position: int, count: int) -> Explanation:
     single = Explanation(raw=cut(exp.raw), scores=cut(exp.scores), targets=cut(exp.targets),
                          method=exp.method, layer=exp.layer, input_size=exp.input_size,
                          attributions=cut(exp.attributions), notes=[],
-                         per_layer=per_layer)
+                         per_layer=per_layer, _maps=cut(exp._maps))
     single.notes = [note for note in (_note_for(note, single, count) for note in exp.notes)
                     if note is not None]
     return single

@@ -60,27 +60,32 @@ PNG_COMPRESS_LEVEL = 1
 
 
 def resolved_paths(paths: Iterable[str | Path]) -> set[Path]:
-    """``{Path(p).resolve() for p in paths}``, resolving each folder once: a file that is not a
-    symbolic link resolves to its resolved folder joined with its name (one ``lstat`` each,
-    instead of one per path component), a link is resolved in full."""
+    """``{Path(p).resolve() for p in paths}``, resolving each folder once (see
+    :func:`resolved_file`)."""
     folders: dict[Path, Path] = {}
-    resolved = set()
-    for path in map(Path, paths):
-        if path.is_symlink():
-            resolved.add(path.resolve())
-            continue
-        folder = folders.get(path.parent)
-        if folder is None:
-            folder = folders[path.parent] = path.parent.resolve()
-        resolved.add(folder / path.name)
-    return resolved
+    return {resolved_file(Path(path), folders) for path in paths}
 
 
-def output_path(out: Path, stem: str, suffix: str, inputs: set[Path], taken: set[Path]) -> Path:
-    """A fresh file name in ``out``: never an input file, never one written in this run."""
+def resolved_file(path: Path, folders: dict[Path, Path]) -> Path:
+    """``path.resolve()``: a file that is not a symbolic link is its folder, resolved once per
+    folder (kept in ``folders``), joined with its name (one ``lstat`` instead of one per path
+    component); a link is resolved in full."""
+    if path.is_symlink():
+        return path.resolve()
+    folder = folders.get(path.parent)
+    if folder is None:
+        folder = folders[path.parent] = path.parent.resolve()
+    return folder / path.name
+
+
+def output_path(out: Path, stem: str, suffix: str, inputs: set[Path], taken: set[Path],
+                folders: dict[Path, Path] | None = None) -> Path:
+    """A fresh file name in ``out``: never an input file, never one written in this run
+    (``folders``: resolved folders kept between calls, see :func:`resolved_file`)."""
+    folders = {} if folders is None else folders
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{stem}_{suffix}")
     candidate, counter = out / f"{safe}.png", 2
-    while candidate.resolve() in inputs or candidate in taken:
+    while resolved_file(candidate, folders) in inputs or candidate in taken:
         candidate, counter = out / f"{safe}-{counter}.png", counter + 1
     taken.add(candidate)
     return candidate
@@ -104,12 +109,13 @@ class PngWriter:
         self.colormap = get_colormap(colormap)
         self.inputs = inputs or set()
         self.taken: set[Path] = set(taken or ())
+        self._folders: dict[Path, Path] = {}
         self._names = threading.Lock()
         self._figures = threading.Lock()  # matplotlib figures: one at a time
 
     def _path(self, stem: str, suffix: str) -> Path:
         with self._names:
-            return output_path(self.out, stem, suffix, self.inputs, self.taken)
+            return output_path(self.out, stem, suffix, self.inputs, self.taken, self._folders)
 
     def write(self, result: ImageResult) -> list[Written]:
         try:
@@ -135,7 +141,8 @@ class PngWriter:
         explanations = result.explanations
         rows = iter(result.rows)
         for exp in explanations:
-            maps = exp.maps[0] if exp.maps.ndim == 4 else exp.maps[0][None]
+            all_maps = exp.maps
+            maps = all_maps[0] if all_maps.ndim == 4 else all_maps[0][None]
             for number, map_ in enumerate(maps):
                 row = next(rows)
                 suffix = row.method if len(maps) == 1 else f"{row.method}_{row.target_name}"
