@@ -139,6 +139,9 @@ def _reading(interval: tuple[float, float, float] | None) -> str:
     return "no difference shown"
 
 
+_FLOOR = 0.1  # the figure's lowest error (%), where clipped intervals end
+
+
 def gap_fc_figure(runs: Sequence[dict], path: Path) -> None:
     """Test error (%) against parameters (log scale) for both heads: the width sweep (means
     over seeds with their 95% t intervals, seeds as dots) and the full recipe."""
@@ -158,13 +161,16 @@ def gap_fc_figure(runs: Sequence[dict], path: Path) -> None:
                 group = [run for run in chosen if run["width"] == width]
                 errors = _errors(group)
                 xs.append(group[0]["parameters"])
-                axes.scatter([group[0]["parameters"]] * len(errors), errors, s=10,
+                axes.scatter([group[0]["parameters"]] * len(errors),
+                             [max(error, _FLOOR) for error in errors], s=10,
                              color=colour, alpha=0.35, marker=marker)
                 mean, low, high = (seed_interval(errors) if len(errors) >= 2
                                    else (errors[0],) * 3)
+                mean = max(mean, _FLOOR)
                 means.append(mean)
-                lows.append(mean - low)
-                highs.append(high - mean)
+                # Log scale: the t interval is drawn clipped to [0.1%, 100%].
+                lows.append(mean - max(low, _FLOOR))
+                highs.append(min(high, 100.0) - mean)
             size = chosen[0]["train_size"]
             axes.errorbar(xs, means, yerr=[lows, highs], color=colour, marker=marker,
                           linestyle=style, capsize=3,
@@ -172,8 +178,12 @@ def gap_fc_figure(runs: Sequence[dict], path: Path) -> None:
                           + (" (width sweep)" if part == "sweep" else " (full recipe)"))
     axes.set_xscale("log")
     axes.set_xlabel("parameters")
-    axes.set_ylabel("test error (%), 2,000 test digits")
-    axes.set_title("GAP vs FC head: error against capacity (mean, 95% t interval over seeds)")
+    axes.axhline(90.0, color="grey", linestyle=":", linewidth=1, label="chance (90% error)")
+    axes.set_yscale("log")
+    axes.set_ylim(_FLOOR, 100.0)
+    axes.set_ylabel("test error (%, log scale), fixed test digits")
+    axes.set_title("GAP vs FC head: error against capacity\n(mean over seeds, 95% t interval "
+                   "clipped to the axis; dots: seeds)", fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.savefig(path, bbox_inches="tight", dpi=120)
