@@ -8,7 +8,7 @@ diagonal ones, renormalised at the border), which for all removed pixels at once
 linear system per image, ``(D - W) x_removed = W_known x_known``, solved for every channel; then
 Gaussian noise of standard deviation ``noise`` is added to the imputed values. :func:`road` builds
 the systems of all its images and fractions at once and solves them by banded Cholesky
-(:func:`linear_imputation`; ~3x faster than a conjugate-gradient solve per image and channel on
+(:func:`linear_imputation`; 2-3x faster than a conjugate-gradient solve per image and channel on
 the 64x64 digits, ``benchmarks/bench_road.py``), with the same masks and noise draws.
 
 - **MoRF** (most relevant first): remove the top ``p`` of the pixels by the map; a faithful map
@@ -49,8 +49,9 @@ NEIGHBOURS = ((-1, 0, 1 / 6), (1, 0, 1 / 6), (0, -1, 1 / 6), (0, 1, 1 / 6),
 #: Values a batch of imputations holds at most (the band, or the CG vectors; float64: 64 MB).
 SOLVE_ELEMENTS = 1 << 23
 #: :func:`linear_imputation` solves images up to this wide by banded Cholesky, wider by CG (the
-#: band costs ``W^2`` per unknown and ``W + 2`` values of memory: 2-7x faster than CG at 64 to
-#: 224 pixels, break-even near 450, 135 MB for one 256x256 image).
+#: band costs ``W^2`` per unknown and ``W + 2`` values of memory: 2-3x faster than CG at 64 and
+#: 224 pixels in ``benchmarks/ROAD.md``, even near 450 by the ``W^4`` vs ``W^3`` scaling; 135 MB
+#: for one 256x256 image).
 BANDED_WIDTH = 256
 
 
