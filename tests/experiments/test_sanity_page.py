@@ -45,7 +45,7 @@ def test_train_refuses_permuted_labels_without_out():
 
 def test_signed_and_absolute_maps():
     model = load("digits-gap")
-    images = torch.rand(3, 1, 64, 64)
+    images = torch.rand(3, 1, 64, 64, generator=torch.Generator().manual_seed(0))
     targets = torch.tensor([1, 2, 3])
     signed, absolute = method_maps(model, images, "gradient", targets)
     assert signed.shape == absolute.shape == (3, 64, 64)
@@ -53,7 +53,10 @@ def test_signed_and_absolute_maps():
     assert (signed < 0).any()
     cam_signed, cam_absolute = method_maps(model, images, "gradcam", targets, batch=2)
     assert torch.equal(cam_signed, cam_absolute)
-    assert cam_signed.min() >= 0 and cam_signed.amax(dim=(1, 2)).eq(1).all()
+    # each map scaled to a maximum of 1, or zero everywhere (no positive evidence: the engine
+    # warns; random pictures can give one)
+    peaks = cam_signed.amax(dim=(1, 2))
+    assert cam_signed.min() >= 0 and (peaks.eq(1) | peaks.eq(0)).all() and peaks.eq(1).any()
 
 
 def test_the_cascade_tables_have_every_step_and_metric():
