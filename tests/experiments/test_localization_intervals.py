@@ -44,6 +44,7 @@ def digits() -> dict[str, torch.Tensor]:
             "predicted": predicted, "maps": maps}
 
 
+@pytest.mark.slow  # about a minute on a loaded 2-core machine (ROAD and deletion curves)
 def test_every_figure_has_the_interval_of_its_per_image_values(digits) -> None:
     model = load("digits-gap").eval()
     images, labels, boxes = digits["image"], digits["label"], digits["box"]
