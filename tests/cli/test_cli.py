@@ -50,3 +50,23 @@ def test_reproduce_small(tmp_path):
                 "centred box", "full image", "guided-backprop"):
         assert row in text
     assert "digits-fc cam | refused" in text
+
+
+def test_reproduce_seeds_reach_the_tables_that_train_and_are_refused_elsewhere(monkeypatch):
+    import camlens.experiments.transfer as transfer
+
+    seen = {}
+
+    def fake_table(out=None, progress=False, log=None, *, seeds=(0, 1, 2)):
+        seen["seeds"] = tuple(seeds)
+        return "table"
+
+    monkeypatch.setattr(transfer, "transfer_table", fake_table)
+    result = CliRunner().invoke(main, ["reproduce", "transfer", "--seeds", "3,5"])
+    assert result.exit_code == 0, result.output
+    assert seen["seeds"] == (3, 5)
+    for bad in ("3,x", "1,1", "-1"):
+        result = CliRunner().invoke(main, ["reproduce", "transfer", "--seeds", bad])
+        assert result.exit_code == 2 and "--seeds" in result.output, (bad, result.output)
+    result = CliRunner().invoke(main, ["reproduce", "localization", "--seeds", "1"])
+    assert result.exit_code == 2 and "trains no models" in result.output

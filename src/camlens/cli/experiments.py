@@ -85,6 +85,31 @@ TABLES: dict[str, tuple[str, str]] = {
 }
 
 
+def _seeds(text: str | None) -> tuple[int, ...] | None:
+    """``--seeds 0,1,2`` as a tuple of distinct non-negative ints (None when not given)."""
+    if text is None:
+        return None
+    try:
+        seeds = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: seeds are non-negative integers separated by "
+                                 "commas, e.g. 0,1,2") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise click.BadParameter(f"{text!r}: seeds are distinct non-negative integers "
+                                 "separated by commas, e.g. 0,1,2")
+    return seeds
+
+
+def _seeded_tables() -> list[str]:
+    """The tables of :data:`TABLES` whose function takes ``seeds``."""
+    import importlib
+    import inspect
+
+    return [name for name, (module, function) in TABLES.items()
+            if "seeds" in inspect.signature(getattr(importlib.import_module(module),
+                                                    function)).parameters]
+
+
 @click.command()
 @VERBOSE_OPTION
 @click.argument("what", type=click.Choice(["localization", "captioning", "audio", "detection",
@@ -96,7 +121,11 @@ TABLES: dict[str, tuple[str, str]] = {
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the markdown to this file (audio: required; its figures are "
                    "written next to it).")
-def reproduce(what: str, test_size: int | None, out: Path | None) -> None:
+@click.option("--seeds", callback=lambda ctx, param, value: _seeds(value),
+              help="Training seeds, separated by commas, for the tables that train models "
+                   "(gap-fc, pooling, transfer); default: each table's own.")
+def reproduce(what: str, test_size: int | None, out: Path | None,
+              seeds: tuple[int, ...] | None) -> None:
     """Reproduce the papers' tables on the offline benchmarks: CAM and Grad-CAM localization,
     Grad-CAM for captioning, relevance over time for the accent models, maps of a detector's
     boxes."""
@@ -113,6 +142,17 @@ def reproduce(what: str, test_size: int | None, out: Path | None) -> None:
         click.echo(evaluate(out, **sizes, progress=sys.stderr.isatty(), log=say,
                             command=command))
         return
+    if seeds is not None:
+        import importlib
+        import inspect
+
+        takes = (inspect.signature(getattr(importlib.import_module(TABLES[what][0]),
+                                           TABLES[what][1])).parameters
+                 if what in TABLES else {})
+        if "seeds" not in takes:
+            raise click.BadParameter(f"reproduce {what} trains no models; --seeds applies to "
+                                     f"{', '.join(_seeded_tables())}", param_hint="--seeds")
+        sizes["seeds"] = seeds
     if what in TABLES:
         import importlib
 

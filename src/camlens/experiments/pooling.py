@@ -384,7 +384,9 @@ def pooling_table(out: Path | None = None, progress: bool = False,
     header = [
         "# Attention against uniform pooling for the accent model, with a voice control",
         "",
-        f"`camlens reproduce pooling --out docs/pooling.md` ({seconds / 60:.1f} min, of which "
+        "`camlens reproduce pooling"
+        + ("" if tuple(seeds) == tuple(DEFAULT_SEEDS) else f" --seeds {','.join(map(str, seeds))}")
+        + f" --out docs/pooling.md` ({seconds / 60:.1f} min, of which "
         f"{(trained - started) / 60:.1f} min training the seeds not yet cached, on "
         f"{_machine()}). Source: `camlens.experiments.pooling`.",
         "",
