@@ -219,9 +219,14 @@ def render(records: list[dict[str, Any]], summary: dict[str, Any], *, header: Se
     """The markdown page from the per-seed records and their :func:`summarize`."""
     kinds = [kind for kind in EVALUATED_KINDS if kind in records[0]["results"]]
     models = [model for model in MODELS if model in summary]
+    from scipy import stats
+
+    count = len({record["seed"] for record in records})
+    spread = (f"with {count} seeds t = {stats.t.ppf(0.975, count - 1):.2f}, so intervals are "
+              "wide" if count > 1 else "one seed: no interval")
     lines = [*header, "", "## Accuracy", "",
              "Test accuracy (%), mean over the seeds [95% Student-t interval of the mean, "
-             "clipped to the possible range; with 3 seeds t = 4.30, so intervals are wide]:", "",
+             f"clipped to the possible range; {spread}]:", "",
              "| model | " + " | ".join(kinds) + " |", "|---|" + "---:|" * len(kinds)]
     for model in models:
         lines.append(f"| {model} | " + " | ".join(_pct(summary[model][kind]["accuracy"])
