@@ -100,14 +100,17 @@ def _seeds(text: str | None) -> tuple[int, ...] | None:
     return seeds
 
 
-def _seeded_tables() -> list[str]:
-    """The tables of :data:`TABLES` whose function takes ``seeds``."""
+def _takes_seeds(name: str) -> bool:
+    """Whether the table ``name`` of :data:`TABLES` trains models (its function takes
+    ``seeds``)."""
     import importlib
     import inspect
 
-    return [name for name, (module, function) in TABLES.items()
-            if "seeds" in inspect.signature(getattr(importlib.import_module(module),
-                                                    function)).parameters]
+    if name not in TABLES:
+        return False
+    module, function = TABLES[name]
+    return "seeds" in inspect.signature(
+        getattr(importlib.import_module(module), function)).parameters
 
 
 @click.command()
@@ -143,15 +146,11 @@ def reproduce(what: str, test_size: int | None, out: Path | None,
                             command=command))
         return
     if seeds is not None:
-        import importlib
-        import inspect
-
-        takes = (inspect.signature(getattr(importlib.import_module(TABLES[what][0]),
-                                           TABLES[what][1])).parameters
-                 if what in TABLES else {})
-        if "seeds" not in takes:
-            raise click.BadParameter(f"reproduce {what} trains no models; --seeds applies to "
-                                     f"{', '.join(_seeded_tables())}", param_hint="--seeds")
+        if not _takes_seeds(what):
+            raise click.BadParameter(
+                f"reproduce {what} trains no models; --seeds applies to "
+                f"{', '.join(name for name in TABLES if _takes_seeds(name))}",
+                param_hint="--seeds")
         sizes["seeds"] = seeds
     if what in TABLES:
         import importlib
