@@ -155,9 +155,9 @@ class MicroBatcher:
         a request that arrives when the server is :attr:`idle`: nothing could join it, and one
         trip to a worker instead of three (decode, explain, encode) saves the thread hand-offs,
         which on a busy machine cost more than the work."""
+        future = self.pool.run(work)  # raises (a closed pool) before anything is counted
         self.running += 1
         self.stats.add(1)
-        future = self.pool.run(work)
         future.add_done_callback(lambda _: self._freed())
         return future
 
