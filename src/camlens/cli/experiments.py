@@ -80,6 +80,7 @@ TABLES: dict[str, tuple[str, str]] = {
     "pooling": ("camlens.experiments.pooling", "pooling_table"),
     "sanity": ("camlens.experiments.sanity", "sanity_table"),
     "gap-fc": ("camlens.experiments.gap_fc", "gap_fc_table"),
+    "model-seeds": ("camlens.experiments.model_seeds", "model_seeds_table"),
     "localization-protocols": ("camlens.experiments.localization_protocols",
                                "localization_protocols_table"),
 }
