@@ -28,6 +28,11 @@ def test_ray_audit_equals_the_local_audit(local_ray):
     assert torch.equal(distributed.predictions, local.predictions)
     assert torch.equal(distributed.cues, local.cues)
     assert distributed.summary()["accuracy"] == local.summary()["accuracy"]
+    # every figure and its 95% interval (accuracy, mean shares, lifts; overall, per class,
+    # by cue), identical on both engines
+    for key in ("overall", "per_class", "by_cue"):
+        assert distributed.to_dict()[key] == local.to_dict()[key], key
+    assert distributed.summary()["regions"]["mark"]["lift_interval"] is not None
     for region in ("object", "mark"):
         assert [e.index for e in distributed.examples[region]] == [
             e.index for e in local.examples[region]]

@@ -288,7 +288,9 @@ def counterfactual(
 
     ``cue_key``: the item key of the class the cue points at (-1 or less: no cue); then each
     variant also reports its cue-following rate, the share of predictions equal to that class.
-    The model runs in eval mode without gradients and is left as it was found.
+    Each variant keeps the counts behind both rates, for their Wilson 95% intervals
+    (:attr:`~camlens.audit.result.VariantResult.accuracy_interval`). The model runs in eval
+    mode without gradients and is left as it was found.
     """
     if not isinstance(variants, Mapping) or not variants:
         raise TypeError("variants must be a non-empty mapping of name -> data set, for example "
@@ -307,14 +309,18 @@ def counterfactual(
         label = concatenate(labels, (0,), torch.long)
         predicted = concatenate(predictions, (0,), torch.long)
         labelled = label != NO_LABEL
-        accuracy = float((predicted[labelled] == label[labelled]).float().mean()) \
-            if labelled.any() else None
-        following, cue_count = None, 0
+        right = predicted[labelled] == label[labelled]
+        accuracy = float(right.float().mean()) if labelled.any() else None
+        following, cue_count, followed = None, 0, 0
         if cue_key is not None:
             cue = concatenate(cues, (0,), torch.long)
             with_cue = cue >= 0
             cue_count = int(with_cue.sum())
             if cue_count:
-                following = float((predicted[with_cue] == cue[with_cue]).float().mean())
-        results.append(VariantResult(str(name), len(label), accuracy, following, cue_count))
+                follows = predicted[with_cue] == cue[with_cue]
+                following, followed = float(follows.float().mean()), int(follows.sum())
+        results.append(VariantResult(str(name), len(label), accuracy, following, cue_count,
+                                     correct_count=int(right.sum()),
+                                     labelled_count=int(labelled.sum()),
+                                     following_count=followed))
     return CounterfactualResult(tuple(results))

@@ -23,13 +23,19 @@ from camlens.audit.result import AuditExample, AuditResult
 from camlens.viz import draw_boxes, overlay, to_pil
 from camlens.viz.overlay import BOX_COLORS
 
-__all__ = ["LIFT_HIGHLIGHT", "PICTURE_SIDE", "STYLE", "displayable", "example_picture", "number",
-           "percent", "render_html", "share_digits", "table", "write_report"]
+__all__ = ["INTERVAL_NOTE", "LIFT_HIGHLIGHT", "PICTURE_SIDE", "STYLE", "bracket", "displayable",
+           "example_picture", "number", "number_with_interval", "percent",
+           "percent_with_interval", "render_html", "share_digits", "share_places",
+           "share_with_interval", "table", "write_report"]
 
 #: Longest side, in pixels, of a worst-case picture (small inputs are enlarged, nearest neighbour).
 PICTURE_SIDE = 192
 #: A region whose lift reaches this is highlighted: its share is this many times a uniform map's.
 LIFT_HIGHLIGHT = 2.0
+#: What the brackets of the report's tables are.
+INTERVAL_NOTE = ("Brackets: 95% intervals over the inputs (Wilson score for accuracies and rates; "
+                 "percentile bootstrap, seeded, for mean shares and lifts, the lift's as the ratio "
+                 "mean share / mean area share of each resample).")
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
@@ -135,9 +141,45 @@ def table(header: list[str], rows: list[list[str]], flags: list[bool] | None = N
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
+def share_places(value: float | None) -> int:
+    """Decimals of a share in percent: small shares (a cue of a few pixels) need more digits
+    than large ones."""
+    return 1 if value is None or value >= 0.01 else 3
+
+
 def share_digits(value: float | None) -> str:
     """Small shares (a cue of a few pixels) need more digits than large ones."""
-    return percent(value, 1 if value is None or value >= 0.01 else 3)
+    return percent(value, share_places(value))
+
+
+def bracket(interval: list[float] | tuple[float, float] | None, digits: int,
+            scale: float = 100.0) -> str:
+    """``" [low, high]"``: a 95% interval's bounds times ``scale`` (100: in percent, without
+    the sign) with ``digits`` decimals; empty without an interval."""
+    if interval is None:
+        return ""
+    low, high = interval
+    return f" [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
+
+
+def percent_with_interval(value: float | None, interval: list[float] | None,
+                          digits: int = 1) -> str:
+    """``"83.5% [81.1, 85.7]"``: :func:`percent` and its interval in percent, as many
+    decimals; ``"–"`` without a value."""
+    text = percent(value, digits)
+    return text if text == "–" else text + bracket(interval, digits)
+
+
+def share_with_interval(value: float | None, interval: list[float] | None) -> str:
+    """``"0.900% [0.810, 0.990]"``: :func:`share_digits` and its interval, as many decimals."""
+    return percent_with_interval(value, interval, share_places(value))
+
+
+def number_with_interval(value: float | None, interval: list[float] | None,
+                         digits: int = 2) -> str:
+    """``"2.30 [2.07, 2.53]"``: :func:`number` and its interval, as many decimals."""
+    text = number(value, digits)
+    return text if text == "–" else text + bracket(interval, digits, 1.0)
 
 
 def _overall_section(result: AuditResult) -> str:
@@ -145,29 +187,31 @@ def _overall_section(result: AuditResult) -> str:
     rows, flags, sentences = [], [], []
     for column, (name, stats) in enumerate(summary["regions"].items()):
         lift = stats["lift"]
-        rows.append([name, str(stats["count"]), share_digits(stats["mean_share"]),
-                     share_digits(stats["median_share"]), share_digits(stats["mean_area"]),
-                     number(lift)])
+        share = share_with_interval(stats["mean_share"], stats.get("mean_share_interval"))
+        lifted = number_with_interval(lift, stats.get("lift_interval"))
+        rows.append([name, str(stats["count"]), share, share_digits(stats["median_share"]),
+                     share_digits(stats["mean_area"]), lifted])
         flags.append(lift is not None and lift >= LIFT_HIGHLIGHT)
         if stats["mean_share"] is not None and lift is not None:
             color = "rgb({},{},{})".format(*_region_color(column))
             sentences.append(
                 f'<li><span class="swatch" style="border-color:{color}"></span> '
-                f"<b>{html.escape(name)}</b>: the maps put {share_digits(stats['mean_share'])} of "
-                f"their mass here, on {share_digits(stats['mean_area'])} of the area: "
-                f"{number(lift)} times what a uniform map would.</li>"
+                f"<b>{html.escape(name)}</b>: the maps put {html.escape(share)} of their mass "
+                f"here, on {share_digits(stats['mean_area'])} of the area: "
+                f"{html.escape(lifted)} times what a uniform map would.</li>"
             )
     accuracy = summary["accuracy"]
-    head = (f"<p>{summary['count']} inputs; accuracy {percent(accuracy)}"
+    accuracy_text = percent_with_interval(accuracy, summary.get("accuracy_interval"))
+    head = (f"<p>{summary['count']} inputs; accuracy {html.escape(accuracy_text)}"
             if accuracy is not None else f"<p>{summary['count']} inputs (no labels)")
     head += f"; all-zero maps: {summary['empty_maps']}.</p>"
     return (
         "<h2>Where the maps put their mass</h2>" + head + f"<ul>{''.join(sentences)}</ul>"
-        + table(["region", "inputs", "mean share", "median share", "area (uniform map)", "lift"],
-                rows, flags)
+        + table(["region", "inputs", "mean share [95%]", "median share", "area (uniform map)",
+                 "lift [95%]"], rows, flags)
         + f"<p>Rows with a lift of {LIFT_HIGHLIGHT:g} or more are highlighted. Share: the map's "
         "mass inside the region over its whole mass (energy-based pointing game); lift: mean "
-        "share / mean area share.</p>"
+        f"share / mean area share. {html.escape(INTERVAL_NOTE)}</p>"
     )
 
 
@@ -178,29 +222,35 @@ def _counterfactual_section(result: AuditResult) -> str:
     rows = []
     for variant in checks.variants:
         change = checks.change(variant.name)
-        rows.append([variant.name, str(variant.count), percent(variant.accuracy),
+        rows.append([variant.name, str(variant.count),
+                     percent_with_interval(variant.accuracy, variant.accuracy_interval),
                      "–" if change is None else f"{100 * change:+.1f} points",
-                     percent(variant.cue_following)])
+                     percent_with_interval(variant.cue_following,
+                                           variant.cue_following_interval)])
     return (
         "<h2>Counterfactual check: accuracy when the cue changes</h2>"
-        + table(["data", "inputs", "accuracy", f"change vs {checks.reference.name}",
-                 "predictions = the cue's class"], rows)
+        + table(["data", "inputs", "accuracy [95%]", f"change vs {checks.reference.name}",
+                 "predictions = the cue's class [95%]"], rows)
         + "<p>A model that relies on the cue loses accuracy when the cue is moved or removed, "
-        "and follows a moved cue.</p>"
+        "and follows a moved cue. Brackets: Wilson 95% intervals over the inputs counted.</p>"
     )
 
 
 def _group_table(first_column: str, groups: dict, regions) -> str:
     """One row per group of inputs (a class, a cue condition): its size, accuracy, and each
-    region's mean share of the map and lift."""
-    header = [first_column, "inputs", "accuracy"] + [f"share {n}" for n in regions] + [
-        f"lift {n}" for n in regions]
+    region's mean share of the map and lift, each with its 95% interval."""
+    header = [first_column, "inputs", "accuracy [95%]"] + [
+        f"share {n} [95%]" for n in regions] + [f"lift {n} [95%]" for n in regions]
     rows = []
     for name, stats in groups.items():
         shares = stats["regions"]
-        rows.append([name, str(stats["count"]), percent(stats["accuracy"])]
-                    + [share_digits(shares[n]["mean_share"]) for n in regions]
-                    + [number(shares[n]["lift"]) for n in regions])
+        rows.append([name, str(stats["count"]),
+                     percent_with_interval(stats["accuracy"], stats.get("accuracy_interval"))]
+                    + [share_with_interval(shares[n]["mean_share"],
+                                           shares[n].get("mean_share_interval"))
+                       for n in regions]
+                    + [number_with_interval(shares[n]["lift"], shares[n].get("lift_interval"))
+                       for n in regions])
     return table(header, rows)
 
 
@@ -211,14 +261,15 @@ def _cue_section(result: AuditResult) -> str:
     return ("<h2>Does the map follow the cue?</h2>"
             + _group_table("inputs with a cue", groups, result.regions)
             + "<p>A model that leans on the cue puts more of the map's mass on it when it "
-            "predicts the class the cue points at.</p>")
+            f"predicts the class the cue points at. {html.escape(INTERVAL_NOTE)}</p>")
 
 
 def _per_class_section(result: AuditResult) -> str:
     per_class = result.per_class()
     if not per_class:
         return ""
-    return "<h2>Per class (by label)</h2>" + _group_table("class", per_class, result.regions)
+    return ("<h2>Per class (by label)</h2>" + _group_table("class", per_class, result.regions)
+            + f"<p>{html.escape(INTERVAL_NOTE)}</p>")
 
 
 def _cases_section(result: AuditResult, top: int) -> str:

@@ -7,6 +7,12 @@ workshops 2020): the map's mass inside the region over its whole mass,
 area share, so ``lift = mean share / mean area share`` says how many times more mass the region
 gets than a map that looked everywhere alike: about 1 means no preference, well above 1 that the
 model leans on the region.
+
+Every figure over inputs carries a 95% interval (:mod:`camlens.metrics.intervals`): accuracies
+and cue-following rates the Wilson score interval over the inputs counted; mean shares the
+percentile bootstrap over the inputs (:data:`RESAMPLES` resamples, generator seeded with
+:data:`SEED`, so a summary reproduces); lifts the same bootstrap of the ratio
+``mean share / mean area share``, numerator and denominator from the same resampled inputs.
 """
 
 from __future__ import annotations
@@ -21,9 +27,21 @@ from typing import Any
 import torch
 
 from camlens.audit.items import NO_LABEL
+from camlens.metrics.intervals import bootstrap_interval, wilson_interval
 
-__all__ = ["AuditExample", "AuditResult", "CounterfactualResult", "VariantResult", "concatenate",
-           "rounded"]
+__all__ = ["INTERVALS", "RESAMPLES", "SEED", "AuditExample", "AuditResult",
+           "CounterfactualResult", "VariantResult", "concatenate", "lift_interval",
+           "proportion_interval", "rounded", "share_interval"]
+
+#: Bootstrap resamples of the share and lift intervals.
+RESAMPLES = 2000
+#: Seed of the bootstrap's generator: the same records give the same intervals.
+SEED = 0
+#: How the ``*_interval`` entries of a summary are computed (in :meth:`AuditResult.to_dict`).
+INTERVALS = (f"95% intervals [low, high]: accuracy and cue_following Wilson score over the "
+             f"inputs counted; mean_share percentile bootstrap over the inputs ({RESAMPLES} "
+             f"resamples, seed {SEED}); lift the same bootstrap of mean share / mean area share "
+             "(numerator and denominator from the same resampled inputs)")
 
 
 @dataclass(eq=False)
@@ -46,10 +64,31 @@ class VariantResult:
     accuracy: float | None  # None without labels
     cue_following: float | None  # share of predictions equal to the cue's class
     cue_count: int  # inputs that carry a cue (the cue_following denominator)
+    correct_count: int = 0  # right predictions (the accuracy's numerator)
+    labelled_count: int = 0  # inputs with a label (the accuracy's denominator)
+    following_count: int = 0  # predictions equal to the cue's class (cue_following's numerator)
+
+    @property
+    def accuracy_interval(self) -> list[float] | None:
+        """The Wilson 95% interval of the accuracy over the labelled inputs (None without
+        labels)."""
+        if self.accuracy is None:
+            return None
+        return proportion_interval(self.correct_count, self.labelled_count)
+
+    @property
+    def cue_following_interval(self) -> list[float] | None:
+        """The Wilson 95% interval of the cue-following rate over the inputs with a cue (None
+        without cues)."""
+        if self.cue_following is None:
+            return None
+        return proportion_interval(self.following_count, self.cue_count)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "count": self.count, "accuracy": rounded(self.accuracy),
-                "cue_following": rounded(self.cue_following), "cue_count": self.cue_count}
+                "cue_following": rounded(self.cue_following), "cue_count": self.cue_count,
+                "accuracy_interval": self.accuracy_interval,
+                "cue_following_interval": self.cue_following_interval}
 
 
 @dataclass(frozen=True)
@@ -166,9 +205,12 @@ class AuditResult:
         return [self.record(row) for row in range(len(self))]
 
     def summarize(self, rows: torch.Tensor | None = None) -> dict[str, Any]:
-        """Count, accuracy and per region mean share, mean area share and lift of ``rows``
-        (a bool (N,) selection; all rows by default). Means skip NaN (absent regions, empty
-        maps)."""
+        """Count, accuracy and per region mean share, median share, mean area share and lift of
+        ``rows`` (a bool (N,) selection; all rows by default). Means skip NaN (absent regions,
+        empty maps). Each of accuracy, mean share and lift has its 95% interval ``[low, high]``
+        under ``accuracy_interval``, ``mean_share_interval``, ``lift_interval`` (None where the
+        figure is): Wilson for the accuracy, the seeded bootstrap over the inputs for the others
+        (:func:`proportion_interval`, :func:`share_interval`, :func:`lift_interval`)."""
         rows = torch.ones(len(self), dtype=torch.bool) if rows is None else rows
         labelled = rows & (self.labels != NO_LABEL)
         count = int(rows.sum())
@@ -176,6 +218,8 @@ class AuditResult:
             "count": count,
             "accuracy": rounded(float(self.correct[labelled].float().mean()))
             if labelled.any() else None,
+            "accuracy_interval": proportion_interval(int(self.correct[labelled].sum()),
+                                                     int(labelled.sum())),
             "empty_maps": int((self.empty & rows).sum()),
             "regions": {},
         }
@@ -191,6 +235,9 @@ class AuditResult:
                 "median_share": rounded(float(shares[valid].median()) if valid.any() else math.nan),
                 "mean_area": rounded(mean_area),
                 "lift": rounded(mean_share / mean_area if mean_area > 0 else math.nan),
+                "mean_share_interval": share_interval(shares[valid]),
+                "lift_interval": lift_interval(shares[valid], areas[valid])
+                if mean_area > 0 else None,
             }
         return summary
 
@@ -251,6 +298,7 @@ class AuditResult:
             "counterfactual": None if self.counterfactual is None
             else self.counterfactual.to_dict(),
             "notes": list(self.notes),
+            "intervals": INTERVALS,
         }
         if records:
             data["records"] = self.records
@@ -272,6 +320,47 @@ def rounded(value: float | None, digits: int = 6) -> float | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     return round(float(value), digits)
+
+
+def _bounds(low: float, high: float) -> list[float] | None:
+    """``[low, high]`` rounded for JSON; None when a bound is not finite."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    return [rounded(low), rounded(high)]
+
+
+def proportion_interval(successes: int, total: int) -> list[float] | None:
+    """The Wilson score 95% interval ``[low, high]`` of ``successes / total`` (None when
+    ``total`` is 0: no proportion to bound)."""
+    if total <= 0:
+        return None
+    return _bounds(*wilson_interval(successes, total))
+
+
+def share_interval(shares: torch.Tensor) -> list[float] | None:
+    """The percentile bootstrap 95% interval ``[low, high]`` of the mean of ``shares`` (one per
+    input, NaN already dropped): :data:`RESAMPLES` resamples of the inputs, seeded with
+    :data:`SEED`; None without inputs."""
+    if shares.numel() == 0:
+        return None
+    return _bounds(*bootstrap_interval(shares, RESAMPLES, SEED))
+
+
+def _ratio_of_means(resampled: torch.Tensor) -> torch.Tensor:
+    """(R,) mean of column 0 over mean of column 1 of resampled pairs ``(R, N, 2)``."""
+    return resampled[..., 0].mean(dim=1) / resampled[..., 1].mean(dim=1)
+
+
+def lift_interval(shares: torch.Tensor, areas: torch.Tensor) -> list[float] | None:
+    """The percentile bootstrap 95% interval ``[low, high]`` of the lift
+    ``mean share / mean area share``: each resample draws inputs (pairs of share and area
+    share) and takes the ratio of their means, so the spread of the areas counts too. The same
+    resamples and seed as :func:`share_interval` (the same inputs drawn); None without inputs
+    or when a bound is not finite (an area share of zero)."""
+    if shares.numel() == 0:
+        return None
+    pairs = torch.stack([shares.double(), areas.double()], dim=1)
+    return _bounds(*bootstrap_interval(pairs, RESAMPLES, SEED, statistic=_ratio_of_means))
 
 
 def concatenate(parts: Sequence[torch.Tensor], empty_shape: tuple[int, ...], dtype) -> torch.Tensor:

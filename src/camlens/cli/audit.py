@@ -35,35 +35,49 @@ __all__ = ["audit"]
 
 
 def _summary_lines(result, model_name: str, data) -> list[str]:
-    """The summary the command prints: accuracy, region shares and the counterfactual check."""
-    from camlens.audit.report import number, percent, share_digits
+    """The summary the command prints: accuracy, region shares and the counterfactual check,
+    each figure with its 95% interval in brackets (Wilson for accuracies and rates, the seeded
+    bootstrap over the inputs for shares and lifts; :mod:`camlens.audit.result`)."""
+    from camlens.audit.report import (
+        number_with_interval,
+        percent_with_interval,
+        share_digits,
+        share_with_interval,
+    )
 
     summary = result.summary()
+    accuracy = percent_with_interval(summary["accuracy"], summary.get("accuracy_interval"))
     lines = [f"{model_name} on {data.description}",
              f"{result.method} at {result.layer!r}, map of the {result.target}; "
-             f"accuracy {percent(summary['accuracy'])}",
-             f"{'region':<10} {'mean share':>11} {'area':>8} {'lift':>7}"]
+             f"accuracy {accuracy}",
+             f"{'region':<10} {'mean share [95%]':>24} {'area':>8} {'lift [95%]':>18}"]
     for name, stats in summary["regions"].items():
-        lines.append(f"{name:<10} {share_digits(stats['mean_share']):>11} "
-                     f"{share_digits(stats['mean_area']):>8} {number(stats['lift']):>7}")
+        share = share_with_interval(stats["mean_share"], stats.get("mean_share_interval"))
+        lift = number_with_interval(stats["lift"], stats.get("lift_interval"))
+        lines.append(f"{name:<10} {share:>24} {share_digits(stats['mean_area']):>8} {lift:>18}")
     groups = result.by_cue()
     if groups is not None:
         lines.append("inputs with a cue, by whether the prediction is the cue's class:")
         for group, stats in groups.items():
-            shares = ", ".join(f"{name} {share_digits(region['mean_share'])}"
-                               for name, region in stats["regions"].items())
+            shares = ", ".join(
+                name + " " + share_with_interval(region["mean_share"],
+                                                 region.get("mean_share_interval"))
+                for name, region in stats["regions"].items())
             lines.append(f"  {group}: {stats['count']} inputs, mean shares {shares}")
     checks = result.counterfactual
     if checks is not None:
         width = max(len(v.name) for v in checks.variants)
-        lines.append("accuracy when the cue changes:")
-        lines.append(f"  {'data':<{width}} {'accuracy':>8} {'change':>12} {'follows the cue':>16}")
+        lines.append("accuracy when the cue changes (95% intervals in brackets):")
+        lines.append(f"  {'data':<{width}} {'accuracy':>20} {'change':>12} "
+                     f"{'follows the cue':>20}")
         for variant in checks.variants:
             change = checks.change(variant.name)
             delta = "" if change is None or variant is checks.reference \
                 else f"{100 * change:+.1f} points"
-            lines.append(f"  {variant.name:<{width}} {percent(variant.accuracy):>8} {delta:>12} "
-                         f"{percent(variant.cue_following):>16}")
+            right = percent_with_interval(variant.accuracy, variant.accuracy_interval)
+            follows = percent_with_interval(variant.cue_following,
+                                            variant.cue_following_interval)
+            lines.append(f"  {variant.name:<{width}} {right:>20} {delta:>12} {follows:>20}")
     return lines
 
 
