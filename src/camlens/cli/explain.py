@@ -169,6 +169,10 @@ def automatic_layer(loaded, example, channels_last: bool | None = None) -> str |
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Threads decoding and writing (default: the CPU count, at most 4; 0 does "
                    "everything on one thread).")
+@click.option("--lanes", type=click.IntRange(min=1), default=None,
+              help="Batches explained at once on a CPU, each on its share of torch's threads "
+                   "(default: 2 where the CPU has 2 cores or more; 1: one batch at a time on "
+                   "every thread).")
 @click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
               help="local: this machine's streaming pipeline; ray: an actor pool of model "
                    "replicas on Ray Data (pip install 'camlens[scale]').")
@@ -191,8 +195,8 @@ def automatic_layer(loaded, example, channels_last: bool | None = None) -> str |
 @VERBOSE_OPTION
 def explain(paths, model_spec, weights, arch, trust_checkpoint, layer_names, fuse, method_names,
             counterfactual, eigen_smooth, aug_smooth, smooth_samples, target, out, resume,
-            output_format, batch_size, workers, engine, actors, ray_address, shard_size, colormap,
-            alpha, max_pixels, max_aspect, channels_last, token_grid, device) -> None:
+            output_format, batch_size, workers, lanes, engine, actors, ray_address, shard_size,
+            colormap, alpha, max_pixels, max_aspect, channels_last, token_grid, device) -> None:
     """Explain the model's prediction for each image (folders are walked; a .txt list of paths
     or a Parquet table with a path or image column is read too): one PNG per image and method
     (a grid when several), or npz / Parquet shards of the raw maps, and the index
@@ -282,7 +286,8 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer_names, fus
         try:
             run_explanations(
                 loaded, spec, items, index, writer, counts, engine=engine, device=device,
-                batch_size=1 if per_image else batch_size, workers=workers, actors=actors,
+                batch_size=1 if per_image else batch_size, workers=workers, lanes=lanes,
+                actors=actors,
                 ray_address=ray_address,
                 on_note=lambda key, note: click.echo(f"note: {key}: {note}", err=True),
                 on_error=lambda error: click.echo(f"error: {error}", err=True),

@@ -14,6 +14,11 @@ about four batches of inputs are in memory. Decoding, the model and writing over
 and torch release the GIL). ``workers=0`` does everything on the calling thread, one input after
 another (for debugging and for deterministic tests).
 
+With ``lanes`` > 1 (:mod:`camlens.scale.lanes`; CPU only) the stages run inside lanes instead:
+``lanes`` threads, each with its share of torch's threads, each taking whole batches through
+reading, explaining and writing, at most two batches per lane in flight; the calling thread
+reports each batch, in order.
+
 Ctrl-C or SIGTERM (raised as KeyboardInterrupt on the calling thread) stops reading, lets the
 writes under way finish and be reported, flushes the writer (a shard writer writes what it
 holds), and raises again: every input reported is on disk, and nothing else is.
@@ -49,12 +54,16 @@ def run_pipeline(
     batch_size: int,
     workers: int | None = None,
     on_result: Callable[[ImageResult], None] | None = None,
+    lanes: int = 1,
 ) -> None:
     """Run ``items`` through ``decode``, ``explain`` (a batch at a time) and ``writer``; call
     ``on_result`` for each explained input (its console notes) and ``on_written`` for each one
     on disk or failed, on this thread (see the module docstring)."""
     workers = default_workers() if workers is None else workers
     batch_size = max(1, batch_size)
+    if lanes > 1 and workers > 0:
+        _run_in_lanes(items, decode, explain, writer, on_written, batch_size, lanes, on_result)
+        return
     if workers == 0:
         _run_serially(items, decode, explain, writer, on_written, batch_size, on_result)
         return
@@ -103,6 +112,65 @@ def run_pipeline(
     finally:
         decoding.shutdown(wait=False, cancel_futures=True)
         writing.shutdown(wait=True)
+
+
+def _run_in_lanes(items, decode, explain, writer, on_written, batch_size: int, lanes: int,
+                  on_result) -> None:
+    """The lanes (module docstring): each batch read, explained and written in one lane; the
+    calling thread reports the batches in order and keeps at most ``2 * lanes`` in flight."""
+    from camlens.scale.lanes import lane_threads, lane_warnings, start_lane
+
+    def one_batch(batch: list[InputItem]) -> tuple[list[ImageResult], list[Written]]:
+        results = explain([decode(item) for item in batch])
+        done = [written for result in results if result.error is None
+                for written in writer.write(result)]
+        return results, done
+
+    def report(future: Future) -> None:
+        results, done = future.result()
+        for result in results:
+            accepted(result, on_written, on_result)
+        for written in done:
+            on_written(written)
+
+    source = iter(items)
+    running: deque[Future] = deque()
+    with lane_warnings(), ThreadPoolExecutor(lanes, thread_name_prefix="camlens-lane",
+                                             initializer=start_lane,
+                                             initargs=(lane_threads(lanes),)) as pool:
+        try:
+            while True:
+                while len(running) < 2 * lanes:
+                    batch = list(islice(source, batch_size))
+                    if not batch:
+                        break
+                    running.append(pool.submit(one_batch, batch))
+                if not running:
+                    break
+                report(running.popleft())
+            for done in writer.close():
+                on_written(done)
+        except BaseException:
+            _finish_lanes(running, on_written, on_result, writer)
+            raise
+
+
+def _finish_lanes(running: Iterable[Future], on_written, on_result, writer) -> None:
+    """After an interrupt or an error: the batches under way finish and are reported (what
+    they wrote is on disk), those not started are dropped, then the writer is flushed."""
+    for future in running:
+        if future.cancel():
+            continue
+        try:
+            results, done = future.result()
+        except Exception:  # noqa: BLE001 - an interrupt must still close the run
+            continue
+        for result in results:
+            accepted(result, on_written, on_result)
+        for written in done:
+            on_written(written)
+    for done in writer.close():
+        on_written(done)
 
 
 def _decode_all(decode: Callable[[InputItem], Decoded], items: list[InputItem]

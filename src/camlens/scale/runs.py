@@ -8,6 +8,7 @@ input once it is on disk and counts. :func:`explain_dataset` is the Python entry
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -49,6 +50,7 @@ def run_explanations(
     device: torch.device | str = "cpu",
     batch_size: int | None = None,
     workers: int | None = None,
+    lanes: int | None = None,
     actors: int = 2,
     ray_address: str | None = None,
     on_note: Callable[[str, str], None] | None = None,
@@ -56,7 +58,10 @@ def run_explanations(
     progress: bool = False,
 ) -> RunCounts:
     """Explain the ``items`` the ``index`` has not done, with ``engine``, into ``writer``;
-    ``counts`` is filled as the run goes (so it holds what was done after an interrupt)."""
+    ``counts`` is filled as the run goes (so it holds what was done after an interrupt).
+    ``lanes``: batches explained at once on a CPU (:mod:`camlens.scale.lanes`; None: two where
+    they work, else one); lanes asked for that cannot run are refused with a
+    :class:`RuntimeWarning` saying why, and the run goes on in one lane."""
     from tqdm import tqdm
 
     if engine not in ENGINES:
@@ -88,11 +93,17 @@ def run_explanations(
 
     try:
         if engine == "local":
+            from camlens.scale.lanes import choose_lanes
             from camlens.scale.pipeline import run_pipeline
 
+            count, why = choose_lanes(lanes, device, spec.options)
+            if why is not None and lanes is not None:
+                warnings.warn(f"{lanes} lanes asked for, running one: {why}", RuntimeWarning,
+                              stacklevel=2)
             run_pipeline(todo, partial(decode_input, loaded, spec),
                          partial(explain_batch, loaded, spec, device), writer, written,
-                         batch_size=batch_size, workers=workers, on_result=noted)
+                         batch_size=batch_size, workers=workers, on_result=noted,
+                         lanes=count)
         else:
             from camlens.scale.ray_engine import run_on_ray
 
@@ -115,6 +126,7 @@ def explain_dataset(
     engine: str = "local",
     batch_size: int | None = None,
     workers: int | None = None,
+    lanes: int | None = None,
     actors: int = 2,
     ray_address: str | None = None,
     resume: bool = False,
@@ -135,7 +147,9 @@ def explain_dataset(
     ``camlens.TopK(k)``, ``"all"`` or a callable score, the same for every
     input. ``format``: ``parquet`` (default), ``npz`` or ``png`` (overlays; local engine only).
     ``engine``: ``local`` (threads on this machine) or ``ray`` (an actor pool of ``actors``
-    model replicas on the Ray cluster at ``ray_address``, or a local one). ``resume``: go on
+    model replicas on the Ray cluster at ``ray_address``, or a local one). ``lanes``: batches
+    explained at once on a CPU, each on its share of torch's threads (None: two where they
+    work; :mod:`camlens.scale.lanes`). ``resume``: go on
     with an interrupted run into the same ``out`` (same settings). ``options`` go to the method
     (``channels_last``, ``token_grid``, ``fuse``). Returns the counts; the failures name the
     inputs and why.
@@ -172,8 +186,8 @@ def explain_dataset(
     counts = RunCounts()
     try:
         run_explanations(loaded, spec, items, index, writer, counts, engine=engine,
-                         device=device, batch_size=batch_size, workers=workers, actors=actors,
-                         ray_address=ray_address,
+                         device=device, batch_size=batch_size, workers=workers, lanes=lanes,
+                         actors=actors, ray_address=ray_address,
                          progress=sys.stderr.isatty() if progress is None else progress)
     finally:
         counts.summary = index.close()

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from camlens.explanation import Explanation, ExplanationWarning
+from camlens.scale.lanes import captured_warnings
 from camlens.scale.sources import InputItem, decode_item
 
 __all__ = ["Asked", "Decoded", "ImageResult", "MapRow", "WorkSpec", "class_label",
@@ -200,8 +201,7 @@ def _explain_group(loaded, spec: WorkSpec, device, group: list[Decoded]) -> list
     prepare = spec.prepare or plain_target
     stacked = torch.cat([decoded.tensor for decoded in group])
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ExplanationWarning)
+        with captured_warnings() as caught:
             asked = prepare(loaded, spec.target, stacked, device)
             explanations = [
                 get_method(name)(loaded.model, spec.layer, **spec.options, **asked.options)(

@@ -1,0 +1,176 @@
+"""Lanes (several batches at once on a CPU, each on its share of torch's threads): the same
+maps as one lane, the process's thread counts and warning state untouched, each thread's
+warnings its own, interrupts and bad inputs handled as in one lane."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from camlens.explanation import ExplanationWarning
+from camlens.scale import explain_dataset
+from camlens.scale.lanes import (
+    captured_warnings,
+    choose_lanes,
+    lane_threads,
+    lane_warnings,
+    lanes_unavailable,
+    start_lane,
+)
+from camlens.scale.pipeline import run_pipeline
+from camlens.scale.sources import InputItem
+from camlens.scale.work import Decoded, ImageResult
+from camlens.scale.writers import Written
+
+needs_lanes = pytest.mark.skipif(lanes_unavailable("cpu") is not None,
+                                 reason=f"lanes do not run here: {lanes_unavailable('cpu')}")
+
+
+def _in_new_thread(work):
+    out = []
+    thread = threading.Thread(target=lambda: out.append(work()))
+    thread.start()
+    thread.join()
+    return out[0]
+
+
+@needs_lanes
+def test_a_lane_has_its_own_thread_count_and_nobody_else_changes():
+    main_before = torch.get_num_threads()
+    other_before = _in_new_thread(torch.get_num_threads)
+
+    def lane():
+        start_lane(1)
+        return torch.get_num_threads()
+
+    assert _in_new_thread(lane) == 1
+    assert torch.get_num_threads() == main_before
+    assert _in_new_thread(torch.get_num_threads) == other_before  # threads started later too
+
+
+@needs_lanes
+def test_lanes_give_the_maps_of_one_lane_and_leave_threads_and_warnings_as_they_were(
+        digit_scenes, tmp_path):
+    threads = torch.get_num_threads()
+    show, filters = warnings.showwarning, list(warnings.filters)
+    one = explain_dataset("digits-gap", digit_scenes, tmp_path / "one", format="npz",
+                          batch_size=3, lanes=1)
+    two = explain_dataset("digits-gap", digit_scenes, tmp_path / "two", format="npz",
+                          batch_size=3, lanes=2)
+    assert one.explained == two.explained == 12
+    assert torch.get_num_threads() == threads
+    assert warnings.showwarning is show and warnings.filters == filters
+
+    def maps(folder):
+        data = np.load(folder / "maps" / "part-00000.npz")
+        return {str(name): (raw, score) for name, raw, score in
+                zip(data["file"], data["raw"], data["score"], strict=True)}
+
+    first, second = maps(tmp_path / "one"), maps(tmp_path / "two")
+    assert first.keys() == second.keys() and len(first) == 12
+    for name, (raw, score) in first.items():
+        np.testing.assert_allclose(second[name][0], raw, rtol=1e-4, atol=1e-5)
+        assert second[name][1] == pytest.approx(score, rel=1e-5)
+
+
+def test_each_thread_gets_only_its_own_warnings_while_lanes_run():
+    barrier = threading.Barrier(2)
+    caught: dict[int, list[str]] = {}
+
+    def work(number: int) -> None:
+        with captured_warnings() as mine:
+            barrier.wait()  # both captures open at once
+            for _ in range(3):
+                warnings.warn(f"from {number}", ExplanationWarning, stacklevel=1)
+            barrier.wait()
+        caught[number] = [str(w.message) for w in mine]
+
+    show, filters = warnings.showwarning, list(warnings.filters)
+    with lane_warnings():
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert caught == {0: ["from 0"] * 3, 1: ["from 1"] * 3}  # every time, none crossed over
+    assert warnings.showwarning is show and warnings.filters == filters
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_a_bad_input_is_reported_and_the_rest_go_on(lanes):
+    items = [InputItem(f"i{n}") for n in range(40)]
+    out: list[Written] = []
+
+    class Writer:
+        lock = threading.Lock()
+
+        def write(self, result):
+            return [Written(result.key, [{"file": result.key}])]
+
+        def close(self):
+            return []
+
+    def decode(item):
+        return Decoded(item, error=f"{item.key}: unreadable" if item.key == "i9" else None)
+
+    run_pipeline(items, decode, lambda batch: [ImageResult(d.item.key, error=d.error)
+                                               for d in batch],
+                 Writer(), out.append, batch_size=4, workers=2, lanes=lanes)
+    assert sorted(done.key for done in out) == sorted(item.key for item in items)  # each once
+    assert [done.error for done in out if done.error] == ["i9: unreadable"]
+
+
+def test_an_interrupt_in_lanes_reports_what_is_on_disk_and_flushes_the_writer():
+    items = [InputItem(f"i{n}") for n in range(100)]
+    held, seen, closed = [], [], []
+    lock = threading.Lock()
+
+    class Writer:
+        def write(self, result):
+            with lock:
+                held.append(result.key)
+                if len(held) < 7:
+                    return []
+                done = list(held)
+                held.clear()
+            return [Written(key, [{"file": key}]) for key in done]
+
+        def close(self):
+            closed.append(True)
+            with lock:
+                done = list(held)
+                held.clear()
+            return [Written(key, [{"file": key}]) for key in done]
+
+    def on_written(done):
+        seen.append(done.key)
+        if len(seen) == 14:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(items, lambda item: Decoded(item),
+                     lambda batch: [ImageResult(d.item.key) for d in batch], Writer(),
+                     on_written, batch_size=4, workers=2, lanes=2)
+    assert closed and held == []
+    assert len(seen) > 14 and len(seen) == len(set(seen)) < 100
+
+
+def test_lanes_are_refused_where_they_cannot_run_and_say_why(digit_scenes, tmp_path):
+    assert choose_lanes(2, "cuda")[0] == 1 and "CPU" in choose_lanes(2, "cuda")[1]
+    count, why = choose_lanes(2, "cpu", {"aug_smooth": True})
+    assert count == 1 and "aug_smooth" in why
+    assert choose_lanes(None, "cpu", {"smooth_samples": 4}) == (1, None)  # default: quiet
+    with pytest.warns(RuntimeWarning, match="2 lanes asked for, running one: aug_smooth"):
+        counts = explain_dataset("digits-gap", sorted(digit_scenes.glob("*.png"))[:2],
+                                 tmp_path, format="npz", lanes=2, aug_smooth=True)
+    assert counts.explained == 2
+
+
+@needs_lanes
+def test_lane_threads_share_out_the_process_count():
+    assert lane_threads(1) == torch.get_num_threads()
+    assert lane_threads(10 * torch.get_num_threads()) == 1
