@@ -282,6 +282,9 @@ def main() -> int:
     parser.add_argument("--soak", type=float, default=30.0, help="the 16-client soak")
     parser.add_argument("--quick", action="store_true", help="1 s phases (a smoke run)")
     parser.add_argument("--output", type=Path, help="also write the markdown here")
+    parser.add_argument("--whole-threads", action="store_true",
+                        help="every worker on all of torch's threads (Limits.split_threads "
+                             "off), to compare")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.soak = 1.0, 1.0
@@ -315,7 +318,8 @@ def main() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = build_app(catalog, Limits(queue_size=64))
+    split = not args.whole_threads
+    app = build_app(catalog, Limits(queue_size=64, split_threads=split))
     server, thread = serve(app, port)
     try:
         costs = paired_costs(f"http://127.0.0.1:{port}", model, inputs, pictures,
@@ -333,7 +337,8 @@ def main() -> int:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        app = build_app(catalog, Limits(batch_window_s=window, queue_size=64))
+        app = build_app(catalog, Limits(batch_window_s=window, queue_size=64,
+                                        split_threads=split))
         server, thread = serve(app, port)
         try:
             cpu_began = time.process_time()  # the server's process: the clients run apart

@@ -287,3 +287,23 @@ def test_a_hostile_file_name_comes_back_as_plain_data(client, digits):
     answer = client.post("/api/explain", data={"model": "digits-gap"},
                          files=[("image", (name, digits[0][1], "image/png"))])
     assert answer.json()["images"][0]["name"] == name
+
+
+def test_cpu_workers_share_out_torchs_threads_and_leave_the_process_count(catalog):
+    """Two workers on a CPU each run torch on half the process's threads (OpenMP's count is
+    per thread), so concurrent calls divide the cores; the main thread keeps its count."""
+    from camlens.scale.lanes import lane_threads, lanes_unavailable
+
+    before = torch.get_num_threads()
+    split = make_client(catalog, workers=2).app.state.server.pool
+    whole = make_client(catalog, workers=2, split_threads=False).app.state.server.pool
+    assert whole.threads_each is None
+    if lanes_unavailable("cpu") is not None:
+        assert split.threads_each is None
+        return
+    assert split.threads_each == lane_threads(2)
+    assert split.executor.submit(torch.get_num_threads).result() == lane_threads(2)
+    assert whole.executor.submit(torch.get_num_threads).result() == before
+    assert torch.get_num_threads() == before
+    split.close()
+    whole.close()

@@ -115,9 +115,24 @@ class Server:
     samples: SampleShelf = field(default_factory=SampleShelf)
 
     def __post_init__(self) -> None:
-        self.pool = WorkPool(self.limits)
+        self.pool = WorkPool(self.limits, self._threads_each())
         self.batcher = MicroBatcher(self.pool, explain_payloads, self.limits.batch_window_s,
                                     self.limits.max_batch)
+
+    def _threads_each(self) -> int | None:
+        """torch threads per worker: the process's shared out among the workers when
+        ``limits.split_threads`` and every model runs on the CPU where that works, else None
+        (each worker uses all of them)."""
+        from camlens.scale.lanes import lane_threads, lanes_refused, lanes_unavailable
+
+        models = self.catalog.models.values()
+        if not self.limits.split_threads or self.limits.workers < 2 or any(
+                served.device.type != "cpu" for served in models):
+            return None
+        threads = lane_threads(self.limits.workers)
+        if lanes_unavailable("cpu") is not None or lanes_refused(threads) is not None:
+            return None
+        return threads
 
     async def limited(self, work: Callable[[], Awaitable[T]]) -> T:
         """``work()`` admitted to the queue and answered within the time limit."""

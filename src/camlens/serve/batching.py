@@ -49,9 +49,17 @@ class Ticket:
 class WorkPool:
     """A thread pool of :attr:`Limits.workers` threads behind a bounded admission count."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, threads_each: int | None = None) -> None:
+        """``threads_each``: torch threads of each worker (None: the process's), set with
+        :func:`camlens.scale.lanes.start_lane` when the worker starts."""
+        from camlens.scale.lanes import start_lane
+
         self.limits = limits
-        self.executor = ThreadPoolExecutor(limits.workers, thread_name_prefix="camlens-serve")
+        self.threads_each = threads_each
+        self.executor = ThreadPoolExecutor(
+            limits.workers, thread_name_prefix="camlens-serve",
+            **({} if threads_each is None else {"initializer": start_lane,
+                                                "initargs": (threads_each,)}))
         self._lock = threading.Lock()
         self._admitted = 0
 

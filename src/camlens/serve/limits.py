@@ -26,6 +26,9 @@ class Limits:
             is busy (0: no batching).
         max_batch: the most images in one batched library call.
         value_grid: the longest side of the map values sent for hovering.
+        split_threads: with every model on the CPU, each worker runs torch on its share of
+            the process's threads (:mod:`camlens.scale.lanes`), so concurrent calls divide
+            the cores instead of each spreading over all of them.
     """
 
     max_upload_bytes: int = 16 * 1024 * 1024
@@ -39,6 +42,7 @@ class Limits:
     batch_window_s: float = 0.02
     max_batch: int = 16
     value_grid: int = 128
+    split_threads: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_upload_bytes", "max_files", "max_pixels", "queue_size", "workers",
