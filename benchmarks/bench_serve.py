@@ -368,8 +368,11 @@ def main() -> int:
         f"({elapsed:.0f} s), on {machine()}; load average {load_before:.2f} at the start "
         "(other work on the machine slows every row alike). Server and clients share it: the "
         "clients run in a second process (one thread and one HTTP connection each), the server "
-        "is `camlens serve`'s app on uvicorn (2 worker threads; while both are busy, requests "
-        "wait up to 20 ms to be batched, up to 16 pictures a call).",
+        "is `camlens serve`'s app on uvicorn (2 worker threads, "
+        + ("each on all of torch's threads (--whole-threads)" if args.whole_threads else
+           "each on its share of torch's threads (`Limits.split_threads`)")
+        + "; while both are busy, requests wait up to 20 ms to be batched, up to 16 pictures a "
+        "call).",
         "",
         "CPU per call or answer: the CPU time of the process (every thread; the server's "
         "process holds no client) over the calls or answers, the cost of each on a machine "
