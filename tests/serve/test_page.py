@@ -107,11 +107,13 @@ def test_a_caption_shows_the_map_of_the_word_clicked(page):
     page.click("button.sample[data-sample='scene-0']")
     page.wait_for_selector("button.word[data-word='1']")
     page.click("button.word[data-word='1']")
+    page.wait_for_selector(".card.caption[data-shown^='word 2']")  # drawn, also under load
     shown = page.get_attribute(".card.caption", "data-shown")
     word = page.text_content("button.word[data-word='1'] b")
     assert shown.startswith(f"word 2 “{word}”")
     page.hover(".caption .stack")
-    assert page.text_content("#readout").startswith(shown)
+    page.wait_for_function("shown => document.getElementById('readout').textContent"
+                           ".startsWith(shown)", arg=shown)
 
 
 @pytest.mark.slow
