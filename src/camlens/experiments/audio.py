@@ -578,7 +578,8 @@ def evaluate(out: str | Path, test_size: int = 400, progress: bool = False,
     lines += _words_section(results["whole"])
     lines += _example_section(results["mixed"], waveforms["mixed"], out)
     lines.append(f"Evaluation time: {time.perf_counter() - started:.0f} s on this machine "
-                 f"({torch.get_num_threads()} threads).")
+                 f"({torch.get_num_threads()} torch thread"
+                 f"{'' if torch.get_num_threads() == 1 else 's'}).")
     markdown = "\n".join(lines) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(markdown)
