@@ -199,3 +199,26 @@ def test_a_colormap_by_name_draws_as_a_fresh_one_and_users_copies_stay_their_own
     assert mine is not get_colormap("jet")
     assert np.array_equal(np.asarray(overlay(picture, map_, "jet")),
                           np.asarray(overlay(picture, map_, matplotlib.colormaps["jet"])))
+
+
+@pytest.mark.parametrize("name", ["jet", "viridis", "gray", "turbo", "coolwarm"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_byte_table_gives_matplotlibs_colours_exactly(name, dtype):
+    """The shared colormaps colour from their byte table: equal to matplotlib's own call at
+    every table boundary (k / N, a hair either side), at 0 and 1 and on random values; values
+    outside [0, 1] and user colormaps go through matplotlib's call."""
+    import matplotlib
+
+    from camlens.viz.overlay import _colors, _registered_colormap
+
+    shared, fresh = _registered_colormap(name), matplotlib.colormaps[name]
+    steps = np.arange(shared.N + 1, dtype=dtype) / dtype(shared.N)
+    hair = np.finfo(dtype).eps
+    cases = [np.random.default_rng(0).random((32, 32)).astype(dtype), steps[None],
+             np.clip(steps + hair, 0, 1)[None], np.clip(steps - hair, 0, 1)[None],
+             np.array([[0.0, 1.0, -0.5, 1.5]], dtype=dtype)]
+    for values in cases:
+        expected = np.ascontiguousarray(fresh(values, bytes=True)[..., :3])
+        for cmap in (shared, fresh):
+            assert np.array_equal(_colors(values, cmap), expected)
+    assert not hasattr(fresh, "_camlens_bytes")  # the user's object is left alone

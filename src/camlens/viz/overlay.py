@@ -62,8 +62,11 @@ def _drawing_colormap(colormap: str | Colormap) -> Colormap:
 
 @functools.lru_cache(maxsize=64)
 def _registered_colormap(name: str) -> Colormap:
-    cmap = matplotlib.colormaps[name]
+    cmap = matplotlib.colormaps[name]  # a copy of its own: the user's objects are not touched
     cmap(0.0)  # builds the colour table now: later calls only read it (safe across threads)
+    # row i of the byte table is cmap(i, bytes=True) (an integer indexes the table)
+    cmap._camlens_bytes = np.ascontiguousarray(  # type: ignore[attr-defined]
+        cmap(np.arange(cmap.N), bytes=True)[:, :3])
     return cmap
 
 
@@ -280,7 +283,19 @@ def _map_tensor(map: MapLike) -> torch.Tensor:
 
 
 def _colors(values: np.ndarray, cmap: Colormap) -> np.ndarray:
-    """``(H, W)`` values in [0, 1] as ``(H, W, 3)`` uint8 colours."""
+    """``(H, W)`` values in [0, 1] as ``(H, W, 3)`` uint8 colours: exactly ``cmap(values,
+    bytes=True)``'s (a float ``v`` takes row ``min(floor(v * N), N - 1)`` of the colormap's
+    table), looked up in the table of a shared registered colormap (:func:`_registered_colormap`)
+    directly when every value is in [0, 1]; matplotlib's call
+    checks, masks and rebuilds its byte table on every call, which costs several times the
+    lookup of a small map."""
+    values = np.asarray(values)
+    table = getattr(cmap, "_camlens_bytes", None)  # only the shared, registered colormaps
+    if table is not None and values.dtype.kind == "f" and values.size and (
+            values.min() >= 0.0 and values.max() <= 1.0):
+        rows = (values * values.dtype.type(cmap.N)).astype(np.intp)  # same dtype as matplotlib
+        np.minimum(rows, cmap.N - 1, out=rows)
+        return table[rows]
     return np.ascontiguousarray(cmap(values, bytes=True)[..., :3])
 
 
