@@ -1,6 +1,6 @@
 """Lanes (several batches at once on a CPU, each on its share of torch's threads): the same
 maps as one lane, the process's thread counts and warning state untouched, each thread's
-warnings its own, interrupts and bad inputs handled as in one lane."""
+warnings its own, bad inputs handled as in one lane (interrupts: tests/scale/test_pipeline.py)."""
 
 from __future__ import annotations
 
@@ -122,41 +122,6 @@ def test_a_bad_input_is_reported_and_the_rest_go_on(lanes):
                  Writer(), out.append, batch_size=4, workers=2, lanes=lanes)
     assert sorted(done.key for done in out) == sorted(item.key for item in items)  # each once
     assert [done.error for done in out if done.error] == ["i9: unreadable"]
-
-
-def test_an_interrupt_in_lanes_reports_what_is_on_disk_and_flushes_the_writer():
-    items = [InputItem(f"i{n}") for n in range(100)]
-    held, seen, closed = [], [], []
-    lock = threading.Lock()
-
-    class Writer:
-        def write(self, result):
-            with lock:
-                held.append(result.key)
-                if len(held) < 7:
-                    return []
-                done = list(held)
-                held.clear()
-            return [Written(key, [{"file": key}]) for key in done]
-
-        def close(self):
-            closed.append(True)
-            with lock:
-                done = list(held)
-                held.clear()
-            return [Written(key, [{"file": key}]) for key in done]
-
-    def on_written(done):
-        seen.append(done.key)
-        if len(seen) == 14:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_pipeline(items, lambda item: Decoded(item),
-                     lambda batch: [ImageResult(d.item.key) for d in batch], Writer(),
-                     on_written, batch_size=4, workers=2, lanes=2)
-    assert closed and held == []
-    assert len(seen) > 14 and len(seen) == len(set(seen)) < 100
 
 
 def test_lanes_are_refused_where_they_cannot_run_and_say_why(digit_scenes, tmp_path):

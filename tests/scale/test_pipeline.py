@@ -67,7 +67,8 @@ def test_memory_is_bounded_and_every_input_comes_out_once(workers):
     assert writer.closed == 1
 
 
-def test_an_interrupt_reports_what_is_on_disk_and_flushes_the_writer():
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_an_interrupt_reports_what_is_on_disk_and_flushes_the_writer(lanes):
     items = [InputItem(f"i{n}") for n in range(100)]
     writer, seen = CountingWriter(hold=7), []
 
@@ -79,7 +80,7 @@ def test_an_interrupt_reports_what_is_on_disk_and_flushes_the_writer():
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(items, lambda item: Decoded(item),
                      lambda batch: [ImageResult(d.item.key) for d in batch], writer,
-                     on_written, batch_size=4, workers=2)
+                     on_written, batch_size=4, workers=2, lanes=lanes)
     assert writer.closed >= 1 and writer.held == []
     assert len(seen) > 14 and len(seen) == len(set(seen)) < 100  # held ones were flushed
 

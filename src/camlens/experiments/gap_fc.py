@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from camlens.data.digits import materialize
+from camlens.experiments.saved_runs import saved_runs
 from camlens.experiments.training import TrainingRecipe, datasets, run_epochs
 from camlens.metrics.intervals import seed_interval, wilson_interval
 from camlens.metrics.paired_tests import discordant_counts, mcnemar_exact
@@ -189,16 +190,6 @@ def gap_fc_figure(runs: Sequence[dict], path: Path) -> None:
     figure.savefig(path, bbox_inches="tight", dpi=120)
 
 
-def _load_previous(path: Path | None) -> dict[tuple, dict]:
-    if path is None or not path.is_file():
-        return {}
-    try:
-        previous = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return {_key(run): run for run in previous.get("runs", [])}
-
-
 def gap_fc_table(out: Path | None = None, progress: bool = False,
                  log: Callable[[str], None] | None = None, *,
                  seeds: Sequence[int] = DEFAULT_SEEDS, widths: Sequence[float] = DEFAULT_WIDTHS,
@@ -217,7 +208,7 @@ def gap_fc_table(out: Path | None = None, progress: bool = False,
     say = log or (lambda message: None)
     started = time.perf_counter()
     json_path = Path(out).with_suffix(".json") if out is not None else None
-    previous = _load_previous(json_path) if resume else {}
+    previous = saved_runs(json_path, _key) if resume else {}
     base = TrainingRecipe()
     parts = {"full": (replace(base, epochs=epochs, train_size=train_size), (1.0,)),
              "sweep": (replace(base, epochs=sweep_epochs, train_size=sweep_train_size),

@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from camlens.experiments.saved_runs import saved_runs
 from camlens.metrics.intervals import seed_interval, wilson_interval
 
 __all__ = ["AUDIT_SIZE", "DEFAULT_SEEDS", "MODELS", "audit_figures", "model_seeds_table",
@@ -150,15 +151,8 @@ def audit_figures(model: torch.nn.Module, size: int = AUDIT_SIZE,
     return figures
 
 
-def _load_previous(path: Path | None) -> dict[tuple, dict]:
-    if path is None or not path.is_file():
-        return {}
-    try:
-        previous = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return {(run["model"], run["seed"], run.get("audit_size")): run
-            for run in previous.get("runs", [])}
+def _run_key(run: dict) -> tuple:
+    return run["model"], run["seed"], run.get("audit_size")
 
 
 def model_seeds_table(out: Path | None = None, progress: bool = False,
@@ -178,7 +172,7 @@ def model_seeds_table(out: Path | None = None, progress: bool = False,
     say = log or (lambda message: None)
     started = time.perf_counter()
     json_path = Path(out).with_suffix(".json") if out is not None else None
-    previous = _load_previous(json_path) if resume else {}
+    previous = saved_runs(json_path, _run_key) if resume else {}
     runs: list[dict] = []
     planned = len(models) * len(seeds)
 
