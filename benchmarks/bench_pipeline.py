@@ -174,7 +174,8 @@ def main() -> None:
     if "speed" in parts:
         lines += ["| model | batch | bare loop (img/s) | explain --format npz (img/s) | npz / "
                   "bare | explain, PNG overlays (img/s) | PNG / bare | library call alone "
-                  "(img/s) | npz / library |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "(img/s) | npz / library | npz, one lane (img/s) | one lane / bare |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ray_rows = []
     for name, (model_args, folder, batch, load) in models.items():
         layer = "layer4" if name == "resnet18" else "features"
@@ -193,18 +194,21 @@ def main() -> None:
             camlens_explain(["explain", str(warm), *common[2:], "--format", form, "-o",
                              str(out / f"warm-{form}")], 2 * batch)
         # the machine is shared: the four measurements interleaved, best of ``rounds`` each
-        best = {"bare": 0.0, "npz": 0.0, "png": 0.0, "library": 0.0}
+        best = {"bare": 0.0, "npz": 0.0, "png": 0.0, "library": 0.0, "npz1": 0.0}
         for _ in range(options.rounds if "speed" in parts else 0):
             best["bare"] = max(best["bare"], bare_loop(loaded, files, batch))
             for form in ("npz", "png"):
                 best[form] = max(best[form], camlens_explain(
                     [*common, "--format", form, "-o", str(out / form)], count))
+            best["npz1"] = max(best["npz1"], camlens_explain(  # one lane: all threads on a batch
+                [*common, "--format", "npz", "--lanes", "1", "-o", str(out / "npz1")], count))
             best["library"] = max(best["library"], library_call(loaded, files, batch, layer))
         bare, npz, png, library = best["bare"], best["npz"], best["png"], best["library"]
         if "speed" in parts:
             lines.append(f"| {name} | {batch} | {bare:.1f} | {npz:.1f} | {npz / bare:.2f}x | "
                          f"{png:.1f} | {png / bare:.2f}x | {library:.1f} | "
-                         f"{npz / library:.2f}x |")
+                         f"{npz / library:.2f}x | {best['npz1']:.1f} | "
+                         f"{best['npz1'] / bare:.2f}x |")
             print(lines[-1], flush=True)
         if "ray" in parts and not options.quick:
             import ray
