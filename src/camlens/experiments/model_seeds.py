@@ -164,7 +164,7 @@ def model_seeds_table(out: Path | None = None, progress: bool = False,
     :func:`seed_weights`) and return the markdown; with ``out``, write it and ``out``'s
     ``.json`` (every run) after each run, so a run cut short leaves a consistent page; with
     ``resume``, runs already in that JSON are reused."""
-    from camlens.zoo.registry import get_weights
+    from camlens.zoo.registry import file_metadata, get_weights
 
     unknown = [name for name in models if name not in MODELS]
     if unknown:
@@ -201,7 +201,9 @@ def model_seeds_table(out: Path | None = None, progress: bool = False,
             if data is None:
                 task, data = _test_data(name, progress)
             model = get_weights(name).load(path)
+            trained = file_metadata(path).get("train_seconds")
             run = {"model": name, "seed": seed, "source": source,
+                   "train_seconds": None if trained is None else float(trained),
                    **test_scores(model, task, data), "audit_size": size}
             if size is not None:
                 run["audit"] = audit_figures(model, size, progress)
@@ -280,15 +282,18 @@ def render(runs: Sequence[dict], seeds: Sequence[int], models: Sequence[str], au
             values = [100 * group[seed][key] for seed in seeds if seed in group]
             lines.append(f"| {name} | {label} | {total:,} | " + " | ".join(cells)
                          + f" | {_mean_cell(values)} |")
-        sources += [f"- {name} seed {seed}: {run['source']}" for seed, run in
-                    sorted(group.items())]
+        sources += [f"- {name} seed {seed}: {run['source']}" + (
+            f"; training took {run['train_seconds']:,.0f} s" if run.get("train_seconds")
+            else "") for seed, run in sorted(group.items())]
     lines += ["", "Test data: " + "; ".join(f"{name}: {_WHAT[name]}" for name in models) + ".",
               ""]
     audited = {name: {run["seed"]: run["audit"] for run in runs
                       if run["model"] == name and "audit" in run} for name in BIAS_MODELS}
     if any(audited.values()):
         lines += _audit_section(audited, seeds, audit_size)
-    lines += ["## Where each seed's weights came from", "", *sources, ""]
+    lines += ["## Where each seed's weights came from", "",
+              "Training times as stored in each weights file (wall time of `camlens train`, on "
+              "whatever load the machine had then).", "", *sources, ""]
     return "\n".join(lines)
 
 
