@@ -70,3 +70,20 @@ def test_reproduce_seeds_reach_the_tables_that_train_and_are_refused_elsewhere(m
         assert result.exit_code == 2 and "--seeds" in result.output, (bad, result.output)
     result = CliRunner().invoke(main, ["reproduce", "localization", "--seeds", "1"])
     assert result.exit_code == 2 and "trains no models" in result.output
+
+
+def test_reproduce_model_seeds_trained_only_scores_without_training(monkeypatch):
+    import camlens.experiments.model_seeds as model_seeds
+
+    seen = {}
+
+    def fake_table(out=None, progress=False, log=None, *, train_missing=True, **sizes):
+        seen["train_missing"] = train_missing
+        return "table"
+
+    monkeypatch.setattr(model_seeds, "model_seeds_table", fake_table)
+    result = CliRunner().invoke(main, ["reproduce", "model-seeds", "--trained-only"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"train_missing": False}
+    result = CliRunner().invoke(main, ["reproduce", "gap-fc", "--trained-only"])
+    assert result.exit_code == 2 and "applies to model-seeds" in result.output

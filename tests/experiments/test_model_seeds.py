@@ -129,3 +129,15 @@ def test_table_resumes_from_its_json(tmp_path, monkeypatch, no_training):
     page = model_seeds_table(out, seeds=(0, 1), models=("accent-cnn",), cache_dir=tmp_path)
     assert len(scored) == 2  # both reused
     assert "| accent-cnn | test accuracy | 10 |" in page
+
+
+def test_without_training_missing_seeds_are_left_out_and_the_page_says_so(tmp_path,
+                                                                        no_training,
+                                                                        monkeypatch):
+    monkeypatch.setattr(model_seeds, "test_scores",
+                        lambda model, task, data: {"accuracy": 0.9, "test_items": 10})
+    monkeypatch.setattr(model_seeds, "_test_data", lambda name, progress: (None, {}))
+    page = model_seeds_table(tmp_path / "seeds.md", seeds=(0, 1), models=("accent-cnn",),
+                             cache_dir=tmp_path, train_missing=False)
+    assert not no_training
+    assert "**Partial: 1 of the 2 runs" in page and "| accent-cnn | test accuracy | 10 |" in page

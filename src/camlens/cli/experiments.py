@@ -127,9 +127,12 @@ def _takes_seeds(name: str) -> bool:
                    "written next to it).")
 @click.option("--seeds", callback=lambda ctx, param, value: _seeds(value),
               help="Training seeds, separated by commas, for the tables that train models "
-                   "(gap-fc, pooling, transfer); default: each table's own.")
+                   "(gap-fc, pooling, transfer, model-seeds); default: each table's own.")
+@click.option("--trained-only", is_flag=True,
+              help="model-seeds: score only the seeds already trained (in the cache), leave "
+                   "the others out and say so, instead of training them first.")
 def reproduce(what: str, test_size: int | None, out: Path | None,
-              seeds: tuple[int, ...] | None) -> None:
+              seeds: tuple[int, ...] | None, trained_only: bool) -> None:
     """Reproduce the papers' tables on the offline benchmarks: CAM and Grad-CAM localization,
     Grad-CAM for captioning, relevance over time for the accent models, maps of a detector's
     boxes."""
@@ -153,6 +156,11 @@ def reproduce(what: str, test_size: int | None, out: Path | None,
                 f"{', '.join(name for name in TABLES if _takes_seeds(name))}",
                 param_hint="--seeds")
         sizes["seeds"] = seeds
+    if trained_only:
+        if what != "model-seeds":
+            raise click.BadParameter(f"--trained-only applies to model-seeds, not {what}",
+                                     param_hint="--trained-only")
+        sizes["train_missing"] = False
     if what in TABLES:
         import importlib
 

@@ -79,12 +79,13 @@ def _made_by_recipe(metadata: dict[str, str], name: str, seed: int) -> bool:
 
 def seed_weights(name: str, seed: int, *, cache_dir: Path | None = None,
                  use_shipped: bool = True, log: Callable[[str], None] = lambda message: None,
-                 progress: bool = False) -> tuple[Path, str]:
+                 progress: bool = False, train_missing: bool = True
+                 ) -> tuple[Path, str] | None:
     """(weights file, source) of ``name`` trained from ``seed`` with the shipped recipe: the
     shipped file when ``use_shipped`` and its metadata says it is exactly that run (``camlens
     train NAME --seed SEED``, the recipe's epochs and size); else ``cache_dir/NAME-seedS.
     safetensors`` (default ``default_cache_dir() / "seeds"``), trained when missing or made
-    differently."""
+    differently (None instead, without ``train_missing``)."""
     from camlens.data.speech import default_cache_dir
     from camlens.experiments.training import train
     from camlens.zoo.registry import file_metadata, get_weights
@@ -99,6 +100,8 @@ def seed_weights(name: str, seed: int, *, cache_dir: Path | None = None,
     path = folder / f"{name}-seed{seed}.safetensors"
     if path.is_file() and _made_by_recipe(file_metadata(path), name, seed):
         return path, f"trained here (`camlens train {name} --seed {seed} --out {path.name}`)"
+    if not train_missing:
+        return None
     log(f"model-seeds: training {name} --seed {seed} into {path} (minutes)")
     train(name, seed=seed, out=path, progress=progress)
     return path, f"trained here (`camlens train {name} --seed {seed} --out {path.name}`)"
@@ -159,11 +162,13 @@ def model_seeds_table(out: Path | None = None, progress: bool = False,
                       log: Callable[[str], None] | None = None, *,
                       seeds: Sequence[int] = DEFAULT_SEEDS, models: Sequence[str] = MODELS,
                       audit_size: int = AUDIT_SIZE, resume: bool = True,
-                      use_shipped: bool = True, cache_dir: Path | None = None) -> str:
+                      use_shipped: bool = True, cache_dir: Path | None = None,
+                      train_missing: bool = True) -> str:
     """Score every model of ``models`` from every seed of ``seeds`` (training missing seeds,
     :func:`seed_weights`) and return the markdown; with ``out``, write it and ``out``'s
     ``.json`` (every run) after each run, so a run cut short leaves a consistent page; with
-    ``resume``, runs already in that JSON are reused."""
+    ``resume``, runs already in that JSON are reused. Without ``train_missing``, seeds with no
+    weights yet are left out (the page says how many runs it has)."""
     from camlens.zoo.registry import file_metadata, get_weights
 
     unknown = [name for name in models if name not in MODELS]
@@ -195,8 +200,12 @@ def model_seeds_table(out: Path | None = None, progress: bool = False,
                 runs.append(previous[(name, seed, size)])
                 say(f"model-seeds: reused {name} seed {seed}")
                 continue
-            path, source = seed_weights(name, seed, cache_dir=cache_dir,
-                                        use_shipped=use_shipped, log=say, progress=progress)
+            found = seed_weights(name, seed, cache_dir=cache_dir, use_shipped=use_shipped,
+                                 log=say, progress=progress, train_missing=train_missing)
+            if found is None:
+                say(f"model-seeds: {name} seed {seed} not trained yet, left out")
+                continue
+            path, source = found
             run_started = time.perf_counter()
             if data is None:
                 task, data = _test_data(name, progress)
