@@ -190,7 +190,8 @@ def model_seeds_table(out: Path | None = None, progress: bool = False,
         Path(out).write_text(markdown)
 
     def page() -> str:
-        return render(runs, seeds, models, audit_size, time.perf_counter() - started, planned)
+        return render(runs, seeds, models, audit_size, time.perf_counter() - started, planned,
+                      trained_only=not train_missing)
 
     for name in models:
         task = data = None
@@ -226,10 +227,17 @@ def model_seeds_table(out: Path | None = None, progress: bool = False,
     return markdown
 
 
-def _mean_cell(values: Sequence[float], digits: int = 1) -> str:
+def _mean_cell(values: Sequence[float], digits: int = 1,
+               bounds: tuple[float | None, float | None] = (None, None)) -> str:
+    """The mean over seeds with its t interval, clipped to ``bounds`` (the figure's possible
+    range: a share cannot leave [0, 100])."""
     if len(values) < 2:
         return f"{values[0]:.{digits}f} (one seed)" if values else "-"
     mean, low, high = seed_interval(values)
+    if bounds[0] is not None:
+        low = max(low, bounds[0])
+    if bounds[1] is not None:
+        high = min(high, bounds[1])
     return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
@@ -249,7 +257,7 @@ _WHAT = {"digits-biased": "BiasedDigits test images, mark at a random spot",
 
 
 def render(runs: Sequence[dict], seeds: Sequence[int], models: Sequence[str], audit_size: int,
-           seconds: float, planned: int | None = None) -> str:
+           seconds: float, planned: int | None = None, trained_only: bool = False) -> str:
     """The markdown page of :func:`model_seeds_table` from its runs."""
     machine = (f"{os.cpu_count()}-core {platform.machine()}, "
                f"{'CUDA available' if torch.cuda.is_available() else 'no GPU'} (run on the "
@@ -258,7 +266,8 @@ def render(runs: Sequence[dict], seeds: Sequence[int], models: Sequence[str], au
     lines = [
         "# The reference models over training seeds",
         "",
-        f"`camlens reproduce model-seeds --out docs/model_seeds.md` (seeds "
+        f"`camlens reproduce model-seeds{' --trained-only' if trained_only else ''} --out "
+        f"docs/model_seeds.md` (seeds "
         f"{', '.join(map(str, seeds))}; {seconds / 60:.1f} min wall for this call, on "
         f"{machine}; models trained by earlier calls or by `camlens train NAME --seed S --out "
         "CACHE/seeds/NAME-seedS.safetensors` are reused, and their training time is not "
@@ -269,7 +278,8 @@ def render(runs: Sequence[dict], seeds: Sequence[int], models: Sequence[str], au
         "Each model's shipped recipe (`camlens train NAME --seed S`), scored on its fixed test "
         "data (test part, data seed 0, the same for every seed). Per seed: the figure % [95% "
         "Wilson interval over the test items]; over seeds: the mean [95% Student-t interval "
-        "of the mean over seeds]. digits-gap and digits-fc over seeds: "
+        "of the mean over seeds, clipped to the figure's possible range]. digits-gap and "
+        "digits-fc over seeds: "
         "[gap_fc.md](gap_fc.md); accent-attention and accent-mean: [pooling.md](pooling.md).",
         "",
         "| model | figure | test items | " + " | ".join(f"seed {seed}" for seed in seeds)
@@ -290,7 +300,7 @@ def render(runs: Sequence[dict], seeds: Sequence[int], models: Sequence[str], au
                      for seed in seeds]
             values = [100 * group[seed][key] for seed in seeds if seed in group]
             lines.append(f"| {name} | {label} | {total:,} | " + " | ".join(cells)
-                         + f" | {_mean_cell(values)} |")
+                         + f" | {_mean_cell(values, bounds=(0.0, 100.0))} |")
         sources += [f"- {name} seed {seed}: {run['source']}" + (
             f"; training took {run['train_seconds']:,.0f} s" if run.get("train_seconds")
             else "") for seed, run in sorted(group.items())]
@@ -312,8 +322,9 @@ def _audit_section(audited: dict[str, dict[int, dict]], seeds: Sequence[int],
              f"`camlens audit --model NAME --size {audit_size}` per seed (Grad-CAM of the "
              f"predicted class at `features`; {audit_size:,} BiasedDigits test images, mark at "
              "a random spot, and the same items with the mark aligned, flipped or removed). "
-             "Per model: the mean over seeds [95% t interval] (each seed's figure in "
-             "brackets after it); biased - debiased: the difference paired by seed (the same "
+             "Per model: the mean over seeds [95% t interval, clipped to the possible range] "
+             "(each seed's figure in "
+             "parentheses after it); biased - debiased: the difference paired by seed (the same "
              "seed trains both on the same images in the same order).", "",
              "| figure | digits-biased | digits-debiased | biased - debiased |",
              "|---|---|---|---|"]
@@ -323,8 +334,9 @@ def _audit_section(audited: dict[str, dict[int, dict]], seeds: Sequence[int],
         for name in BIAS_MODELS:
             values = [audited[name][seed][key] for seed in seeds if seed in audited[name]]
             per_seed = ", ".join(f"{value:.{digits}f}" for value in values)
+            bounds = (0.0, None) if key == "mark_lift" else (0.0, 100.0)
             cells.append("-" if not values else _mean_cell(values, digits) if len(values) < 2
-                         else f"{_mean_cell(values, digits)} ({per_seed})")
+                         else f"{_mean_cell(values, digits, bounds)} ({per_seed})")
         paired = [audited["digits-biased"][seed][key] - audited["digits-debiased"][seed][key]
                   for seed in seeds
                   if seed in audited["digits-biased"] and seed in audited["digits-debiased"]]
