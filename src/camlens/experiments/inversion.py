@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from camlens.data import ClutteredDigits, materialize
+from camlens.metrics.intervals import bootstrap_interval
 from camlens.representations.figures import picture_grid
 from camlens.representations.invert import InversionResult, invert
 from camlens.zoo import load
@@ -77,7 +78,8 @@ def inversion_table(out: Path | None = None, progress: bool = False,
         "reconstruction x* (and for the first, grey picture). Pixel error: RMSE between x* and "
         "the digit x0 as [0, 1] pixels (the digit models read [0, 1] pixels; a mid-grey picture "
         f"is at {float(grey.mean()):.3f} from these digits). Mean ± standard deviation over the "
-        "digits.",
+        "digits, then the mean's 95% interval (percentile bootstrap over the digits, 1,000 "
+        "resamples, seed 0; with 8 digits it is rough).",
         "",
         "| layer | what | representation error | at the start | pixel RMSE |",
         "|---|---|---|---|---|",
@@ -87,9 +89,8 @@ def inversion_table(out: Path | None = None, progress: bool = False,
     for name, layer in result.layers.items():
         error, rmse = layer.representation_error, layer.pixel_rmse
         pixel_errors.append(float(rmse.mean()))
-        lines.append(f"| {name} | {described.get(name, '')} | {float(error.mean()):.3f} ± "
-                     f"{float(error.std()):.3f} | {float(layer.start_error.mean()):.2f} | "
-                     f"{float(rmse.mean()):.3f} ± {float(rmse.std()):.3f} |")
+        lines.append(f"| {name} | {described.get(name, '')} | {_spread(error)} | "
+                     f"{float(layer.start_error.mean()):.2f} | {_spread(rmse)} |")
     rising = all(b >= a for a, b in zip(pixel_errors, pixel_errors[1:], strict=False))
     order = [name for name, _ in sorted(zip(result.layers, pixel_errors, strict=True),
                                         key=lambda pair: pair[1])]
@@ -119,3 +120,10 @@ def inversion_table(out: Path | None = None, progress: bool = False,
         lines += [f"![digits and their reconstructions per layer (pixel RMSE)]"
                   f"({figure_path.name})", ""]
     return "\n".join(lines)
+
+
+def _spread(values: torch.Tensor) -> str:
+    """``mean ± sd [low, high]`` over the digits: the 95% bootstrap interval of the mean."""
+    low, high = bootstrap_interval(values.detach().double().flatten(), resamples=1000, seed=0)
+    return (f"{float(values.mean()):.3f} ± {float(values.std()):.3f} "
+            f"[{low:.3f}, {high:.3f}]")
