@@ -139,3 +139,31 @@ def test_lanes_are_refused_where_they_cannot_run_and_say_why(digit_scenes, tmp_p
 def test_lane_threads_share_out_the_process_count():
     assert lane_threads(1) == torch.get_num_threads()
     assert lane_threads(10 * torch.get_num_threads()) == 1
+
+
+def test_runs_of_lanes_in_two_threads_share_the_recorder_and_restore_the_state_once():
+    """Two pipelines with lanes in two threads at once: the first to end must not take the
+    recorder from the other (whose captures would then fall back to the unsafe
+    catch_warnings), and the last restores the warning state as it was."""
+    show, filters = warnings.showwarning, list(warnings.filters)
+    first_in, first_out = threading.Event(), threading.Event()
+    caught: list[str] = []
+
+    def first():
+        with lane_warnings():
+            first_in.set()
+            first_out.wait(5)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    first_in.wait(5)
+    with lane_warnings():
+        first_out.set()
+        thread.join()  # the first run has ended; this one still records through the recorder
+        with captured_warnings() as mine:
+            warnings.warn("still mine", ExplanationWarning, stacklevel=1)
+            warnings.warn("still mine", ExplanationWarning, stacklevel=1)
+        caught = [str(w.message) for w in mine]
+        assert warnings.showwarning is not show
+    assert caught == ["still mine", "still mine"]
+    assert warnings.showwarning is show and warnings.filters == filters

@@ -124,25 +124,34 @@ class _Recorder:
 
 _recorder: _Recorder | None = None
 _recorder_lock = threading.Lock()
+_recorder_users = 0
+_saved_state: tuple[list, Callable] | None = None  # the filters and showwarning it replaced
 
 
 @contextlib.contextmanager
 def lane_warnings() -> Iterator[None]:
-    """On the calling thread, around the lanes: one recorder for every thread (see the module
-    docstring); :class:`ExplanationWarning` is recorded every time, as ``captured_warnings``
-    asks. The process's warning state is restored on exit."""
-    global _recorder
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", ExplanationWarning)
-        recorder = _Recorder(warnings.showwarning)
-        warnings.showwarning = recorder
+    """Around the lanes: one recorder for every thread (see the module docstring);
+    :class:`ExplanationWarning` is recorded every time, as ``captured_warnings`` asks. Runs of
+    lanes in several threads at once share the recorder: the first to start installs it, the
+    last to end restores the process's warning state as it found it."""
+    global _recorder, _recorder_users, _saved_state
+    with _recorder_lock:
+        if _recorder_users == 0:
+            _saved_state = (warnings.filters, warnings.showwarning)
+            warnings.filters = list(warnings.filters)
+            warnings.simplefilter("always", ExplanationWarning)
+            _recorder = _Recorder(warnings.showwarning)
+            warnings.showwarning = _recorder
+        _recorder_users += 1
+    try:
+        yield
+    finally:
         with _recorder_lock:
-            _recorder = recorder
-        try:
-            yield
-        finally:
-            with _recorder_lock:
-                _recorder = None
+            _recorder_users -= 1
+            if _recorder_users == 0 and _saved_state is not None:
+                warnings.filters, warnings.showwarning = _saved_state
+                warnings._filters_mutated()  # type: ignore[attr-defined]
+                _recorder = _saved_state = None
 
 
 @contextlib.contextmanager
