@@ -122,7 +122,7 @@ def test_table_resumes_from_its_json(tmp_path, monkeypatch, no_training):
         scored.append(model)
         return {"accuracy": 0.9, "test_items": 10}
 
-    monkeypatch.setattr(model_seeds, "test_scores", fake_scores)
+    monkeypatch.setattr(model_seeds, "score_model", fake_scores)
     monkeypatch.setattr(model_seeds, "_test_data", lambda name, progress: (None, {}))
     model_seeds_table(out, seeds=(0, 1), models=("accent-cnn",), cache_dir=tmp_path)
     assert len(scored) == 2 and out.is_file() and out.with_suffix(".json").is_file()
@@ -134,7 +134,7 @@ def test_table_resumes_from_its_json(tmp_path, monkeypatch, no_training):
 def test_without_training_missing_seeds_are_left_out_and_the_page_says_so(tmp_path,
                                                                         no_training,
                                                                         monkeypatch):
-    monkeypatch.setattr(model_seeds, "test_scores",
+    monkeypatch.setattr(model_seeds, "score_model",
                         lambda model, task, data: {"accuracy": 0.9, "test_items": 10})
     monkeypatch.setattr(model_seeds, "_test_data", lambda name, progress: (None, {}))
     page = model_seeds_table(tmp_path / "seeds.md", seeds=(0, 1), models=("accent-cnn",),

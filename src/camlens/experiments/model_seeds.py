@@ -40,7 +40,7 @@ from camlens.experiments.saved_runs import saved_runs
 from camlens.metrics.intervals import seed_interval, wilson_interval
 
 __all__ = ["AUDIT_SIZE", "DEFAULT_SEEDS", "MODELS", "audit_figures", "model_seeds_table",
-           "render", "seed_weights", "test_scores"]
+           "render", "score_model", "seed_weights"]
 
 MODELS = ("digits-biased", "digits-debiased", "accent-cnn", "digits-detector",
           "digits-captioner")
@@ -126,7 +126,7 @@ def _test_count(data: dict) -> int:
     raise ValueError(f"no test items among {sorted(data)}")
 
 
-def test_scores(model: torch.nn.Module, task: Any, data: dict) -> dict[str, Any]:
+def score_model(model: torch.nn.Module, task: Any, data: dict) -> dict[str, Any]:
     """The model's test figures by its task (``accuracy``; the detector's ``recall`` and
     ``precision`` too), with the test item count."""
     scores = {key: float(value) for key, value in task.scores(model, data).items()}
@@ -214,7 +214,7 @@ def model_seeds_table(out: Path | None = None, progress: bool = False,
             trained = file_metadata(path).get("train_seconds")
             run = {"model": name, "seed": seed, "source": source,
                    "train_seconds": None if trained is None else float(trained),
-                   **test_scores(model, task, data), "audit_size": size}
+                   **score_model(model, task, data), "audit_size": size}
             if size is not None:
                 run["audit"] = audit_figures(model, size, progress)
             run["seconds"] = round(time.perf_counter() - run_started, 1)

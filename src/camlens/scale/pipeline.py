@@ -126,12 +126,6 @@ def _run_in_lanes(items, decode, explain, writer, on_written, batch_size: int, l
                 for written in writer.write(result)]
         return results, done
 
-    def report(future: Future) -> None:
-        results, done = future.result()
-        for result in results:
-            accepted(result, on_written, on_result)
-        for written in done:
-            on_written(written)
 
     source = iter(items)
     running: deque[Future] = deque()
@@ -147,7 +141,7 @@ def _run_in_lanes(items, decode, explain, writer, on_written, batch_size: int, l
                     running.append(pool.submit(one_batch, batch))
                 if not running:
                     break
-                report(running.popleft())
+                _report_batch(*running.popleft().result(), on_written, on_result)
             for done in writer.close():
                 on_written(done)
         except BaseException:
@@ -165,12 +159,19 @@ def _finish_lanes(running: Iterable[Future], on_written, on_result, writer) -> N
             results, done = future.result()
         except Exception:  # noqa: BLE001 - an interrupt must still close the run
             continue
-        for result in results:
-            accepted(result, on_written, on_result)
-        for written in done:
-            on_written(written)
+        _report_batch(results, done, on_written, on_result)
     for done in writer.close():
         on_written(done)
+
+
+def _report_batch(results: list[ImageResult], done: list[Written], on_written,
+                  on_result) -> None:
+    """A lane's batch on the calling thread: each input's failure or notes, then what is on
+    disk."""
+    for result in results:
+        accepted(result, on_written, on_result)
+    for written in done:
+        on_written(written)
 
 
 def _decode_all(decode: Callable[[InputItem], Decoded], items: list[InputItem]
