@@ -103,3 +103,59 @@ def test_an_empty_map_is_noted_for_its_own_input_only(digits_gap, digit_scenes):
     for result in batched:
         for note in result.console_notes:
             assert note.startswith("1 of 1 gradcam maps")
+
+
+def written_files(writer, results, together: bool, out) -> dict[str, bytes]:
+    """What ``writer`` puts in ``out`` for ``results``: name -> bytes."""
+    done = writer.write_batch(results) if together else [
+        written for result in results for written in writer.write(result)]
+    assert all(written.error is None for written in done)
+    return {path.name: path.read_bytes() for path in sorted(out.iterdir())}
+
+
+@pytest.mark.parametrize(("methods", "target"), [
+    (("gradcam",), None),
+    (("gradcam", "layercam"), TopK(3)),  # several maps per input, and a grid per input
+])
+def test_overlays_drawn_together_are_the_files_drawn_one_at_a_time(digits_gap, digit_scenes,
+                                                                   tmp_path, methods, target):
+    from camlens.scale.writers import PngWriter
+
+    inputs = decoded(digits_gap, digit_scenes, 5)
+    spec = WorkSpec(methods=methods, layer="features", target=target, pictures=True)
+    results = explain_batch(digits_gap, spec, "cpu", inputs)
+    files = {}
+    for together in (False, True):
+        out = tmp_path / str(together)
+        out.mkdir()
+        files[together] = written_files(PngWriter(digits_gap, out), results, together, out)
+    assert len(files[True]) == 5 * (len(methods) * (3 if target else 1) + (1 if target else 0))
+    overlays = [name for name in files[True] if not name.endswith("grid.png")]
+    assert overlays and all(files[True][name] == files[False][name] for name in overlays)
+    assert files[True].keys() == files[False].keys()
+
+
+def test_a_normalised_model_with_two_input_sizes_draws_as_one_at_a_time(tmp_path):
+    """Inputs of two sizes are drawn in two groups (and one alone), the normalisation undone
+    for each, the pixels those of one at a time."""
+    from camlens.models import LoadedModel
+    from camlens.scale.writers import PngWriter
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 3))
+    loaded = LoadedModel(model, "norm", preprocess=lambda image: image,
+                         mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    sizes = [(16, 16), (16, 16), (12, 20), (16, 16), (12, 20), (9, 9)]
+    inputs = [Decoded(InputItem(f"x{i}.png"), torch.randn(1, 3, *size))
+              for i, size in enumerate(sizes)]
+    results = explain_batch(loaded, WorkSpec(methods=("gradcam",), layer="0", pictures=True),
+                            "cpu", inputs)
+    writer = PngWriter(loaded, tmp_path)
+    assert sorted(writer._drawn_together(results)) == [0, 1, 2, 3, 4]  # the 9x9 input alone
+    files = {}
+    for together in (False, True):
+        out = tmp_path / str(together)
+        out.mkdir()
+        files[together] = written_files(PngWriter(loaded, out), results, together, out)
+    assert len(files[True]) == 6 and files[True] == files[False]

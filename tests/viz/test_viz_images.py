@@ -139,3 +139,33 @@ def test_denormalize_clamps_and_checks_channels():
     assert denormalize(torch.full((1, 2, 2), 10.0), mean=[0.5], std=[0.5]).max() == 1.0
     with pytest.raises(ValueError, match="1 channels"):
         denormalize(torch.zeros(1, 4, 4))
+
+
+def test_to_pixels_of_a_batch_equals_to_pil_per_image():
+    from camlens.viz.images import to_pixels
+
+    generator = torch.Generator().manual_seed(2)
+    cases = [torch.rand(3, 3, 5, 6, generator=generator),  # floats in [0, 1]
+             torch.rand(2, 1, 4, 4, generator=generator),  # gray
+             torch.rand(2, 4, 4, 4, generator=generator),  # RGBA over black
+             (torch.rand(2, 3, 4, 4, generator=generator) * 255).byte(),
+             torch.stack([torch.rand(3, 4, 4, generator=generator),  # scales differ per image
+                          torch.rand(3, 4, 4, generator=generator) * 200 + 2])]
+    for batch in cases:
+        pixels = to_pixels(batch)
+        assert pixels.shape == (batch.shape[0], *batch.shape[2:], 3)
+        for index in range(batch.shape[0]):
+            assert np.array_equal(pixels[index], np.asarray(to_pil(batch[index])))
+
+
+def test_to_pixels_refuses_what_to_pil_refuses():
+    from camlens.viz.images import to_pixels
+
+    with pytest.raises(ValueError, match="batch"):
+        to_pixels(torch.zeros(3, 4, 4))
+    with pytest.raises(ValueError, match="channels"):
+        to_pixels(torch.zeros(2, 5, 4, 4))
+    with pytest.raises(ValueError, match="normalised"):
+        to_pixels(torch.full((2, 3, 4, 4), -0.5))
+    with pytest.raises(TypeError, match="tensor"):
+        to_pixels(np.zeros((2, 3, 4, 4)))

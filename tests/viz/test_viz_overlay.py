@@ -222,3 +222,55 @@ def test_the_byte_table_gives_matplotlibs_colours_exactly(name, dtype):
         for cmap in (shared, fresh):
             assert np.array_equal(_colors(values, cmap), expected)
     assert not hasattr(fresh, "_camlens_bytes")  # the user's object is left alone
+
+
+def test_overlay_pixels_equals_overlay_one_by_one():
+    from camlens.viz.overlay import overlay_pixels
+
+    generator = torch.Generator().manual_seed(3)
+    pixels = (torch.rand(4, 20, 28, 3, generator=generator) * 255).byte().numpy()
+    maps = torch.rand(4, 5, 7, generator=generator)
+    maps[1] = 0.0  # a flat map
+    for colormap, alpha in (("jet", 0.5), ("viridis", 0.3), (matplotlib.colormaps["magma"], 1.0)):
+        together = overlay_pixels(pixels, maps, colormap, alpha)
+        assert together.shape == (4, 20, 28, 3) and together.dtype == np.uint8
+        for index in range(4):
+            alone = np.asarray(overlay(pixels[index], maps[index], colormap, alpha))
+            assert np.array_equal(together[index], alone)
+    shrunk = overlay_pixels(pixels[:, :4, :4], maps)  # a map larger than the picture
+    assert np.array_equal(shrunk[2], np.asarray(overlay(pixels[2, :4, :4], maps[2])))
+
+
+def test_overlay_pixels_refuses_what_overlay_refuses():
+    from camlens.viz.overlay import overlay_pixels
+
+    pixels = np.zeros((2, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"map values span \[0, 2\]"):
+        overlay_pixels(pixels, torch.tensor([0.0, 2.0]).repeat(2, 2, 1))
+    with pytest.raises(ValueError, match="NaN"):
+        overlay_pixels(pixels, torch.full((2, 3, 3), float("nan")))
+    with pytest.raises(ValueError, match=r"2 picture\(s\) but 3 map\(s\)"):
+        overlay_pixels(pixels, torch.zeros(3, 4, 4))
+    with pytest.raises(ValueError, match=r"maps must be \(B, h, w\)"):
+        overlay_pixels(pixels, torch.zeros(4, 4))
+    with pytest.raises(ValueError, match=r"uint8 array \(B, H, W, 3\)"):
+        overlay_pixels(pixels.astype(np.float32), torch.zeros(2, 4, 4))
+    with pytest.raises(ValueError, match="alpha"):
+        overlay_pixels(pixels, torch.zeros(2, 4, 4), alpha=2)
+
+
+def test_explanation_overlays_of_a_batch_equal_overlay_per_input():
+    from camlens.explanation import Explanation
+    from camlens.viz import explanation_overlays
+
+    generator = torch.Generator().manual_seed(4)
+    images = torch.rand(3, 3, 16, 16, generator=generator)
+    raw = torch.rand(3, 2, 4, 4, generator=generator)
+    exp = Explanation(raw=raw, scores=torch.zeros(3, 2), targets=torch.zeros(3, 2).long(),
+                      method="gradcam", layer="x", input_size=(16, 16))
+    drawn = explanation_overlays(exp, images)
+    assert len(drawn) == 3 and all(len(per_input) == 2 for per_input in drawn)
+    for index in range(3):
+        for target in range(2):
+            expected = overlay(images[index], exp.maps[index, target])
+            assert np.array_equal(np.asarray(drawn[index][target]), np.asarray(expected))

@@ -58,7 +58,10 @@ def run_pipeline(
 ) -> None:
     """Run ``items`` through ``decode``, ``explain`` (a batch at a time) and ``writer``; call
     ``on_result`` for each explained input (its console notes) and ``on_written`` for each one
-    on disk or failed, on this thread (see the module docstring)."""
+    on disk or failed, on this thread (see the module docstring).
+
+    ``writer`` has ``write(result) -> [Written]`` and ``close() -> [Written]``, and may have
+    ``write_batch(results) -> [Written]`` (several inputs at once: overlays drawn together)."""
     workers = default_workers() if workers is None else workers
     batch_size = max(1, batch_size)
     if lanes > 1 and workers > 0:
@@ -122,9 +125,8 @@ def _run_in_lanes(items, decode, explain, writer, on_written, batch_size: int, l
 
     def one_batch(batch: list[InputItem]) -> tuple[list[ImageResult], list[Written]]:
         results = explain([decode(item) for item in batch])
-        done = [written for result in results if result.error is None
-                for written in writer.write(result)]
-        return results, done
+        return results, _write_all(writer, [result for result in results
+                                            if result.error is None])
 
 
     source = iter(items)
@@ -180,6 +182,10 @@ def _decode_all(decode: Callable[[InputItem], Decoded], items: list[InputItem]
 
 
 def _write_all(writer, results: list[ImageResult]) -> list[Written]:
+    """``writer.write_batch(results)``, or ``write`` for each where it has no ``write_batch``."""
+    together = getattr(writer, "write_batch", None)
+    if together is not None:
+        return together(results)
     return [done for result in results for done in writer.write(result)]
 
 
@@ -204,10 +210,10 @@ def _run_serially(items, decode, explain, writer, on_written, batch_size, on_res
             batch.append(decode(item))
             if len(batch) < batch_size and position < len(items) - 1:
                 continue
-            for result in explain(batch):
-                if accepted(result, on_written, on_result):
-                    for done in writer.write(result):
-                        on_written(done)
+            good = [result for result in explain(batch)
+                    if accepted(result, on_written, on_result)]
+            for done in _write_all(writer, good):
+                on_written(done)
             batch = []
     finally:
         for done in writer.close():

@@ -133,13 +133,22 @@ def class_label(index: int, class_names) -> str:
 
 
 def display_image(loaded, tensor: torch.Tensor):
-    """The model's input as a picture (normalisation undone), so maps line up with it."""
-    from camlens.viz import denormalize, to_pil
+    """The model's input ``(1, C, H, W)`` as a picture (normalisation undone), so maps line up
+    with it."""
+    from PIL import Image
 
-    image = tensor[0]
+    return Image.fromarray(display_pixels(loaded, tensor[:1])[0])
+
+
+def display_pixels(loaded, tensors: torch.Tensor) -> np.ndarray:
+    """The pictures of a batch of model inputs ``(B, C, H, W)``: ``(B, H, W, 3)`` uint8,
+    normalisation undone and clamped to [0, 1], converted as :func:`camlens.viz.to_pil` does."""
+    from camlens.viz import denormalize
+    from camlens.viz.images import to_pixels
+
     if loaded.mean is not None and loaded.std is not None:
-        image = denormalize(image, loaded.mean, loaded.std)
-    return to_pil(image.clamp(0, 1))
+        tensors = denormalize(tensors, loaded.mean, loaded.std)
+    return to_pixels(tensors.clamp(0, 1))
 
 
 def decode_input(loaded, spec: WorkSpec, item: InputItem) -> Decoded:

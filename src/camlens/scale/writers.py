@@ -30,13 +30,15 @@ import json
 import os
 import threading
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 
-from camlens.scale.work import ImageResult, display_image
+from camlens.scale.work import ImageResult, display_image, display_pixels
 
 __all__ = ["FORMATS", "NpzShardWriter", "ParquetShardWriter", "PngWriter", "Written",
            "accepted", "make_writer", "output_path"]
@@ -131,15 +133,60 @@ class PngWriter:
             return output_path(self.out, stem, suffix, self.inputs, self.taken, self._folders)
 
     def write(self, result: ImageResult) -> list[Written]:
+        return self._written(result, None)
+
+    def write_batch(self, results: Sequence[ImageResult]) -> list[Written]:
+        """:meth:`write` for each of ``results`` (a batch's inputs), their overlays drawn
+        together: inputs of one picture size whose explanations have maps of one shape get
+        their pictures and overlays in one pass each (:func:`display_pixels`,
+        :func:`camlens.viz.overlay.overlay_pixels`; the same pixels as one at a time)."""
+        drawn = self._drawn_together(results)
+        return [written for position, result in enumerate(results)
+                for written in self._written(result, drawn.get(position))]
+
+    def _written(self, result: ImageResult, drawn) -> list[Written]:
         try:
-            return [Written(result.key, self._pictures(result))]
+            return [Written(result.key, self._pictures(result, drawn))]
         except OSError as error:
             return [Written(result.key, [], f"{result.key}: cannot write its pictures ({error})")]
+
+    def _drawn_together(self, results: Sequence[ImageResult]) -> dict[int, tuple]:
+        """Position in ``results`` -> (picture, the overlays' pixels in the order of its
+        rows), for the inputs drawn together: grouped by the input's shape and the shapes of
+        its explanations' maps."""
+        from camlens.viz.overlay import overlay_pixels
+
+        groups: dict[tuple, list[int]] = {}
+        for position, result in enumerate(results):
+            if result.tensor is not None and result.explanations:
+                shape = (tuple(result.tensor.shape),
+                         *(tuple(exp.maps.shape) for exp in result.explanations))
+                groups.setdefault(shape, []).append(position)
+        drawn: dict[int, tuple] = {}
+        for positions in groups.values():
+            if len(positions) < 2:
+                continue
+            members = [results[position] for position in positions]
+            pixels = display_pixels(self.loaded, torch.cat([r.tensor for r in members]))
+            per_input: list[list[np.ndarray]] = [[] for _ in members]
+            for number in range(len(members[0].explanations)):
+                maps = torch.cat([r.explanations[number].maps for r in members])
+                targets = maps.shape[1] if maps.ndim == 4 else 1
+                overlays = overlay_pixels(np.repeat(pixels, targets, axis=0),
+                                          maps.reshape(-1, *maps.shape[-2:]),
+                                          self.colormap, self.alpha)
+                for index in range(len(members)):
+                    per_input[index].extend(overlays[index * targets:(index + 1) * targets])
+            for index, position in enumerate(positions):
+                drawn[position] = (Image.fromarray(pixels[index]), per_input[index])
+        return drawn
 
     def close(self) -> list[Written]:
         return []
 
-    def _pictures(self, result: ImageResult) -> list[dict]:
+    def _pictures(self, result: ImageResult, together: tuple | None = None) -> list[dict]:
+        """Write ``result``'s overlays (and grids); ``together``: its picture and overlays'
+        pixels when drawn with the batch (:meth:`_drawn_together`)."""
         from camlens.viz import (
             draw_boxes,
             draw_outline,
@@ -150,7 +197,8 @@ class PngWriter:
         )
 
         loaded, records, stem = self.loaded, [], Path(result.key).stem
-        picture = display_image(loaded, result.tensor)
+        picture = display_image(loaded, result.tensor) if together is None else together[0]
+        ready = None if together is None else iter(together[1])
         explanations = result.explanations
         rows = iter(result.rows)
         for exp in explanations:
@@ -160,7 +208,8 @@ class PngWriter:
                 row = next(rows)
                 suffix = row.method if len(maps) == 1 else f"{row.method}_{row.target_name}"
                 destination = self._path(stem, suffix)
-                drawn = overlay(picture, map_, colormap=self.colormap, alpha=self.alpha)
+                drawn = (overlay(picture, map_, colormap=self.colormap, alpha=self.alpha)
+                         if ready is None else Image.fromarray(next(ready)))
                 if result.outline is not None:  # the segmentation class's predicted region
                     drawn = draw_outline(drawn, result.outline)
                 if result.boxes is not None:  # the explained box, with its class and score
@@ -240,6 +289,10 @@ class _ShardWriter:
             if len(self._pending) < self.shard_size:
                 return []
             return self._flush()
+
+    def write_batch(self, results: Sequence[ImageResult]) -> list[Written]:
+        """:meth:`write` for each of ``results``."""
+        return [written for result in results for written in self.write(result)]
 
     def close(self) -> list[Written]:
         with self._lock:

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 __all__ = ["CHANNEL_COUNTS", "FLOAT_TOLERANCE", "IMAGENET_MEAN", "IMAGENET_STD", "ImageLike",
-           "count_images", "denormalize", "select_image", "to_pil"]
+           "count_images", "denormalize", "select_image", "to_pil", "to_pixels"]
 
 ImageLike = Image.Image | torch.Tensor | np.ndarray
 
@@ -47,6 +47,32 @@ def to_pil(image: ImageLike) -> Image.Image:
     raise TypeError(
         f"to_pil takes a PIL image, a torch tensor or a numpy array, got {type(image).__name__}"
     )
+
+
+def to_pixels(images: torch.Tensor) -> np.ndarray:
+    """The pixels of a batch ``(B, C, H, W)`` as a ``(B, H, W, 3)`` uint8 array, each image
+    converted as :func:`to_pil` converts it (same rules, same values, same errors), in one pass
+    over the batch instead of one per image.
+
+    Floats are scaled per image (from [0, 1] when that image's maximum is at most 1): a batch
+    whose images disagree is converted one image at a time.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"to_pixels takes a torch tensor, got {type(images).__name__}")
+    shape = tuple(images.shape)
+    if images.ndim != 4 or shape[0] == 0:
+        raise ValueError(f"to_pixels takes a batch (B, C, H, W) with B >= 1, got shape {shape}")
+    _tensor_to_hwc(images[:1])  # the channel checks and messages of one image
+    tensor = images.detach().cpu()
+    if tensor.is_floating_point():
+        tensor = tensor.float()
+    array = np.moveaxis(_tensor_to_numpy(tensor), 1, -1)
+    if np.issubdtype(array.dtype, np.floating) and shape[0] > 1:
+        highs = array.reshape(shape[0], -1).max(axis=1)
+        unit = highs <= 1.0 + FLOAT_TOLERANCE
+        if unit.any() and not unit.all():  # scales differ: each image on its own
+            return np.stack([_to_rgb_uint8(image) for image in array])
+    return _to_rgb_uint8(array)
 
 
 def denormalize(

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BOX_COLORS", "COMMON_COLORMAPS", "Color", "MAP_TOLERANCE", "MapLike", "colorbar",
            "colorize", "draw_boxes", "draw_outline", "explanation_overlays", "get_colormap",
-           "image_maps", "overlay", "resize_map"]
+           "image_maps", "overlay", "overlay_pixels", "resize_map"]
 
 MapLike = torch.Tensor | np.ndarray
 Color = str | tuple[int, int, int]
@@ -77,14 +77,19 @@ def resize_map(map: MapLike, size: tuple[int, int] | None = None) -> np.ndarray:
 
     ``map`` is a tensor or array ``(h, w)``, leading axes of length 1 allowed, values in [0, 1]
     (``Explanation.maps``; ``Explanation.raw`` needs normalising first)."""
-    values = _map_tensor(map)
-    if size is not None and tuple(values.shape) != tuple(size):
+    return _resized(_map_tensor(map)[None], size)[0]
+
+
+def _resized(values: torch.Tensor, size: tuple[int, int] | None) -> np.ndarray:
+    """Checked maps ``(B, h, w)`` resized to ``size`` as :func:`resize_map` resizes one (each
+    map is interpolated on its own: the batch axis only stacks them)."""
+    if size is not None and tuple(values.shape[-2:]) != tuple(size):
         height, width = size
-        shrinking = height < values.shape[0] or width < values.shape[1]
+        shrinking = height < values.shape[-2] or width < values.shape[-1]
         values = F.interpolate(
-            values[None, None], size=(height, width), mode="bilinear", align_corners=False,
+            values[:, None], size=(height, width), mode="bilinear", align_corners=False,
             antialias=shrinking,
-        )[0, 0]
+        )[:, 0]
     return values.clamp(0.0, 1.0).numpy()
 
 
@@ -107,10 +112,40 @@ def overlay(
     in [0, 1]; ``alpha``: 0 gives the image unchanged, 1 the coloured map alone."""
     alpha = _check_alpha(alpha)
     cmap = _drawing_colormap(colormap)
-    picture = to_pil(image)
-    heat = _colors(resize_map(map, (picture.height, picture.width)), cmap)
-    blended = (1.0 - alpha) * np.asarray(picture, dtype=np.float64) + alpha * heat
-    return Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
+    picture = np.asarray(to_pil(image))[None]
+    return Image.fromarray(_blend(picture, _map_tensor(map)[None], cmap, alpha)[0])
+
+
+def overlay_pixels(
+    pixels: np.ndarray,
+    maps: MapLike,
+    colormap: str | Colormap = "jet",
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """Many overlays at once: ``pixels`` ``(B, H, W, 3)`` uint8 pictures (e.g.
+    :func:`camlens.viz.images.to_pixels`), ``maps`` ``(B, h, w)`` in [0, 1]; returns ``(B, H,
+    W, 3)`` uint8, image ``i`` equal to ``overlay(pixels[i], maps[i], colormap, alpha)``
+    (same formula, same checks), computed over the whole batch in one pass."""
+    alpha = _check_alpha(alpha)
+    cmap = _drawing_colormap(colormap)
+    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 4 or (
+            pixels.shape[-1] != 3):
+        raise ValueError("overlay_pixels takes pixels as a uint8 array (B, H, W, 3), got "
+                         f"{type(pixels).__name__} {getattr(pixels, 'dtype', '')} of shape "
+                         f"{tuple(getattr(pixels, 'shape', ()))}")
+    values = _maps_tensor(maps)
+    if values.shape[0] != pixels.shape[0]:
+        raise ValueError(f"{pixels.shape[0]} picture(s) but {values.shape[0]} map(s)")
+    return _blend(pixels, values, cmap, alpha)
+
+
+def _blend(pixels: np.ndarray, values: torch.Tensor, cmap: Colormap, alpha: float
+           ) -> np.ndarray:
+    """``(1 - alpha) * pixels + alpha * cmap(maps)``, rounded: pixels ``(B, H, W, 3)`` uint8,
+    checked maps ``(B, h, w)`` resized to the pictures."""
+    heat = _colors(_resized(values, pixels.shape[1:3]), cmap)
+    blended = (1.0 - alpha) * pixels.astype(np.float64) + alpha * heat
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
 def colorbar(
@@ -238,14 +273,18 @@ def explanation_overlays(
             f"the explanation has {maps.shape[0]} input(s) but {count} image(s) were given"
         )
     per_target = maps.ndim == 4
-    result: list = []
-    for index in range(count):
-        image = to_pil(select_image(inputs, index))
-        if per_target:
-            result.append([overlay(image, m, colormap, alpha) for m in maps[index]])
-        else:
-            result.append(overlay(image, maps[index], colormap, alpha))
-    return result
+    pictures = [np.asarray(to_pil(select_image(inputs, index))) for index in range(count)]
+    if len({picture.shape for picture in pictures}) > 1:  # sizes differ: one at a time
+        return [[overlay(picture, m, colormap, alpha) for m in maps[index]] if per_target
+                else overlay(picture, maps[index], colormap, alpha)
+                for index, picture in enumerate(pictures)]
+    targets = maps.shape[1] if per_target else 1
+    drawn = overlay_pixels(np.repeat(np.stack(pictures), targets, axis=0),
+                           maps.reshape(-1, *maps.shape[-2:]), colormap, alpha)
+    images = [Image.fromarray(pixels) for pixels in drawn]
+    if not per_target:
+        return images
+    return [images[index * targets:(index + 1) * targets] for index in range(count)]
 
 
 def image_maps(explanation: Explanation) -> torch.Tensor:
@@ -259,16 +298,32 @@ def image_maps(explanation: Explanation) -> torch.Tensor:
 
 
 def _map_tensor(map: MapLike) -> torch.Tensor:
-    if isinstance(map, np.ndarray):
-        values = torch.from_numpy(np.asarray(map, dtype=np.float32))
-    elif isinstance(map, torch.Tensor):
-        values = map.detach().cpu().float()
-    else:
-        raise TypeError(f"a map must be a torch tensor or a numpy array, got {type(map).__name__}")
+    """One map as a checked float32 ``(h, w)`` tensor in [0, 1]."""
+    values = _as_tensor(map)
     shape = tuple(values.shape)
     if values.ndim < 2 or any(length != 1 for length in shape[:-2]):
         raise ValueError(f"a map must be (h, w) (leading axes of length 1 allowed), got {shape}")
-    values = values.reshape(shape[-2:])
+    return _checked_values(values.reshape(shape[-2:]), shape)
+
+
+def _maps_tensor(maps: MapLike) -> torch.Tensor:
+    """A batch of maps as a checked float32 ``(B, h, w)`` tensor in [0, 1]."""
+    values = _as_tensor(maps)
+    if values.ndim != 3:
+        raise ValueError(f"maps must be (B, h, w), got shape {tuple(values.shape)}")
+    return _checked_values(values, tuple(values.shape))
+
+
+def _as_tensor(map: MapLike) -> torch.Tensor:
+    if isinstance(map, np.ndarray):
+        return torch.from_numpy(np.asarray(map, dtype=np.float32))
+    if isinstance(map, torch.Tensor):
+        return map.detach().cpu().float()
+    raise TypeError(f"a map must be a torch tensor or a numpy array, got {type(map).__name__}")
+
+
+def _checked_values(values: torch.Tensor, shape: tuple) -> torch.Tensor:
+    """``values`` when finite and in [0, 1] (within :data:`MAP_TOLERANCE`), else ValueError."""
     if values.numel() == 0:
         raise ValueError(f"the map is empty, shape {shape}")
     if not torch.isfinite(values).all():
