@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -117,6 +118,15 @@ def camlens_explain(args: list[str], count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
+def paired_cell(pipeline: list[float], bare: list[float], bar: float) -> str:
+    """The median of the rounds' ratios ``pipeline / bare`` [lowest, highest], and how many
+    rounds reach ``bar``."""
+    ratios = sorted(one / other for one, other in zip(pipeline, bare, strict=True))
+    held = sum(ratio >= bar for ratio in ratios)
+    return (f"{statistics.median(ratios):.2f}x [{ratios[0]:.2f}, {ratios[-1]:.2f}], "
+            f"{held} of {len(ratios)} at {bar}x or more")
+
+
 def peak_rss(args: list[str]) -> float:
     """Peak resident memory (MiB) of ``camlens explain ARGS`` in a fresh process (measured by
     a fresh parent, so each figure is its own run's)."""
@@ -176,7 +186,8 @@ def main() -> None:
                   "bare | explain, PNG overlays (img/s) | PNG / bare | library call alone "
                   "(img/s) | npz / library | npz, one lane (img/s) | one lane / bare |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    ray_rows = []
+    ray_rows: list[str] = []
+    paired: list[str] = []
     for name, (model_args, folder, batch, load) in models.items():
         layer = "layer4" if name == "resnet18" else "features"
         files = sorted(folder.iterdir())
@@ -193,23 +204,31 @@ def main() -> None:
         for form in ("npz", "png"):
             camlens_explain(["explain", str(warm), *common[2:], "--format", form, "-o",
                              str(out / f"warm-{form}")], 2 * batch)
-        # the machine is shared: the four measurements interleaved, best of ``rounds`` each
-        best = {"bare": 0.0, "npz": 0.0, "png": 0.0, "library": 0.0, "npz1": 0.0}
+        # the machine is shared: the measurements interleaved, best of ``rounds`` each, and
+        # each round's pipeline against that round's bare loop (seconds apart)
+        runs: dict[str, list[float]] = {"bare": [], "npz": [], "png": [], "library": [],
+                                        "npz1": []}
         for _ in range(options.rounds if "speed" in parts else 0):
-            best["bare"] = max(best["bare"], bare_loop(loaded, files, batch))
+            runs["bare"].append(bare_loop(loaded, files, batch))
             for form in ("npz", "png"):
-                best[form] = max(best[form], camlens_explain(
+                runs[form].append(camlens_explain(
                     [*common, "--format", form, "-o", str(out / form)], count))
-            best["npz1"] = max(best["npz1"], camlens_explain(  # one lane: all threads on a batch
+            runs["npz1"].append(camlens_explain(  # one lane: all threads on a batch
                 [*common, "--format", "npz", "--lanes", "1", "-o", str(out / "npz1")], count))
-            best["library"] = max(best["library"], library_call(loaded, files, batch, layer))
-        bare, npz, png, library = best["bare"], best["npz"], best["png"], best["library"]
+            runs["library"].append(library_call(loaded, files, batch, layer))
         if "speed" in parts:
+            best = {key: max(values) for key, values in runs.items()}
+            bare, npz, png, library = best["bare"], best["npz"], best["png"], best["library"]
             lines.append(f"| {name} | {batch} | {bare:.1f} | {npz:.1f} | {npz / bare:.2f}x | "
                          f"{png:.1f} | {png / bare:.2f}x | {library:.1f} | "
                          f"{npz / library:.2f}x | {best['npz1']:.1f} | "
                          f"{best['npz1'] / bare:.2f}x |")
             print(lines[-1], flush=True)
+            paired.append(f"| {name} | {len(runs['bare'])} | "
+                          f"{paired_cell(runs['npz'], runs['bare'], 0.8)} | "
+                          f"{paired_cell(runs['png'], runs['bare'], 0.5)} | "
+                          f"{paired_cell(runs['npz1'], runs['bare'], 0.8)} |")
+            print(paired[-1], flush=True)
         if "ray" in parts and not options.quick:
             import ray
 
@@ -228,6 +247,12 @@ def main() -> None:
             ray_rows.append(f"| {name} | {local:.1f} | {speeds[1]:.1f} | {speeds[2]:.1f} | "
                             f"{speeds[1] / local:.2f}x | {speeds[2] / local:.2f}x |")
             print(ray_rows[-1], flush=True)
+    if paired:
+        lines += ["", "Each round's pipeline against the bare loop of the same round (measured "
+                  "seconds apart, so load on the shared machine falls on both): the median of "
+                  "the rounds' ratios [lowest, highest], and in how many rounds the bar held.",
+                  "", "| model | rounds | npz / bare (bar 0.8x) | PNG / bare (bar 0.5x) | "
+                  "npz, one lane / bare |", "|---|---:|---|---|---|", *paired]
     if ray_rows:
         lines += ["", "## Ray on this machine (a local Ray started once before; npz; best of "
                   f"{max(1, options.rounds - 1)} interleaved rounds)", "",

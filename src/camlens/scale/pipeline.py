@@ -128,7 +128,6 @@ def _run_in_lanes(items, decode, explain, writer, on_written, batch_size: int, l
         return results, _write_all(writer, [result for result in results
                                             if result.error is None])
 
-
     source = iter(items)
     running: deque[Future] = deque()
     with lane_warnings(), ThreadPoolExecutor(lanes, thread_name_prefix="camlens-lane",
