@@ -28,19 +28,24 @@ def digit_canvas(image, size: tuple[int, int] = CANVAS) -> torch.Tensor:
     elif not isinstance(image, (np.ndarray, torch.Tensor)):  # a PIL image
         image = np.asarray(image.convert("F"))
     if isinstance(image, torch.Tensor):
-        tensor = image.detach().float().cpu()
-    else:
-        tensor = torch.as_tensor(np.array(image, dtype=np.float32))
-    if tensor.ndim == 3:  # H, W, C or C, H, W
-        channel_axis = 0 if tensor.shape[0] in (1, 3, 4) else -1
-        tensor = tensor.mean(dim=channel_axis)
-    if tensor.ndim != 2:
+        image = image.detach().float().cpu().numpy()
+    # numpy, not a dozen small torch operations: each of those releases and retakes the GIL,
+    # which costs more than the work when other threads (a pipeline's lanes) want it
+    array = np.array(image, dtype=np.float32)
+    if array.ndim == 3:  # H, W, C or C, H, W
+        channel_axis = 0 if array.shape[0] in (1, 3, 4) else -1
+        array = torch.from_numpy(array).mean(dim=channel_axis).numpy()  # torch's float sum
+    if array.ndim != 2:
         raise ValueError(f"expected a 2-D picture (H, W) or one with a channel axis, got shape "
-                         f"{tuple(tensor.shape)}")
-    if tensor.max() > 1.0:
-        tensor = tensor / (65535.0 if tensor.max() > 255.0 else 255.0)
-    border = torch.cat([tensor[0], tensor[-1], tensor[:, 0], tensor[:, -1]])
-    if border.median() > 0.5:
-        tensor = 1.0 - tensor
-    resized = F.interpolate(tensor[None, None], size=size, mode="bilinear", align_corners=False)
-    return resized.clamp(0, 1)
+                         f"{tuple(array.shape)}")
+    high = array.max()
+    if high > 1.0:
+        array = array / np.float32(65535.0 if high > 255.0 else 255.0)
+    border = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
+    middle = (border.size - 1) // 2  # torch.median: the lower of the two middle values
+    if np.partition(border, middle)[middle] > 0.5:
+        array = np.float32(1.0) - array
+    tensor = torch.from_numpy(np.ascontiguousarray(array))[None, None]
+    if tuple(tensor.shape[-2:]) != tuple(size):
+        tensor = F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)
+    return tensor.clamp(0, 1)
