@@ -153,6 +153,9 @@ def main() -> None:
     parser.add_argument("--models", default="resnet18,digits-gap",
                         help="which models, comma-separated: resnet18, digits-gap")
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--results", type=Path,
+                        help="also put the speed tables in this page's 'pipeline' section "
+                             "(benchmarks/RESULTS.md)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--work", type=Path, help="folder for the images (default: a temp one)")
     options = parser.parse_args()
@@ -181,6 +184,9 @@ def main() -> None:
              f"every column of a model; each figure the best of {options.rounds} interleaved "
              "rounds (the machine is shared, so single runs vary by 2x or more).", "",
              "Command: `python benchmarks/bench_pipeline.py --output benchmarks/PIPELINE.md`", ""]
+    started = (f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.1f} at "
+               "the start")
+    speed_from = len(lines)
     if "speed" in parts:
         lines += ["| model | batch | bare loop (img/s) | explain --format npz (img/s) | npz / "
                   "bare | explain, PNG overlays (img/s) | PNG / bare | library call alone "
@@ -253,6 +259,7 @@ def main() -> None:
                   "the rounds' ratios [lowest, highest], and in how many rounds the bar held.",
                   "", "| model | rounds | npz / bare (bar 0.8x) | PNG / bare (bar 0.5x) | "
                   "npz, one lane / bare |", "|---|---:|---|---|---|", *paired]
+    speed_lines = lines[speed_from:]
     if ray_rows:
         lines += ["", "## Ray on this machine (a local Ray started once before; npz; best of "
                   f"{max(1, options.rounds - 1)} interleaved rounds)", "",
@@ -272,6 +279,17 @@ def main() -> None:
     print(text)
     if options.output:
         options.output.write_text(text)
+    if options.results and "speed" in parts:
+        from sections import write_section  # benchmarks/sections.py, beside this script
+
+        write_section(options.results, "pipeline", "\n".join([
+            "## Data sets: `camlens explain` on a folder against a bare loop (issue 16)", "",
+            f"{os.cpu_count()} cores {platform.machine()}, no GPU, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads); {started}; best of {options.rounds} "
+            "interleaved rounds. The bars: npz at least 0.8x the bare loop's images per "
+            "second, overlay PNGs at least 0.5x. More in PIPELINE.md.", "",
+            "Command: `python benchmarks/bench_pipeline.py --parts speed --rounds "
+            f"{options.rounds} --results benchmarks/RESULTS.md`", "", *speed_lines]))
 
 
 if __name__ == "__main__":

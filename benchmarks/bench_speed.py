@@ -773,8 +773,11 @@ def main(argv: list[str] | None = None) -> None:
     report = "\n".join([*header(sizes, args.repeats, args.quick), *table(bench.rows), *notes])
     print(report)
     if args.output is not None:
+        from sections import kept_sections  # benchmarks/sections.py, beside this script
+
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(report + "\n")
+        kept = kept_sections(args.output)  # e.g. the pipeline's bars (bench_pipeline.py)
+        args.output.write_text(report + "\n" + ("\n" + kept if kept else ""))
 
 
 if __name__ == "__main__":
