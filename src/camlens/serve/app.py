@@ -449,19 +449,12 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
 
         return await server.batcher.whole(whole)
 
-    server.batcher.expect(served.name)  # work for this model that is free waits for it
-    try:
-        with phase("prepare"):
-            pictures, tensors, sizes = await server.pool.aside(prepare)
-            per_image = [None] * len(tensors)
-            if job.needs_preparing:
-                per_image = await server.pool.run(lambda: [
-                    _prepared(server, served, job.target, tensor) for tensor in tensors])
-    except BaseException:
-        server.batcher.arrive(served.name)
-        server.batcher.flush_ready()  # what waited for this request goes
-        raise
-    server.batcher.arrive(served.name)
+    with phase("prepare"):
+        pictures, tensors, sizes = await server.pool.aside(prepare)
+        per_image = [None] * len(tensors)
+        if job.needs_preparing:
+            per_image = await server.pool.run(lambda: [
+                _prepared(server, served, job.target, tensor) for tensor in tensors])
     futures = []
     for tensor, prepared in zip(tensors, per_image, strict=True):
         for method, layer in job.columns:
@@ -469,7 +462,6 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
             payload = job.payload(method, layer, tensor, prepared)
             futures.append(server.batcher.submit(key, payload) if key is not None else
                            server.pool.run(lambda p=payload: _alone(p)))
-    server.batcher.flush_ready()
     with phase("explain"):
         answers = await asyncio.gather(*futures)
     count = len(job.columns)

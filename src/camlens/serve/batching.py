@@ -132,17 +132,10 @@ class MicroBatcher:
     the pool; each submitter gets its own result, or its own exception (``run_batch`` may return
     an exception in a payload's place), or the batch's exception.
 
-    Batches form while the workers are busy, or while more work for the same model is on its
-    way: work that arrives when a worker is free and nothing else is expected starts at once
-    (no added latency at low load); work that arrives while every worker runs, or while other
-    requests for its model are still being decoded (:meth:`expect`, :meth:`arrive`), waits
-    with the work of the same key until a worker frees, the expected work has arrived or
-    ``window_s`` has passed, at most ``max_batch`` items a call. ``window_s=0`` turns batching
-    off.
-
-    Waiting for the requests being decoded is what lets a busy server batch at all when its
-    cost is mostly outside the model: with 16 clients on digits-gap, requests reached a free
-    worker one by one (2.2 a call) while the next ones were still being decoded."""
+    Batches form while the workers are busy: work that arrives when a worker is free starts at
+    once (no added latency at low load); work that arrives while every worker runs waits, with
+    the work of the same key, until a worker frees or ``window_s`` has passed, at most
+    ``max_batch`` items a call. ``window_s=0`` turns batching off."""
 
     def __init__(self, pool: WorkPool,
                  run_batch: Callable[[Hashable, list[Any]], list[Any]],
@@ -151,7 +144,6 @@ class MicroBatcher:
         self.window_s, self.max_batch = window_s, max_batch
         self.pending: dict[Hashable, list[_Item]] = {}
         self.running = 0  # calls on the workers now
-        self.expected: dict[Hashable, int] = {}  # per model: requests being decoded
         self.stats = BatchStats()
 
     @property
@@ -161,38 +153,9 @@ class MicroBatcher:
 
     @property
     def idle(self) -> bool:
-        """Whether a worker is free and nothing waits or is on its way: work submitted now
-        would start at once, alone."""
-        return (self.running < self.pool.limits.workers and not self.pending
-                and not self.expected)
-
-    def expect(self, model: Hashable) -> None:
-        """A request for ``model`` (the first element of its batch keys) is being decoded: work
-        for ``model`` reaching a free worker meanwhile waits for it (within ``window_s``)."""
-        if self.window_s > 0:
-            self.expected[model] = self.expected.get(model, 0) + 1
-
-    def arrive(self, model: Hashable) -> None:
-        """The request :meth:`expect` announced is decoded (or failed); the caller submits its
-        work, then calls :meth:`flush_ready`."""
-        count = self.expected.get(model, 0) - 1
-        if count > 0:
-            self.expected[model] = count
-        else:
-            self.expected.pop(model, None)
-
-    def _awaited(self, key: Hashable) -> bool:
-        model = key[0] if isinstance(key, tuple) and key else key
-        return self.expected.get(model, 0) > 0
-
-    def flush_ready(self) -> None:
-        """While a worker is free: the oldest group that waits for nothing more goes."""
-        while self.running < self.pool.limits.workers:
-            ready = next(((key, group) for key, group in self.pending.items()
-                          if not self._awaited(key)), None)
-            if ready is None:
-                return
-            self._flush(*ready)
+        """Whether a worker is free and nothing waits: work submitted now would start at once,
+        alone."""
+        return self.running < self.pool.limits.workers and not self.pending
 
     def whole(self, work: Callable[[], T]) -> asyncio.Future[T]:
         """``work()`` (a whole request: decoding, library calls and encoding) on a worker as one
@@ -218,10 +181,9 @@ class MicroBatcher:
         future = loop.create_future()
         group = self.pending.setdefault(key, [])
         group.append(_Item(payload, size, future))
-        go = self.running < self.pool.limits.workers and not self._awaited(key)
-        if go or self.window_s == 0 or sum(item.size for item in group) >= self.max_batch:
+        free = self.running < self.pool.limits.workers
+        if free or self.window_s == 0 or sum(item.size for item in group) >= self.max_batch:
             self._flush(key, group)
-            self.flush_ready()
         elif len(group) == 1:
             loop.call_later(self.window_s, self._flush, key, group)
         return future
