@@ -408,8 +408,7 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
     from camlens.viz import get_colormap
 
     limits = server.limits
-    with phase("read"):
-        form = await read_form(request, limits)
+    form = await read_form(request, limits)
     served = server.catalog.get(form.one("model"))
     if served.kind == "audio":
         raise BadRequest(f"{served.name} is an audio model: POST /api/explain-audio")

@@ -2,7 +2,8 @@
 
 Every answer carries ``server-timing: total;dur=12.3`` (milliseconds from the request's arrival
 to the start of its answer, as this process measured it); routes that do the work in phases add
-one entry per phase, e.g. ``read;dur=0.6, prepare;dur=0.9, explain;dur=4.8, encode;dur=2.1``.
+one entry per phase, e.g. ``upload;dur=0.9, read;dur=0.2, prepare;dur=0.9, explain;dur=4.8,
+encode;dur=2.1`` (``upload``: waiting for the request's body to arrive).
 Browsers show them in their network panel, and ``benchmarks/bench_serve.py`` reads them to
 separate the server's cost from the client's and the network's.
 """

@@ -16,6 +16,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from camlens.serve.limits import Limits
+from camlens.serve.timing import phase
 
 __all__ = ["BadRequest", "Form", "TooLarge", "Upload", "read_form", "read_picture",
            "read_recording"]
@@ -83,11 +84,18 @@ async def read_body(request: Request, limits: Limits) -> bytes:
 
 
 async def read_form(request: Request, limits: Limits) -> Form:
-    """The multipart form of ``request``, read in memory within ``limits``."""
+    """The multipart form of ``request``, read in memory within ``limits``; the wait for the
+    body is the request's ``upload`` phase, its parsing the ``read`` phase."""
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         raise BadRequest(f"expected a multipart/form-data body, got {content_type or 'none'!r}")
-    body = await read_body(request, limits)
+    with phase("upload"):  # waiting for the client's bytes: transfer, not work
+        body = await read_body(request, limits)
+    with phase("read"):
+        return await _parsed(request, body, limits)
+
+
+async def _parsed(request: Request, body: bytes, limits: Limits) -> Form:
     parser = _InMemoryParser(request.headers, _chunks(body), max_files=limits.max_files,
                              max_fields=64, max_part_size=64 * 1024)
     try:
