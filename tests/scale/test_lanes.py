@@ -167,3 +167,17 @@ def test_runs_of_lanes_in_two_threads_share_the_recorder_and_restore_the_state_o
         assert warnings.showwarning is not show
     assert caught == ["still mine", "still mine"]
     assert warnings.showwarning is show and warnings.filters == filters
+
+
+def test_coarse_switching_raises_the_interval_in_the_block_and_restores_it():
+    import sys
+
+    from camlens.scale.lanes import coarse_switching
+
+    before = sys.getswitchinterval()
+    with pytest.raises(RuntimeError), coarse_switching(0.07):
+        assert sys.getswitchinterval() == pytest.approx(0.07)
+        raise RuntimeError("a run that fails")
+    assert sys.getswitchinterval() == before
+    with coarse_switching(before / 2):  # never lowered
+        assert sys.getswitchinterval() == before

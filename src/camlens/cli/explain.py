@@ -31,6 +31,7 @@ from camlens.cli.targets import (
     prepare_target,
 )
 from camlens.methods import METHODS
+from camlens.scale.lanes import coarse_switching
 from camlens.scale.runs import ENGINES, RunCounts, run_explanations
 from camlens.scale.sources import SourceError, read_inputs
 from camlens.scale.work import WorkSpec, display_image
@@ -282,7 +283,7 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer_names, fus
         raise click.BadParameter(str(error), param_hint="--format") from None
     counts = RunCounts()
     interrupted = False
-    with _sigterm_as_interrupt():
+    with _sigterm_as_interrupt(), coarse_switching():  # fewer forced GIL hand-offs
         try:
             run_explanations(
                 loaded, spec, items, index, writer, counts, engine=engine, device=device,

@@ -35,9 +35,9 @@ import torch
 
 from camlens.explanation import ExplanationWarning
 
-__all__ = ["LaneError", "captured_warnings", "choose_lanes", "default_lanes", "lane_threads",
-           "lane_warnings", "lanes_refused",
-           "lanes_unavailable", "start_lane"]
+__all__ = ["LaneError", "captured_warnings", "choose_lanes", "coarse_switching", "default_lanes",
+           "lane_threads",
+           "lane_warnings", "lanes_refused", "lanes_unavailable", "start_lane"]
 
 #: Method options whose library code enters ``warnings.catch_warnings`` itself: no lanes.
 SERIAL_OPTIONS = ("aug_smooth", "smooth_samples")
@@ -200,3 +200,24 @@ def choose_lanes(requested: int | None, device: torch.device | str,
         return 1, None
     why = lanes_unavailable(device, options) or lanes_refused(lane_threads(wanted))
     return (1, why) if why is not None else (wanted, None)
+
+
+#: The interpreter's switch interval while the command line runs lanes (seconds).
+LANE_SWITCH_INTERVAL = 0.05
+
+
+@contextlib.contextmanager
+def coarse_switching(seconds: float = LANE_SWITCH_INTERVAL) -> Iterator[None]:
+    """The interpreter's switch interval (``sys.setswitchinterval``, 5 ms by default) raised to
+    ``seconds`` in the block, then restored. A thread that waits that long for the GIL makes
+    the holder drop it; between two lanes each doing short Python steps those forced hand-offs
+    cost more than they give. Process-wide, so the command line uses it (it owns the process),
+    not the library."""
+    import sys
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(max(before, seconds))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
