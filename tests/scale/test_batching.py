@@ -159,3 +159,32 @@ def test_a_normalised_model_with_two_input_sizes_draws_as_one_at_a_time(tmp_path
         out.mkdir()
         files[together] = written_files(PngWriter(loaded, out), results, together, out)
     assert len(files[True]) == 6 and files[True] == files[False]
+
+
+def test_overlays_drawn_together_stay_within_their_memory_bound(digits_gap, digit_scenes,
+                                                                tmp_path, monkeypatch):
+    """The batch is drawn in chunks under ``TOGETHER_PIXELS``; inputs with more maps than the
+    bound allows are drawn one at a time; the files are the same either way."""
+    import importlib
+
+    import camlens.scale.writers as writers
+
+    overlay_module = importlib.import_module("camlens.viz.overlay")  # not viz's overlay()
+
+    inputs = decoded(digits_gap, digit_scenes, 5)
+    spec = WorkSpec(methods=("gradcam",), layer="features", target=TopK(2), pictures=True)
+    results = explain_batch(digits_gap, spec, "cpu", inputs)
+    expected = written_files(writers.PngWriter(digits_gap, tmp_path / "alone"), results, False,
+                             _made(tmp_path / "alone"))
+    per_input = 2 * 64 * 64  # two maps of 64x64 each
+    monkeypatch.setattr(overlay_module, "BLEND_PIXELS", 3 * 64 * 64)  # blends in chunks too
+    for bound, together in ((2 * per_input, 5), (per_input, 0)):
+        monkeypatch.setattr(writers, "TOGETHER_PIXELS", bound)
+        writer = writers.PngWriter(digits_gap, _made(tmp_path / str(bound)))
+        assert len(writer._drawn_together(results)) == together
+        assert written_files(writer, results, True, tmp_path / str(bound)) == expected
+
+
+def _made(folder):
+    folder.mkdir()
+    return folder

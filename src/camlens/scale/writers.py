@@ -111,6 +111,11 @@ def _save_png(picture, destination: Path) -> None:
         stream.write(buffer.getbuffer())
 
 
+#: Overlay pixels drawn together at most (a batch's overlays are held at once: 3 bytes each);
+#: inputs with more maps than that (``--target all`` on many classes) are drawn one by one.
+TOGETHER_PIXELS = 1 << 24
+
+
 class PngWriter:
     """Overlay PNGs (and grids) in ``out``, named after the input, method and target."""
 
@@ -153,9 +158,7 @@ class PngWriter:
     def _drawn_together(self, results: Sequence[ImageResult]) -> dict[int, tuple]:
         """Position in ``results`` -> (picture, the overlays' pixels in the order of its
         rows), for the inputs drawn together: grouped by the input's shape and the shapes of
-        its explanations' maps."""
-        from camlens.viz.overlay import overlay_pixels
-
+        its explanations' maps, at most :data:`TOGETHER_PIXELS` overlay pixels at a time."""
         groups: dict[tuple, list[int]] = {}
         for position, result in enumerate(results):
             if result.tensor is not None and result.explanations:
@@ -163,23 +166,35 @@ class PngWriter:
                          *(tuple(exp.maps.shape) for exp in result.explanations))
                 groups.setdefault(shape, []).append(position)
         drawn: dict[int, tuple] = {}
-        for positions in groups.values():
-            if len(positions) < 2:
+        for group in groups.values():
+            first = results[group[0]]
+            overlays = sum(exp.maps.shape[1] if exp.maps.ndim == 4 else 1
+                           for exp in first.explanations)
+            step = TOGETHER_PIXELS // (overlays * first.tensor.shape[-2] * first.tensor.shape[-1])
+            if len(group) < 2 or step < 2:  # alone, or too many maps: one at a time
                 continue
-            members = [results[position] for position in positions]
-            pixels = display_pixels(self.loaded, torch.cat([r.tensor for r in members]))
-            per_input: list[list[np.ndarray]] = [[] for _ in members]
-            for number in range(len(members[0].explanations)):
-                maps = torch.cat([r.explanations[number].maps for r in members])
-                targets = maps.shape[1] if maps.ndim == 4 else 1
-                overlays = overlay_pixels(np.repeat(pixels, targets, axis=0),
-                                          maps.reshape(-1, *maps.shape[-2:]),
-                                          self.colormap, self.alpha)
-                for index in range(len(members)):
-                    per_input[index].extend(overlays[index * targets:(index + 1) * targets])
-            for index, position in enumerate(positions):
-                drawn[position] = (Image.fromarray(pixels[index]), per_input[index])
+            for start in range(0, len(group), step):
+                drawn.update(self._drawn_chunk(results, group[start:start + step]))
         return drawn
+
+    def _drawn_chunk(self, results: Sequence[ImageResult], positions: list[int]
+                     ) -> dict[int, tuple]:
+        """:meth:`_drawn_together` for some inputs of one group."""
+        from camlens.viz.overlay import overlay_pixels
+
+        members = [results[position] for position in positions]
+        pixels = display_pixels(self.loaded, torch.cat([r.tensor for r in members]))
+        per_input: list[list[np.ndarray]] = [[] for _ in members]
+        for number in range(len(members[0].explanations)):
+            maps = torch.cat([r.explanations[number].maps for r in members])
+            targets = maps.shape[1] if maps.ndim == 4 else 1
+            overlays = overlay_pixels(np.repeat(pixels, targets, axis=0),
+                                      maps.reshape(-1, *maps.shape[-2:]),
+                                      self.colormap, self.alpha)
+            for index in range(len(members)):
+                per_input[index].extend(overlays[index * targets:(index + 1) * targets])
+        return {position: (Image.fromarray(pixels[index]), per_input[index])
+                for index, position in enumerate(positions)}
 
     def close(self) -> list[Written]:
         return []

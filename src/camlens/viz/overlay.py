@@ -28,6 +28,8 @@ Color = str | tuple[int, int, int]
 
 # Map values this far outside [0, 1] are interpolation rounding, not another scale.
 MAP_TOLERANCE = 1e-4
+# Pictures' pixels blended in one pass by overlay_pixels (about 50 MB of float64 at most).
+BLEND_PIXELS = 1 << 21
 # Offered when a colormap name is unknown.
 COMMON_COLORMAPS = ("jet", "turbo", "viridis", "inferno", "magma", "plasma", "gray", "coolwarm")
 # Box colours used in turn when none are given: green, red, cyan, yellow, magenta.
@@ -142,7 +144,20 @@ def overlay_pixels(
 def _blend(pixels: np.ndarray, values: torch.Tensor, cmap: Colormap, alpha: float
            ) -> np.ndarray:
     """``(1 - alpha) * pixels + alpha * cmap(maps)``, rounded: pixels ``(B, H, W, 3)`` uint8,
-    checked maps ``(B, h, w)`` resized to the pictures."""
+    checked maps ``(B, h, w)`` resized to the pictures; at most :data:`BLEND_PIXELS` pictures'
+    pixels at a time (the float64 blend takes 24 bytes a pixel)."""
+    step = max(1, BLEND_PIXELS // max(1, pixels.shape[1] * pixels.shape[2]))
+    if pixels.shape[0] <= step:
+        return _blend_all(pixels, values, cmap, alpha)
+    blended = np.empty_like(pixels)
+    for first in range(0, pixels.shape[0], step):
+        blended[first:first + step] = _blend_all(pixels[first:first + step],
+                                                 values[first:first + step], cmap, alpha)
+    return blended
+
+
+def _blend_all(pixels: np.ndarray, values: torch.Tensor, cmap: Colormap, alpha: float
+               ) -> np.ndarray:
     heat = _colors(_resized(values, pixels.shape[1:3]), cmap)
     blended = (1.0 - alpha) * pixels.astype(np.float64) + alpha * heat
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
