@@ -274,3 +274,18 @@ def test_explanation_overlays_of_a_batch_equal_overlay_per_input():
         for target in range(2):
             expected = overlay(images[index], exp.maps[index, target])
             assert np.array_equal(np.asarray(drawn[index][target]), np.asarray(expected))
+
+
+def test_explanation_overlays_of_pictures_of_several_sizes_go_one_at_a_time():
+    from camlens.explanation import Explanation
+    from camlens.viz import explanation_overlays
+
+    generator = torch.Generator().manual_seed(5)
+    pictures = [Image.new("RGB", (16, 16), (10, 200, 30)), Image.new("RGB", (12, 20), "white")]
+    raw = torch.rand(2, 4, 4, generator=generator)
+    exp = Explanation(raw=raw, scores=torch.zeros(2, 1), targets=torch.zeros(2, 1).long(),
+                      method="gradcam", layer="x", input_size=(16, 16))
+    drawn = explanation_overlays(exp, pictures)
+    assert [image.size for image in drawn] == [(16, 16), (12, 20)]
+    for picture, image, map_ in zip(pictures, drawn, exp.maps, strict=True):
+        assert np.array_equal(np.asarray(image), np.asarray(overlay(picture, map_)))
