@@ -188,3 +188,19 @@ def test_overlays_drawn_together_stay_within_their_memory_bound(digits_gap, digi
 def _made(folder):
     folder.mkdir()
     return folder
+
+
+def test_an_input_whose_overlay_is_refused_fails_alone(digits_gap, digit_scenes, tmp_path):
+    import dataclasses
+
+    from camlens.scale.writers import PngWriter
+
+    inputs = decoded(digits_gap, digit_scenes, 3)
+    results = explain_batch(digits_gap, WorkSpec(layer="features", pictures=True), "cpu", inputs)
+    exp = results[1].explanations[0]
+    results[1].explanations = [dataclasses.replace(  # a map overlay() refuses
+        exp, _maps=torch.full_like(exp.maps, float("nan")))]
+    done = PngWriter(digits_gap, tmp_path).write_batch(results)
+    assert [written.error is None for written in done] == [True, False, True]
+    assert "cannot draw its overlays" in done[1].error and "NaN" in done[1].error
+    assert len(list(tmp_path.iterdir())) == 2

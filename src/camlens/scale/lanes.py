@@ -36,8 +36,7 @@ import torch
 from camlens.explanation import ExplanationWarning
 
 __all__ = ["LaneError", "captured_warnings", "choose_lanes", "coarse_switching", "default_lanes",
-           "lane_threads",
-           "lane_warnings", "lanes_refused", "lanes_unavailable", "start_lane"]
+           "lane_threads", "lane_warnings", "lanes_refused", "lanes_unavailable", "start_lane"]
 
 #: Method options whose library code enters ``warnings.catch_warnings`` itself: no lanes.
 SERIAL_OPTIONS = ("aug_smooth", "smooth_samples")

@@ -154,6 +154,8 @@ class PngWriter:
             return [Written(result.key, self._pictures(result, drawn))]
         except OSError as error:
             return [Written(result.key, [], f"{result.key}: cannot write its pictures ({error})")]
+        except ValueError as error:  # a map the overlay refuses: this input fails, not the batch
+            return [Written(result.key, [], f"{result.key}: cannot draw its overlays ({error})")]
 
     def _drawn_together(self, results: Sequence[ImageResult]) -> dict[int, tuple]:
         """Position in ``results`` -> (picture, the overlays' pixels in the order of its
@@ -174,7 +176,10 @@ class PngWriter:
             if len(group) < 2 or step < 2:  # alone, or too many maps: one at a time
                 continue
             for start in range(0, len(group), step):
-                drawn.update(self._drawn_chunk(results, group[start:start + step]))
+                try:
+                    drawn.update(self._drawn_chunk(results, group[start:start + step]))
+                except ValueError:  # a map overlay() refuses: each input alone, as write()
+                    continue
         return drawn
 
     def _drawn_chunk(self, results: Sequence[ImageResult], positions: list[int]
@@ -304,10 +309,6 @@ class _ShardWriter:
             if len(self._pending) < self.shard_size:
                 return []
             return self._flush()
-
-    def write_batch(self, results: Sequence[ImageResult]) -> list[Written]:
-        """:meth:`write` for each of ``results``."""
-        return [written for result in results for written in self.write(result)]
 
     def close(self) -> list[Written]:
         with self._lock:
