@@ -181,3 +181,26 @@ def test_coarse_switching_raises_the_interval_in_the_block_and_restores_it():
     assert sys.getswitchinterval() == before
     with coarse_switching(before / 2):  # never lowered
         assert sys.getswitchinterval() == before
+
+
+def test_coarse_switching_in_overlapping_threads_restores_the_first_interval():
+    import sys
+
+    from camlens.scale.lanes import coarse_switching
+
+    before = sys.getswitchinterval()
+    inside, leave = threading.Event(), threading.Event()
+
+    def second() -> None:
+        with coarse_switching(0.07):
+            inside.set()
+            leave.wait(10)
+
+    with coarse_switching(0.07):
+        thread = threading.Thread(target=second)
+        thread.start()
+        inside.wait(10)
+    assert sys.getswitchinterval() == pytest.approx(0.07)  # the other block still runs
+    leave.set()
+    thread.join(10)
+    assert sys.getswitchinterval() == before  # the last to end restores the first value

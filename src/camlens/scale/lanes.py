@@ -204,6 +204,10 @@ def choose_lanes(requested: int | None, device: torch.device | str,
 #: The interpreter's switch interval while the command line runs lanes (seconds).
 LANE_SWITCH_INTERVAL = 0.05
 
+_switching_lock = threading.Lock()
+_switching_users = 0
+_switching_saved: float | None = None
+
 
 @contextlib.contextmanager
 def coarse_switching(seconds: float = LANE_SWITCH_INTERVAL) -> Iterator[None]:
@@ -211,12 +215,21 @@ def coarse_switching(seconds: float = LANE_SWITCH_INTERVAL) -> Iterator[None]:
     ``seconds`` in the block, then restored. A thread that waits that long for the GIL makes
     the holder drop it; between two lanes each doing short Python steps those forced hand-offs
     cost more than they give. Process-wide, so the command line uses it (it owns the process),
-    not the library."""
+    not the library. Blocks overlapping in several threads share it, counted like
+    :func:`lane_warnings`: the first raises the interval, the last restores it."""
     import sys
 
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(max(before, seconds))
+    global _switching_users, _switching_saved
+    with _switching_lock:
+        if _switching_users == 0:
+            _switching_saved = sys.getswitchinterval()
+            sys.setswitchinterval(max(_switching_saved, seconds))
+        _switching_users += 1
     try:
         yield
     finally:
-        sys.setswitchinterval(before)
+        with _switching_lock:
+            _switching_users -= 1
+            if _switching_users == 0 and _switching_saved is not None:
+                sys.setswitchinterval(_switching_saved)
+                _switching_saved = None
