@@ -222,14 +222,17 @@ class PngWriter:
         explanations = result.explanations
         rows = iter(result.rows)
         for exp in explanations:
-            all_maps = exp.maps
-            maps = all_maps[0] if all_maps.ndim == 4 else all_maps[0][None]
-            for number, map_ in enumerate(maps):
+            all_maps = exp.maps  # (1, H, W), or (1, K, H, W): one map per target
+            count = all_maps.shape[1] if all_maps.ndim == 4 else 1
+            for number in range(count):
                 row = next(rows)
-                suffix = row.method if len(maps) == 1 else f"{row.method}_{row.target_name}"
+                suffix = row.method if count == 1 else f"{row.method}_{row.target_name}"
                 destination = self._path(stem, suffix)
-                drawn = (overlay(picture, map_, colormap=self.colormap, alpha=self.alpha)
-                         if ready is None else Image.fromarray(next(ready)))
+                if ready is not None:  # drawn with the batch
+                    drawn = Image.fromarray(next(ready))
+                else:
+                    map_ = all_maps[0, number] if all_maps.ndim == 4 else all_maps[0]
+                    drawn = overlay(picture, map_, colormap=self.colormap, alpha=self.alpha)
                 if result.outline is not None:  # the segmentation class's predicted region
                     drawn = draw_outline(drawn, result.outline)
                 if result.boxes is not None:  # the explained box, with its class and score
