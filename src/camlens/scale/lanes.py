@@ -26,10 +26,12 @@ import contextlib
 import ctypes
 import functools
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -121,36 +123,62 @@ class _Recorder:
                                                   line))
 
 
+class _Shared:
+    """A process-wide setting held while any of several overlapping blocks runs (lanes may run
+    in several threads at once): the first block to enter calls ``install(*args)``, which
+    returns what it replaced; the last to leave calls ``restore(replaced)``."""
+
+    def __init__(self, install: Callable[..., Any], restore: Callable[[Any], None]) -> None:
+        self._install, self._restore = install, restore
+        self._lock = threading.Lock()
+        self._users = 0
+        self._replaced: Any = None
+
+    @contextlib.contextmanager
+    def held(self, *args) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                self._replaced = self._install(*args)
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    self._restore(self._replaced)
+                    self._replaced = None
+
+
 _recorder: _Recorder | None = None
-_recorder_lock = threading.Lock()
-_recorder_users = 0
-_saved_state: tuple[list, Callable] | None = None  # the filters and showwarning it replaced
 
 
-@contextlib.contextmanager
-def lane_warnings() -> Iterator[None]:
+def _install_recorder() -> tuple[Any, Callable]:
+    global _recorder
+    replaced = (warnings.filters, warnings.showwarning)
+    warnings.filters = list(warnings.filters)
+    warnings.simplefilter("always", ExplanationWarning)
+    _recorder = _Recorder(warnings.showwarning)
+    warnings.showwarning = _recorder
+    return replaced
+
+
+def _restore_warnings(replaced) -> None:
+    global _recorder
+    warnings.filters, warnings.showwarning = replaced
+    warnings._filters_mutated()  # type: ignore[attr-defined]
+    _recorder = None
+
+
+_lane_warnings = _Shared(_install_recorder, _restore_warnings)
+
+
+def lane_warnings() -> contextlib.AbstractContextManager[None]:
     """Around the lanes: one recorder for every thread (see the module docstring);
     :class:`ExplanationWarning` is recorded every time, as ``captured_warnings`` asks. Runs of
     lanes in several threads at once share the recorder: the first to start installs it, the
     last to end restores the process's warning state as it found it."""
-    global _recorder, _recorder_users, _saved_state
-    with _recorder_lock:
-        if _recorder_users == 0:
-            _saved_state = (warnings.filters, warnings.showwarning)
-            warnings.filters = list(warnings.filters)
-            warnings.simplefilter("always", ExplanationWarning)
-            _recorder = _Recorder(warnings.showwarning)
-            warnings.showwarning = _recorder
-        _recorder_users += 1
-    try:
-        yield
-    finally:
-        with _recorder_lock:
-            _recorder_users -= 1
-            if _recorder_users == 0 and _saved_state is not None:
-                warnings.filters, warnings.showwarning = _saved_state
-                warnings._filters_mutated()  # type: ignore[attr-defined]
-                _recorder = _saved_state = None
+    return _lane_warnings.held()
 
 
 @contextlib.contextmanager
@@ -204,32 +232,22 @@ def choose_lanes(requested: int | None, device: torch.device | str,
 #: The interpreter's switch interval while the command line runs lanes (seconds).
 LANE_SWITCH_INTERVAL = 0.05
 
-_switching_lock = threading.Lock()
-_switching_users = 0
-_switching_saved: float | None = None
+
+def _raise_switch_interval(seconds: float) -> float:
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(max(before, seconds))
+    return before
 
 
-@contextlib.contextmanager
-def coarse_switching(seconds: float = LANE_SWITCH_INTERVAL) -> Iterator[None]:
+_switching = _Shared(_raise_switch_interval, sys.setswitchinterval)
+
+
+def coarse_switching(seconds: float = LANE_SWITCH_INTERVAL
+                     ) -> contextlib.AbstractContextManager[None]:
     """The interpreter's switch interval (``sys.setswitchinterval``, 5 ms by default) raised to
     ``seconds`` in the block, then restored. A thread that waits that long for the GIL makes
     the holder drop it; between two lanes each doing short Python steps those forced hand-offs
     cost more than they give. Process-wide, so the command line uses it (it owns the process),
-    not the library. Blocks overlapping in several threads share it, counted like
-    :func:`lane_warnings`: the first raises the interval, the last restores it."""
-    import sys
-
-    global _switching_users, _switching_saved
-    with _switching_lock:
-        if _switching_users == 0:
-            _switching_saved = sys.getswitchinterval()
-            sys.setswitchinterval(max(_switching_saved, seconds))
-        _switching_users += 1
-    try:
-        yield
-    finally:
-        with _switching_lock:
-            _switching_users -= 1
-            if _switching_users == 0 and _switching_saved is not None:
-                sys.setswitchinterval(_switching_saved)
-                _switching_saved = None
+    not the library. Blocks overlapping in several threads share it, as :func:`lane_warnings`
+    does: the first raises the interval, the last restores it."""
+    return _switching.held(seconds)
