@@ -146,7 +146,7 @@ def main() -> None:
                         help="images per speed run of resnet18")
     parser.add_argument("--digit-images", type=int, default=4096,
                         help="images per speed run of digits-gap (enough that a run's fixed "
-                             "start, about 0.15 s for loading and checks, is a few percent)")
+                             "start, loading the model and the checks, weighs little)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds of the speed runs; the best of each is kept")
     parser.add_argument("--parts", default="speed,ray,memory",
