@@ -1,24 +1,30 @@
 """How fast is ``camlens serve`` next to the bare library call, and does it stay right under load?
 
-Serves digits-gap (``camlens serve``'s app on uvicorn, in this process, on 127.0.0.1 only) and
-sends ``POST /api/explain`` (one 64x64 picture, Grad-CAM at ``features``, top-1, JSON with the
-overlay PNG, hover values and raw map) from client processes, one thread and one HTTP connection
-per client:
+Serves one model (``camlens serve``'s app on uvicorn, in this process, on 127.0.0.1 only):
+digits-gap by default (one 64x64 picture, Grad-CAM at ``features``), or with ``--model
+resnet18`` torchvision's resnet18 (random weights; one 224x224 JPEG, Grad-CAM at ``layer4``).
+Sends ``POST /api/explain`` (top-1, JSON with the input and overlay PNGs, hover values and raw
+map) from client processes, one thread and one HTTP connection per client:
 
 1. the bare library for the same work on one worker thread, as the server runs it:
    ``camlens.explain`` alone, and ``explain`` + overlay + PNG encoding (what the server adds per
    map), as latency and calls/s (on a busy machine, torch's OpenMP team on the main thread can
    be many times slower than the same call on a worker thread);
-2. 1, 4 and 16 concurrent clients for ``--seconds`` each: latency (median, 95th percentile) and
-   answers/s; the 16 clients again with the micro-batcher off (``batch_window_s=0``);
-3. the soak: 16 clients for ``--soak`` seconds (30 by default): no error, every answer's class,
+2. the cost bar in pairs: within each round, the library call plus its overlay PNG (from the
+   tensor, and from the uploaded bytes) and one request's own time on the server
+   (``Server-Timing``), with and without the input picture;
+3. 1, 4 and 16 concurrent clients for ``--seconds`` each: latency (median, 95th percentile),
+   answers/s and CPU per answer; the 16 clients again with the micro-batcher off
+   (``batch_window_s=0``);
+4. the soak: 16 clients for ``--soak`` seconds (30 by default): no error, every answer's class,
    score and raw map equal to the library's for that picture (raw maps within float32
-   rounding, rtol 1e-4: batched calls sum in another order), and digits-gap untouched at the end
-   (weights, buffers, eval mode, no hooks, no gradients).
+   rounding, rtol 1e-4: batched calls sum in another order), and the model untouched at the
+   end (weights, buffers, eval mode, no hooks, no gradients).
 
 Run it alone (it measures a shared machine): ``python benchmarks/bench_serve.py --output
-benchmarks/SERVE.md``; ``--quick`` for a smoke run (1 s phases). Exit status 1 when the soak
-finds an error, a wrong answer or a changed model.
+benchmarks/SERVE.md`` and ``python benchmarks/bench_serve.py --model resnet18 --output
+benchmarks/SERVE_RESNET18.md``; ``--quick`` for a smoke run (1 s phases). Exit status 1 when the
+soak finds an error, a wrong answer or a changed model.
 """
 
 from __future__ import annotations
@@ -32,12 +38,33 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 PICTURES = 6
+
+
+@dataclass
+class Work:
+    """The served model a run measures: its catalog, name, the layer explained, the pictures
+    sent (encoded bytes and their type) and how to load it afresh (to check it is untouched)."""
+
+    catalog: Any
+    name: str
+    layer: str
+    pictures: list[bytes]
+    mime: str
+    fresh: Callable[[], torch.nn.Module]
+    described: str
+
+    @property
+    def loaded(self):
+        return self.catalog.models[self.name].loaded
 
 
 def sample_pictures() -> list[bytes]:
@@ -48,8 +75,38 @@ def sample_pictures() -> list[bytes]:
             if sample.extra.get("for") == "image"][:PICTURES]
 
 
+def digits_work() -> Work:
+    from camlens.serve import ModelCatalog
+    from camlens.zoo import load as load_zoo
+
+    return Work(ModelCatalog.load(["digits-gap"], zoo=False), "digits-gap", "features",
+                sample_pictures(), "image/png", lambda: load_zoo("digits-gap"),
+                "one 64x64 digit (six pictures in turn), digits-gap, Grad-CAM at `features`")
+
+
+def resnet18_work(folder: Path) -> Work:
+    """torchvision's resnet18 (random weights from a seed, as ``bench_pipeline.py``) and six
+    224x224 JPEGs of blobs on noise."""
+    from bench_pipeline import make_images, resnet18_weights
+
+    from camlens.models import load_model
+    from camlens.serve import ModelCatalog
+
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = resnet18_weights(folder)
+    pictures = make_images(folder / "rgb224", PICTURES, 224, "RGB", ".jpg")
+    catalog = ModelCatalog.load(["torchvision:resnet18"], [str(weights)], zoo=False)
+    (name,) = catalog.models
+    return Work(catalog, name, "layer4", [path.read_bytes() for path in sorted(
+        pictures.iterdir())][:PICTURES], "image/jpeg",
+        lambda: load_model("torchvision:resnet18", weights=str(weights)).model,
+        "one 224x224 JPEG (six in turn), torchvision's resnet18 (random weights), Grad-CAM "
+        "at `layer4`")
+
+
 def client_process(url: str, clients: int, seconds: float, pictures: list[bytes],
-                   results) -> None:
+                   results, model: str = "digits-gap", layer: str = "features",
+                   mime: str = "image/png") -> None:
     """``clients`` threads, each posting pictures in turn for ``seconds``; puts one list of
     (picture index, latency s, status, JSON or error text) per thread on ``results``."""
     import httpx
@@ -67,9 +124,9 @@ def client_process(url: str, clients: int, seconds: float, pictures: list[bytes]
                 picture = index % len(pictures)
                 began = time.perf_counter()
                 response = http.post("/api/explain", data={
-                    "model": "digits-gap", "method": "gradcam", "layer": "features",
-                    "target": "top1"}, files=[("image", ("digit.png", pictures[picture],
-                                                         "image/png"))])
+                    "model": model, "method": "gradcam", "layer": layer,
+                    "target": "top1"}, files=[("image", ("picture", pictures[picture],
+                                                         mime))])
                 latency = time.perf_counter() - began
                 body = response.json() if response.status_code == 200 else response.text
                 answers.append((picture, latency, response.status_code, body,
@@ -84,12 +141,14 @@ def client_process(url: str, clients: int, seconds: float, pictures: list[bytes]
         thread.join()
 
 
-def load(url: str, clients: int, seconds: float, pictures: list[bytes]) -> list[tuple]:
+def load(url: str, clients: int, seconds: float, pictures: list[bytes],
+         work: Work) -> list[tuple]:
     """Every answer of ``clients`` concurrent clients over ``seconds``, from a child process."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     process = context.Process(target=client_process,
-                              args=(url, clients, seconds, pictures, results))
+                              args=(url, clients, seconds, pictures, results, work.name,
+                                    work.layer, work.mime))
     process.start()
     answers = []
     for _ in range(clients):
@@ -118,19 +177,19 @@ def server_phases(answers: list[tuple]) -> dict[str, float]:
             for name in (timings[0] if timings else {})}
 
 
-def library_timing(model, inputs: list[torch.Tensor], seconds: float) -> dict[str, dict]:
+def library_timing(work: Work, inputs: list[torch.Tensor], seconds: float
+                   ) -> dict[str, dict]:
     """The bare library in one thread: explain alone, and explain + overlay + PNG."""
     import camlens
     from camlens.cli.explain import display_image
-    from camlens.models import load_model
     from camlens.serve.encoding import png_data_url
     from camlens.viz import overlay
 
-    loaded = load_model("digits-gap")
+    loaded, model, layer = work.loaded, work.loaded.model, work.layer
     figures = {}
     for name, with_png in (("explain", False), ("explain + overlay PNG", True)):
         for tensor in inputs:  # warm up
-            camlens.explain(model, tensor, method="gradcam", layer="features")
+            camlens.explain(model, tensor, method="gradcam", layer=layer)
         latencies = []
         cpu_began = time.process_time()
         end_at = time.monotonic() + seconds
@@ -138,7 +197,7 @@ def library_timing(model, inputs: list[torch.Tensor], seconds: float) -> dict[st
         while time.monotonic() < end_at:
             tensor = inputs[index % len(inputs)]
             began = time.perf_counter()
-            exp = camlens.explain(model, tensor, method="gradcam", layer="features")
+            exp = camlens.explain(model, tensor, method="gradcam", layer=layer)
             if with_png:
                 png_data_url(overlay(display_image(loaded, tensor), exp.maps[0]))
             latencies.append(time.perf_counter() - began)
@@ -151,7 +210,7 @@ def library_timing(model, inputs: list[torch.Tensor], seconds: float) -> dict[st
     return figures
 
 
-def paired_costs(url: str, model, inputs: list[torch.Tensor], pictures: list[bytes],
+def paired_costs(url: str, work: Work, inputs: list[torch.Tensor], pictures: list[bytes],
                  rounds: int) -> dict[str, float]:
     """Median ms of one request's work, each kind measured in turn within every round so a
     shared machine's load falls on all alike: the library on a worker thread (explain + overlay
@@ -163,7 +222,6 @@ def paired_costs(url: str, model, inputs: list[torch.Tensor], pictures: list[byt
     import httpx
 
     import camlens
-    from camlens.models import load_model
     from camlens.scale.work import display_image
     from camlens.serve import Limits
     from camlens.serve.encoding import png_data_url
@@ -171,10 +229,10 @@ def paired_costs(url: str, model, inputs: list[torch.Tensor], pictures: list[byt
     from camlens.serve.uploads import Upload, read_picture
     from camlens.viz import overlay
 
-    loaded = load_model("digits-gap")
+    loaded, model = work.loaded, work.loaded.model
 
     def library(tensor: torch.Tensor) -> None:
-        exp = camlens.explain(model, tensor, method="gradcam", layer="features")
+        exp = camlens.explain(model, tensor, method="gradcam", layer=work.layer)
         png_data_url(overlay(display_image(loaded, tensor), exp.maps[0]))
 
     def from_bytes(data: bytes) -> None:
@@ -192,8 +250,8 @@ def paired_costs(url: str, model, inputs: list[torch.Tensor], pictures: list[byt
         def served(data: bytes, **fields: str) -> tuple[float, float]:
             """(total, total less the wait for the request's body)."""
             response = http.post("/api/explain", data={
-                "model": "digits-gap", "method": "gradcam", "layer": "features",
-                "target": "top1", **fields}, files=[("image", ("digit.png", data, "image/png"))])
+                "model": work.name, "method": "gradcam", "layer": work.layer,
+                "target": "top1", **fields}, files=[("image", ("picture", data, work.mime))])
             assert response.status_code == 200, response.text
             timing = parse_server_timing(response.headers["server-timing"])
             return timing["total"], timing["total"] - timing.get("upload", 0.0)
@@ -289,6 +347,14 @@ def main() -> int:
     parser.add_argument("--whole-threads", action="store_true",
                         help="every worker on all of torch's threads (Limits.split_threads "
                              "off), to compare")
+    parser.add_argument("--model", choices=("digits-gap", "resnet18"), default="digits-gap",
+                        help="the served model: the shipped digit model, or torchvision's "
+                             "resnet18 on 224x224 pictures (random weights)")
+    parser.add_argument("--rounds", type=int,
+                        help="rounds of the paired costs (default: 40 per second of "
+                             "--seconds for digits-gap, 10 for resnet18)")
+    parser.add_argument("--work", type=Path,
+                        help="folder for resnet18's weights and pictures (default: a temp one)")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.soak = 1.0, 1.0
@@ -299,18 +365,22 @@ def main() -> int:
     import camlens
     from camlens.cli.serve import build_app
     from camlens.explanation import ExplanationWarning
-    from camlens.serve import Limits, ModelCatalog
+    from camlens.serve import Limits
     from camlens.serve.uploads import Upload, read_picture
-    from camlens.zoo import load as load_zoo
 
     warnings.simplefilter("ignore", ExplanationWarning)
-    catalog = ModelCatalog.load(["digits-gap"], zoo=False)
-    served = catalog.models["digits-gap"]
-    model = served.loaded.model
-    pictures = sample_pictures()
-    inputs = [served.loaded.preprocess(read_picture(Upload("d.png", data), Limits()))
+    if args.model == "resnet18":
+        import tempfile
+
+        work = resnet18_work(args.work or Path(tempfile.mkdtemp(prefix="camlens-serve-")))
+    else:
+        work = digits_work()
+    catalog, model, pictures = work.catalog, work.loaded.model, work.pictures
+    rounds = args.rounds or max(30, int((10 if args.model == "resnet18" else 40)
+                                        * args.seconds))
+    inputs = [work.loaded.preprocess(read_picture(Upload("picture", data), Limits()))
               for data in pictures]
-    references = [camlens.explain(model, tensor, method="gradcam", layer="features")
+    references = [camlens.explain(model, tensor, method="gradcam", layer=work.layer)
                   for tensor in inputs]
 
     started = time.perf_counter()
@@ -318,7 +388,7 @@ def main() -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1) as worker:  # where the server runs it: off the main thread
-        library = worker.submit(library_timing, model, inputs, args.seconds).result()
+        library = worker.submit(library_timing, work, inputs, args.seconds).result()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -326,8 +396,7 @@ def main() -> int:
     app = build_app(catalog, Limits(queue_size=64, split_threads=split))
     server, thread = serve(app, port)
     try:
-        costs = paired_costs(f"http://127.0.0.1:{port}", model, inputs, pictures,
-                             rounds=max(30, int(40 * args.seconds)))
+        costs = paired_costs(f"http://127.0.0.1:{port}", work, inputs, pictures, rounds)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
@@ -346,7 +415,7 @@ def main() -> int:
         server, thread = serve(app, port)
         try:
             cpu_began = time.process_time()  # the server's process: the clients run apart
-            answers = load(f"http://127.0.0.1:{port}", clients, seconds, pictures)
+            answers = load(f"http://127.0.0.1:{port}", clients, seconds, pictures, work)
             cpu = time.process_time() - cpu_began
             stats = app.state.server.batcher.stats
         finally:
@@ -362,13 +431,17 @@ def main() -> int:
         print(f"{label}: {figures}", file=sys.stderr)
 
     problems = wrong_answers(soak_answers, references)
-    changes = model_changes(model, load_zoo("digits-gap"))
+    changes = model_changes(model, work.fresh())
     elapsed = time.perf_counter() - started
 
+    command = " ".join(["python benchmarks/bench_serve.py", *(
+        ["--model", args.model] if args.model != "digits-gap" else []), *(
+        ["--output", str(args.output)] if args.output else [])])
     lines = [
-        "# `camlens serve` under load",
+        "# `camlens serve` under load" + ("" if args.model == "digits-gap" else
+                                          f": {args.model}"),
         "",
-        "Measured by `python benchmarks/bench_serve.py --output benchmarks/SERVE.md` "
+        f"Measured by `{command}` "
         f"({elapsed:.0f} s), on {machine()}; load average {load_before:.2f} at the start "
         "(other work on the machine slows every row alike). Server and clients share it: the "
         "clients run in a second process (one thread and one HTTP connection each), the server "
@@ -382,9 +455,8 @@ def main() -> int:
         "process holds no client) over the calls or answers, the cost of each on a machine "
         "whose cores are all busy.",
         "",
-        "Work: `POST /api/explain`, one 64x64 digit (six pictures in turn), digits-gap, "
-        "Grad-CAM at `features`, top-1; the JSON answer carries the overlay PNG, the hover "
-        "values and the raw map.",
+        f"Work: `POST /api/explain`, {work.described}, top-1; the JSON answer carries the "
+        "input and overlay PNGs, the hover values and the raw map.",
         "",
         "| | calls or answers/s | median latency | 95th percentile | CPU per call or answer "
         "| requests per library call | errors |",
@@ -414,10 +486,10 @@ def main() -> int:
         "",
         "**The cost bar, measured in pairs.** The figures above come from runs minutes apart on "
         "a shared machine; for the bar each kind of work is measured in turn within every "
-        f"round ({max(30, int(40 * args.seconds))} rounds, medians in ms, one request at a "
+        f"round ({rounds} rounds, medians in ms, one request at a "
         "time; the server's figure is its own time, the `Server-Timing` total):",
         "",
-        "| library: explain + overlay PNG | library from the PNG bytes (decode, preprocess, "
+        "| library: explain + overlay PNG | library from the uploaded bytes (decode, preprocess, "
         "explain, overlay PNG) | server | server, `input=false` (no input picture in the "
         "answer) | server, less the wait for the body (`upload`) |",
         "| ---: | ---: | ---: | ---: | ---: |",
@@ -443,11 +515,11 @@ def main() -> int:
         + ("every answer's class, score and raw map equal to the library's call on that "
            "picture alone (raw maps within float32 rounding)" if not problems else
            f"{len(problems)} answers differ from the library, e.g. {problems[0]}")
-        + "; digits-gap at the end: "
+        + f"; {work.name} at the end: "
         + ("untouched (weights and buffers equal to the shipped ones, eval mode, no hooks, no "
            "gradients)." if not changes else f"CHANGED: {'; '.join(changes)}."),
         "",
-        "The latency a client sees includes HTTP, multipart parsing, decoding the PNG and "
+        "The latency a client sees includes HTTP, multipart parsing, decoding the picture and "
         "encoding the JSON; with 16 clients on 2 cores it is mostly waiting in the queue.",
     ]
     text = "\n".join(lines) + "\n"
