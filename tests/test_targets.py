@@ -159,3 +159,15 @@ def test_batched_backward_equals_one_pass_per_target(gap_net, images, monkeypatc
                              target=classes)
     assert calls == [torch.Size([2, 3])]
     torch.testing.assert_close(batched.raw, looped.raw)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "cam", "scorecam"])
+def test_classes_predicted_under_inference_mode(gap_net, images, method):
+    """A target tensor made under torch.inference_mode (``model(x).argmax(1)`` in an inference
+    loop) is plain class indices: explained as the same classes given outside it."""
+    with torch.inference_mode():
+        predicted = gap_net(images).argmax(dim=1)
+    reference = camlens.explain(gap_net, images, method=method, target=predicted.tolist())
+    exp = camlens.explain(gap_net, images, method=method, target=predicted)
+    torch.testing.assert_close(exp.maps, reference.maps)
+    assert exp.targets.tolist() == predicted.tolist()

@@ -184,6 +184,8 @@ def tensor_target(
         raise TypeError(f"target {target!r} is not a sequence of class indices: {error}") from None
     if classes.is_floating_point() or classes.is_complex() or classes.dtype == torch.bool:
         raise TypeError(f"target classes must be integers, got dtype {classes.dtype}")
+    if classes.is_inference():  # model(x).argmax(1) in an inference loop: indices, no graph
+        classes = classes.clone()  # outside inference mode: a normal tensor autograd can index by
     if classes.ndim == 0:
         return classes.reshape(1, 1).expand(batch_size, 1), True
     if classes.ndim > 2 or classes.shape[0] != batch_size:
