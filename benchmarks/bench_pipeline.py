@@ -10,13 +10,16 @@ Measured in one run, on the same images and batch size:
   the checks before any work, the index and every file written are;
 - ``--engine ray --format npz`` with 1 and 2 actors (a local Ray started once, not counted);
 - the peak resident memory of ``camlens explain --format npz`` on 1,000 and 10,000 images, each
-  in its own process (``/usr/bin/time``-like: ``resource.getrusage(RUSAGE_CHILDREN)``).
+  in its own process (``/usr/bin/time``-like: ``resource.getrusage(RUSAGE_CHILDREN)``);
+- ``camlens reproduce``'s explanation step (library calls of 200 scenes generated in memory)
+  against a bare loop on the same tensors (:func:`reproduce_speed`).
 
 Models: resnet18 (random weights, 224x224 RGB JPEGs, layer4) and digits-gap (the shipped digit
 model, 64x64 gray PNGs). Usage::
 
     python benchmarks/bench_pipeline.py --output benchmarks/PIPELINE.md
     python benchmarks/bench_pipeline.py --quick   # a smoke run: few images, no Ray, no memory
+    python benchmarks/bench_pipeline.py --parts speed --device cuda   # the bars on a GPU
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import numpy as np
 import torch
 
 torch.manual_seed(0)
+CPU = torch.device("cpu")
 
 
 def make_images(folder: Path, count: int, size: int, mode: str, suffix: str) -> Path:
@@ -69,8 +73,16 @@ def resnet18_weights(folder: Path) -> Path:
     return path
 
 
-def bare_loop(loaded, files: list[Path], batch_size: int) -> float:
-    """Images per second: decode, preprocess, model forward in batches, inference mode."""
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a GPU runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_loop(loaded, files: list[Path], batch_size: int,
+              device: torch.device = CPU) -> float:
+    """Images per second: decode, preprocess, model forward in batches on ``device``, inference
+    mode (the model already there)."""
     from PIL import Image
 
     model = loaded.model.eval()
@@ -81,11 +93,13 @@ def bare_loop(loaded, files: list[Path], batch_size: int) -> float:
             with Image.open(path) as image:
                 tensors.append(loaded.preprocess(image.convert("RGB")))
         with torch.inference_mode():
-            model(torch.cat(tensors))
+            model(torch.cat(tensors).to(device))
+    synchronize(device)
     return len(files) / (time.perf_counter() - start)
 
 
-def library_call(loaded, files: list[Path], batch_size: int, layer: str) -> float:
+def library_call(loaded, files: list[Path], batch_size: int, layer: str,
+                 device: torch.device = CPU) -> float:
     """Images per second of ``camlens.explain`` alone on the same batches, decoded and
     preprocessed beforehand: the ceiling of any pipeline around it."""
     from PIL import Image
@@ -98,10 +112,11 @@ def library_call(loaded, files: list[Path], batch_size: int, layer: str) -> floa
         for path in files[first:first + batch_size]:
             with Image.open(path) as image:
                 tensors.append(loaded.preprocess(image.convert("RGB")))
-        batches.append(torch.cat(tensors))
+        batches.append(torch.cat(tensors).to(device))
     start = time.perf_counter()
     for batch in batches:
         explain(loaded.model, batch, "gradcam", layer=layer)
+    synchronize(device)
     return len(files) / (time.perf_counter() - start)
 
 
@@ -116,6 +131,52 @@ def camlens_explain(args: list[str], count: int) -> float:
         if stop.code:
             raise RuntimeError(f"camlens explain {' '.join(args)} exited {stop.code}") from None
     return count / (time.perf_counter() - start)
+
+
+def reproduce_speed(rounds: int, count: int = 1000) -> tuple[list[str], float]:
+    """``camlens reproduce``'s explanation step against a bare loop on the same tensors.
+
+    The reproduce tables explain scenes generated in memory (nothing to read or decode, a table
+    written at the end rather than a file per image) in library calls of 200 images
+    (``camlens.experiments.localization._batched_maps``). Measured here on ``count`` cluttered
+    digit scenes (the training split's generator, seed 1: the tables' test scenes are not
+    used), digits-gap, the predicted class: per round the bare loop (``model(batch)`` under
+    ``torch.inference_mode``, batches of 200) and the maps of Grad-CAM and CAM, each round's
+    ratios against that round's bare loop. Returns the table's rows and the seconds it took to
+    generate the scenes."""
+    from camlens.data import ClutteredDigits, materialize
+    from camlens.experiments.localization import _batched_maps
+    from camlens.zoo import load
+
+    began = time.perf_counter()
+    images = materialize(ClutteredDigits(count, "train", seed=1))["image"]
+    generated = time.perf_counter() - began
+    model = load("digits-gap").eval()
+    with torch.no_grad():
+        predicted = model(images).argmax(dim=1)
+
+    def bare() -> float:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for first in range(0, count, 200):
+                model(images[first:first + 200])
+        return count / (time.perf_counter() - start)
+
+    def maps(method: str) -> float:
+        start = time.perf_counter()
+        _batched_maps(model, images, method, predicted)
+        return count / (time.perf_counter() - start)
+
+    bare(), maps("gradcam")  # warm up
+    runs: dict[str, list[float]] = {"bare": [], "gradcam": [], "cam": []}
+    for _ in range(rounds):
+        runs["bare"].append(bare())
+        runs["gradcam"].append(maps("gradcam"))
+        runs["cam"].append(maps("cam"))
+    rows = [f"| {method} | {statistics.median(runs[method]):.0f} | "
+            f"{statistics.median(runs['bare']):.0f} | "
+            f"{paired_cell(runs[method], runs['bare'], 0.8)} |" for method in ("gradcam", "cam")]
+    return rows, generated
 
 
 def paired_cell(pipeline: list[float], bare: list[float], bar: float) -> str:
@@ -149,17 +210,25 @@ def main() -> None:
                              "start, loading the model and the checks, weighs little)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds of the speed runs; the best of each is kept")
-    parser.add_argument("--parts", default="speed,ray,memory",
-                        help="what to measure, comma-separated: speed, ray, memory")
+    parser.add_argument("--parts", default="speed,ray,memory,reproduce",
+                        help="what to measure, comma-separated: speed, ray, memory, reproduce")
     parser.add_argument("--models", default="resnet18,digits-gap",
                         help="which models, comma-separated: resnet18, digits-gap")
     parser.add_argument("--output", type=Path)
     parser.add_argument("--results", type=Path,
                         help="also put the speed tables in this page's 'pipeline' section "
                              "(benchmarks/RESULTS.md)")
+    parser.add_argument("--device", default="cpu",
+                        help="where the models run for the speed and Ray parts: cpu, cuda, "
+                             "cuda:N (the bars hold per device)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--work", type=Path, help="folder for the images (default: a temp one)")
     options = parser.parse_args()
+    device = torch.device(options.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {options.device}: torch sees no CUDA device here")
+    gpu = (f"models on {torch.cuda.get_device_name(device)}" if device.type == "cuda" else
+           "no GPU")
     count = 32 if options.quick else options.images
     digit_count = 64 if options.quick else options.digit_images
     work = options.work or Path(tempfile.mkdtemp(prefix="camlens-bench-"))
@@ -179,7 +248,7 @@ def main() -> None:
     }
     models = {name: models[name] for name in options.models.split(",")}
     lines = ["# camlens explain on a folder against a bare loop (issue 16)", "",
-             f"Machine: {os.cpu_count()}-core {platform.machine()} CPU, no GPU, shared with other "
+             f"Machine: {os.cpu_count()}-core {platform.machine()} CPU, {gpu}, shared with other "
              f"work; torch {torch.__version__}, {torch.get_num_threads()} threads. "
              f"Images per run: {count} (resnet18), {digit_count} (digits-gap), the same for "
              f"every column of a model; each figure the best of {options.rounds} interleaved "
@@ -200,8 +269,10 @@ def main() -> None:
         files = sorted(folder.iterdir())
         count = len(files)
         loaded = load()
-        bare_loop(loaded, files[:batch], batch)  # warm up
-        common = ["explain", str(folder), *model_args, "--batch-size", str(batch)]
+        loaded.model.to(device)
+        bare_loop(loaded, files[:batch], batch, device)  # warm up
+        common = ["explain", str(folder), *model_args, "--batch-size", str(batch),
+                  "--device", str(device)]
         out = work / f"out-{name}"
         warm = work / f"warm-{name}"  # the first 2 batches: imports and caches warmed
         warm.mkdir(exist_ok=True)
@@ -216,13 +287,13 @@ def main() -> None:
         runs: dict[str, list[float]] = {"bare": [], "npz": [], "png": [], "library": [],
                                         "npz1": []}
         for _ in range(options.rounds if "speed" in parts else 0):
-            runs["bare"].append(bare_loop(loaded, files, batch))
+            runs["bare"].append(bare_loop(loaded, files, batch, device))
             for form in ("npz", "png"):
                 runs[form].append(camlens_explain(
                     [*common, "--format", form, "-o", str(out / form)], count))
             runs["npz1"].append(camlens_explain(  # one lane: all threads on a batch
                 [*common, "--format", "npz", "--lanes", "1", "-o", str(out / "npz1")], count))
-            runs["library"].append(library_call(loaded, files, batch, layer))
+            runs["library"].append(library_call(loaded, files, batch, layer, device))
         if "speed" in parts:
             best = {key: max(values) for key, values in runs.items()}
             bare, npz, png, library = best["bare"], best["npz"], best["png"], best["library"]
@@ -267,6 +338,20 @@ def main() -> None:
                   "| model | local pipeline (img/s) | Ray, 1 actor | Ray, 2 actors | "
                   "1 actor / local | 2 actors / local |", "|---|---:|---:|---:|---:|---:|",
                   *ray_rows]
+    if "reproduce" in parts:
+        scenes = 200 if options.quick else 1000
+        rows, generated = reproduce_speed(options.rounds, scenes)
+        lines += ["", "## `camlens reproduce`: its explanation step against a bare loop", "",
+                  "The reproduce tables explain scenes generated in memory, 200 per library call "
+                  f"(no files to decode, a table written at the end). Here {scenes:,} cluttered "
+                  "digit scenes, digits-gap, the predicted class; medians of "
+                  f"{options.rounds} rounds, and each round against its own bare loop "
+                  "(`model(batch)` under `torch.inference_mode`, the same batches):", "",
+                  "| method | maps (img/s) | bare loop (img/s) | maps / bare, median "
+                  "[range] |", "|---|---:|---:|---|", *rows, "",
+                  f"Generating the scenes took {generated:.1f} s, once per table (a table then "
+                  "explains them with every method on two models)."]
+        print("\n".join(lines[-8:]), flush=True)
     if "memory" in parts and not options.quick:
         lines += ["", "## Peak memory (RSS) of `camlens explain --format npz`, digits-gap", "",
                   "| images | peak RSS (MiB) |", "|---:|---:|"]
@@ -285,7 +370,7 @@ def main() -> None:
 
         write_section(options.results, "pipeline", "\n".join([
             "## Data sets: `camlens explain` on a folder against a bare loop (issue 16)", "",
-            f"{os.cpu_count()} cores {platform.machine()}, no GPU, torch {torch.__version__} "
+            f"{os.cpu_count()} cores {platform.machine()}, {gpu}, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads); {started}; best of {options.rounds} "
             "interleaved rounds. The bars: npz at least 0.8x the bare loop's images per "
             "second, overlay PNGs at least 0.5x. More in PIPELINE.md.", "",
