@@ -307,3 +307,18 @@ def test_cpu_workers_share_out_torchs_threads_and_leave_the_process_count(catalo
     assert torch.get_num_threads() == before
     split.close()
     whole.close()
+
+
+def test_the_overlays_are_left_out_when_asked(client, digits):
+    """overlay=false (the page draws the heatmap over the input itself): no overlay PNG per
+    map, the rest of the answer as with them."""
+    full = post(client, [digits[0][1]], heatmap="true").json()["images"][0]
+    lean = post(client, [digits[0][1]], heatmap="true", overlay="false").json()["images"][0]
+    cell, twin = full["explanations"][0]["maps"][0], lean["explanations"][0]["maps"][0]
+    assert cell["overlay"].startswith("data:image/png;base64,") and twin["overlay"] is None
+    assert {key: value for key, value in cell.items() if key != "overlay"} == {
+        key: value for key, value in twin.items() if key != "overlay"}
+    assert lean["input"] == full["input"]
+    answer = post(client, [digits[0][1]], overlay="nope")
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "overlay must be true or false, got 'nope'"

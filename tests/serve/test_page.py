@@ -51,7 +51,22 @@ def heat_sources(page) -> list[str]:
     return page.eval_on_selector_all("img.heat", "nodes => nodes.map(n => n.src)")
 
 
+#: Records the text fields of every form the page posts (in ``window.sentForms``).
+RECORD_FORMS = """() => {
+  const send = window.fetch;
+  window.sentForms = [];
+  window.fetch = (url, options) => {
+    if (options && options.body instanceof FormData) {
+      window.sentForms.push(Object.fromEntries([...options.body.entries()].filter(
+        ([, value]) => typeof value === "string")));
+    }
+    return send(url, options);
+  };
+}"""
+
+
 def test_upload_a_picture_change_the_method_and_read_a_value(page, digits, tmp_path):
+    page.evaluate(RECORD_FORMS)
     hostile = tmp_path / "<img src=x onerror=alert(1)>.png"
     hostile.write_bytes(digits[0][1])
     page.set_input_files("#files", str(hostile))
@@ -66,6 +81,13 @@ def test_upload_a_picture_change_the_method_and_read_a_value(page, digits, tmp_p
                      "!document.body.dataset.busy")
     after = heat_sources(page)
     assert len(after) == 1 and after != before
+    # no overlay PNGs (the page lays the heatmap over the input); the input as the model saw
+    # it asked for once, then reused from the first answer
+    sent = page.evaluate("window.sentForms")
+    assert [form.get("overlay") for form in sent] == ["false"] * len(sent)
+    assert "input" not in sent[0] and sent[-1]["input"] == "false"
+    bases = page.eval_on_selector_all("figure.input img, img.base", "n => n.map(x => x.src)")
+    assert len(bases) == 2 and all(src.startswith("data:image/png;base64,") for src in bases)
     page.hover("td[data-method=layercam] .stack")
     readout = page.text_content("#readout")
     assert readout.startswith("layercam · ") and " map " in readout and "raw " in readout

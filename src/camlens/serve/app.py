@@ -86,6 +86,9 @@ EXPLAIN_FORM = _form_schema({
     "alpha": {"type": "number", "description": "overlay opacity, 0 to 1 (default 0.5)"},
     "colormap": {**TEXT, "description": "a matplotlib colormap (default jet)"},
     "heatmap": {"type": "boolean", "description": "also send the coloured maps alone"},
+    "overlay": {"type": "boolean", "description": "send each map over its input as a PNG "
+                                                  "(default true; false saves drawing and "
+                                                  "encoding one per map, e.g. with heatmap)"},
     "input": {"type": "boolean", "description": "send each input picture as the model saw it "
                                                 "(default true; false saves a PNG per picture)"},
 }, ["model", "image"])
@@ -421,7 +424,8 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
     get_colormap(colormap)
     job = ImageJob(served, _methods(form, "gradcam"), _layers(form, served), target_text,
                    server.target(target_text, served), _number(form, "alpha", 0.5, 0.0, 1.0),
-                   colormap, _flag(form, "heatmap"), _flag(form, "input", default=True))
+                   colormap, _flag(form, "heatmap"), _flag(form, "input", default=True),
+                   _flag(form, "overlay", default=True))
     names = [upload.filename for upload in uploads]
 
     def prepare():

@@ -74,6 +74,8 @@ class ImageJob:
     heatmap: bool = False
     #: Whether each picture's record carries the input as the model saw it (a PNG).
     input: bool = True
+    #: Whether each map carries its overlay on the input (a PNG).
+    overlay: bool = True
 
     @property
     def columns(self) -> list[tuple[str, str | None]]:
@@ -206,7 +208,8 @@ def image_records(job: ImageJob, names: list[str], sizes: list[tuple[int, int]],
                          else _class_name(index, class_names))
                 cell = {"class": index, "class_name": shown,
                         "score": round(float(score), 6),
-                        "overlay": png_data_url(overlay(picture, map_, job.colormap, job.alpha)),
+                        "overlay": png_data_url(overlay(picture, map_, job.colormap, job.alpha))
+                        if job.overlay else None,
                         **map_values(map_, value_grid), "raw": raw_values(raw_map)}
                 if target_boxes is not None and position < len(target_boxes):
                     cell["box"] = [round(float(v), 2) for v in target_boxes[position]]

@@ -10,6 +10,7 @@ const state = {
   layers: null,      // GET /api/models/NAME/layers
   inputs: [],        // [{name, blob, url, words?}]
   result: null,      // the last answer
+  seen: new WeakMap(),  // input -> {model name: the input as that model saw it (data URL)}
   busy: false,
   pending: false,    // settings changed while a request ran
 };
@@ -335,8 +336,10 @@ async function run() {
   state.busy = true;
   document.body.dataset.busy = "true";
   const kind = state.model.kind;
+  const modelName = state.model.name;
+  const inputs = [...state.inputs];
   const form = new FormData();
-  form.append("model", state.model.name);
+  form.append("model", modelName);
   for (const method of chosenMethods()) form.append("method", method);
   let url = "/api/explain";
   if (kind === "audio") {
@@ -351,8 +354,12 @@ async function run() {
       form.append("image", state.inputs[0].blob, state.inputs[0].name);
     } else {
       form.append("target", targetText());
+      // the page lays the coloured map over the input itself: no overlay PNGs; and the input
+      // as the model saw it is asked for once per input and model, then reused
       form.append("heatmap", "true");
-      for (const input of state.inputs) form.append("image", input.blob, input.name);
+      form.append("overlay", "false");
+      if (inputs.every((input) => seenBy(input, modelName))) form.append("input", "false");
+      for (const input of inputs) form.append("image", input.blob, input.name);
     }
   }
   setStatus("explaining…");
@@ -364,7 +371,14 @@ async function run() {
     setStatus(`done in ${seconds} s`);
     if (kind === "audio") renderAudio(result);
     else if (kind === "caption") renderCaption(result);
-    else renderImages(result);
+    else {
+      result.images.forEach((image, position) => {
+        const input = inputs[position];
+        if (image.input) state.seen.set(input, {...state.seen.get(input), [modelName]: image.input});
+        else image.input = seenBy(input, modelName);
+      });
+      renderImages(result);
+    }
     $("downloads").hidden = false;
   } catch (error) {
     setStatus(error.message, true);
@@ -376,6 +390,12 @@ async function run() {
 }
 
 // --- pictures ------------------------------------------------------------------------------
+
+// The input as model `name` saw it, from an earlier answer, or undefined.
+function seenBy(input, name) {
+  const pictures = state.seen.get(input);
+  return pictures ? pictures[name] : undefined;
+}
 
 function decodeValues(base64) {
   const text = atob(base64);
