@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -253,7 +254,8 @@ def main() -> None:
              f"Images per run: {count} (resnet18), {digit_count} (digits-gap), the same for "
              f"every column of a model; each figure the best of {options.rounds} interleaved "
              "rounds (the machine is shared, so single runs vary by 2x or more).", "",
-             "Command: `python benchmarks/bench_pipeline.py --output benchmarks/PIPELINE.md`", ""]
+             f"Command: `{shlex.join(['python', 'benchmarks/bench_pipeline.py', *sys.argv[1:]])}`",
+             ""]
     started = (f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.1f} at "
                "the start")
     speed_from = len(lines)
