@@ -340,20 +340,23 @@ def main() -> None:
                   "| model | local pipeline (img/s) | Ray, 1 actor | Ray, 2 actors | "
                   "1 actor / local | 2 actors / local |", "|---|---:|---:|---:|---:|---:|",
                   *ray_rows]
+    reproduce_lines: list[str] = []
     if "reproduce" in parts:
         scenes = 200 if options.quick else 1000
         rows, generated = reproduce_speed(options.rounds, scenes)
-        lines += ["", "## `camlens reproduce`: its explanation step against a bare loop", "",
-                  "The reproduce tables explain scenes generated in memory, 200 per library call "
-                  f"(no files to decode, a table written at the end). Here {scenes:,} cluttered "
-                  "digit scenes, digits-gap, the predicted class; medians of "
-                  f"{options.rounds} rounds, and each round against its own bare loop "
-                  "(`model(batch)` under `torch.inference_mode`, the same batches):", "",
-                  "| method | maps (img/s) | bare loop (img/s) | maps / bare, median "
-                  "[range] |", "|---|---:|---:|---|", *rows, "",
-                  f"Generating the scenes took {generated:.1f} s, once per table (a table then "
-                  "explains them with every method on two models)."]
-        print("\n".join(lines[-8:]), flush=True)
+        reproduce_lines = [
+            "", "## `camlens reproduce`: its explanation step against a bare loop", "",
+            "The reproduce tables explain scenes generated in memory, 200 per library call (no "
+            f"files to decode, a table written at the end). Here {scenes:,} cluttered digit "
+            f"scenes, digits-gap, the predicted class; medians of {options.rounds} rounds, and "
+            "each round against its own bare loop (`model(batch)` under "
+            "`torch.inference_mode`, the same batches):", "",
+            "| method | maps (img/s) | bare loop (img/s) | maps / bare, median [range] |",
+            "|---|---:|---:|---|", *rows, "",
+            f"Generating the scenes took {generated:.1f} s, once per table (a table then "
+            "explains them with every method on two models)."]
+        lines += reproduce_lines
+        print("\n".join(reproduce_lines), flush=True)
     if "memory" in parts and not options.quick:
         lines += ["", "## Peak memory (RSS) of `camlens explain --format npz`, digits-gap", "",
                   "| images | peak RSS (MiB) |", "|---:|---:|"]
@@ -376,8 +379,9 @@ def main() -> None:
             f"({torch.get_num_threads()} threads); {started}; best of {options.rounds} "
             "interleaved rounds. The bars: npz at least 0.8x the bare loop's images per "
             "second, overlay PNGs at least 0.5x. More in PIPELINE.md.", "",
-            "Command: `python benchmarks/bench_pipeline.py --parts speed --rounds "
-            f"{options.rounds} --results benchmarks/RESULTS.md`", "", *speed_lines]))
+            f"Command: `{shlex.join(['python', 'benchmarks/bench_pipeline.py', *sys.argv[1:]])}`",
+            "", *speed_lines, *(line.replace("## ", "### ", 1) if line.startswith("## ") else line
+                               for line in reproduce_lines)]))
 
 
 if __name__ == "__main__":
