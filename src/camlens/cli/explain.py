@@ -33,7 +33,7 @@ from camlens.cli.targets import (
 from camlens.methods import METHODS
 from camlens.scale.lanes import coarse_switching
 from camlens.scale.runs import ENGINES, RunCounts, run_explanations
-from camlens.scale.sources import SourceError, read_inputs
+from camlens.scale.sources import SourceError, local_paths, read_inputs
 from camlens.scale.work import WorkSpec, display_image
 from camlens.scale.writers import FORMATS, make_writer, output_path
 
@@ -199,7 +199,8 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer_names, fus
             output_format, batch_size, workers, lanes, engine, actors, ray_address, shard_size,
             colormap, alpha, max_pixels, max_aspect, channels_last, token_grid, device) -> None:
     """Explain the model's prediction for each image (folders are walked; a .txt list of paths
-    or a Parquet table with a path or image column is read too): one PNG per image and method
+    or URIs (file://, s3://, gs://, hdfs://, abfs://) or a Parquet table with a path or image
+    column is read too): one PNG per image and method
     (a grid when several), or npz / Parquet shards of the raw maps, and the index
     (explanations.jsonl as it goes, explanations.json at the end). Images are decoded and
     written in worker threads and explained in batches; --engine ray spreads the work over a
@@ -276,7 +277,7 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer_names, fus
     index = RunIndex(out, settings, resume)
     try:
         writer = make_writer(output_format, loaded, out, colormap=colormap, alpha=alpha,
-                             inputs=[item.path for item in items if item.path],
+                             inputs=local_paths(items),
                              taken=index.outputs(), shard_size=shard_size, resume=resume)
     except ValueError as error:
         index.close()

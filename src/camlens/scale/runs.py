@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from camlens.scale.sources import InputItem, read_inputs
+from camlens.scale.sources import InputItem, local_paths, read_inputs
 from camlens.scale.work import WorkSpec, decode_input, default_batch_size, explain_batch
 from camlens.scale.writers import FORMATS, Written, make_writer
 
@@ -180,7 +180,7 @@ def explain_dataset(
     settings = {"model": loaded.name, "layer": layer, "methods": list(names),
                 "target": repr(target), "format": format, "options": repr(sorted(options))}
     index = RunIndex(out, settings, resume)
-    writer = make_writer(format, loaded, out, inputs=[i.path for i in items if i.path],
+    writer = make_writer(format, loaded, out, inputs=local_paths(items),
                          taken=index.outputs(),
                          shard_size=shard_size, resume=resume)
     counts = RunCounts()

@@ -7,24 +7,38 @@ and ``resume`` know the total; decoding happens later, in the pipeline's workers
 
 - a folder: its image files, walked and sorted (:func:`camlens.io.images.find_images`);
 - a file named directly: itself (a bad one is reported when read);
-- ``LIST.txt`` / ``LIST.lst``: one path per line (relative to the list's folder; blank lines and
-  ``#`` comments skipped);
-- ``TABLE.parquet``: a string column ``path`` (or ``file``), or a binary column ``image`` holding
-  encoded images (PNG, JPEG...), with an optional ``key`` column naming them (default
-  ``TABLE.parquet#ROW``). Only a file on this machine's file system is read (no URLs).
+- ``LIST.txt`` / ``LIST.lst``: one path or URI per line (a path relative to the list's folder;
+  blank lines and ``#`` comments skipped);
+- ``TABLE.parquet``: a string column ``path`` (or ``file``) of paths or URIs, or a binary column
+  ``image`` holding encoded images (PNG, JPEG...), with an optional ``key`` column naming them
+  (default ``TABLE.parquet#ROW``).
+
+URIs: ``file://`` names a local file; ``s3://``, ``gs://``, ``hdfs://`` and ``abfs://`` objects
+are read through pyarrow's file systems (:mod:`pyarrow.fs`, credentials from the environment as
+pyarrow reads them; ``pip install 'camlens[scale]'``), on whichever machine decodes them (a Ray
+worker reads its own batch). Web URLs are refused: a data set is not fetched from web servers.
+A remote object is read into memory, at most :data:`MAX_REMOTE_BYTES`, then decoded with the
+limits of a local file.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
-__all__ = ["LIST_SUFFIXES", "InputItem", "SourceError", "decode_item", "read_inputs"]
+__all__ = ["LIST_SUFFIXES", "MAX_REMOTE_BYTES", "REMOTE_SCHEMES", "InputItem", "SourceError",
+           "decode_item", "local_paths", "read_inputs", "read_remote", "uri_scheme"]
 
 LIST_SUFFIXES = frozenset({".txt", ".lst"})
+
+#: URI schemes read through :mod:`pyarrow.fs` (``file://`` URIs become local paths instead).
+REMOTE_SCHEMES = frozenset({"s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss"})
+
+#: The largest remote object read, in bytes (an image file; its pixels are then limited as a
+#: local file's are).
+MAX_REMOTE_BYTES = 256 << 20
 
 
 class SourceError(ValueError):
@@ -56,19 +70,50 @@ def read_inputs(sources: Sequence[str | Path]) -> list[InputItem]:
     return items
 
 
+def local_paths(items: Sequence[InputItem]) -> list[str]:
+    """The paths of ``items`` on this machine's file system (not remote URIs, not bytes): the
+    files an output must never overwrite."""
+    return [item.path for item in items if item.path and uri_scheme(item.path) is None]
+
+
+def uri_scheme(text: str) -> str | None:
+    """The scheme of a URI (``"s3"`` of ``s3://bucket/a.jpg``, lower case), None for a path."""
+    head, separator, _ = text.partition("://")
+    if not separator or not head or not head[0].isalpha() or not all(
+            ch.isalnum() or ch in "+-." for ch in head):
+        return None
+    return head.lower()
+
+
+def _entry(text: str, source: Path, folder: Path | None) -> InputItem:
+    """The input named by ``text`` in ``source`` (a list or table): a path (relative to
+    ``folder`` when given), a ``file://`` URI (its local path) or a remote URI."""
+    scheme = uri_scheme(text)
+    if scheme is None:
+        entry = Path(text)
+        entry = entry if folder is None or entry.is_absolute() else folder / entry
+        return InputItem(str(entry), str(entry))
+    if scheme == "file":
+        parts = urlsplit(text)
+        if parts.netloc not in ("", "localhost"):
+            raise SourceError(f"{source}: {text!r} names a file on host {parts.netloc!r}; a "
+                              "file:// URI names a file on this machine (file:///path)")
+        local = unquote(parts.path)
+        return InputItem(local, local)
+    if scheme in REMOTE_SCHEMES:
+        return InputItem(text, text)
+    raise SourceError(f"{source}: {text!r} is a {scheme}:// URI; camlens reads local paths, "
+                      f"file:// and {', '.join(f'{name}://' for name in sorted(REMOTE_SCHEMES))} "
+                      "URIs (object stores and HDFS, through pyarrow); download web data first")
+
+
 def _list_items(path: Path) -> list[InputItem]:
     items = []
     for line in path.read_text(encoding="utf-8").splitlines():
         text = line.strip()
         if not text or text.startswith("#"):
             continue
-        if "://" in text:
-            raise SourceError(f"{path}: {text!r} is a URL; a list names local files only "
-                              "(copy the data here, or read it with --engine ray on a cluster "
-                              "that mounts it)")
-        entry = Path(text)
-        entry = entry if entry.is_absolute() else path.parent / entry
-        items.append(InputItem(str(entry), str(entry)))
+        items.append(_entry(text, path, path.parent))
     return items
 
 
@@ -82,7 +127,7 @@ def _parquet_items(path: Path) -> list[InputItem]:
     for name in ("path", "file"):
         if name in columns:
             table = pq.read_table(path, columns=[name])
-            return [InputItem(str(value), str(value)) for value in table.column(name).to_pylist()]
+            return [_entry(str(value), path, None) for value in table.column(name).to_pylist()]
     if "image" in columns:
         keys = (pq.read_table(path, columns=["key"]).column("key").to_pylist()
                 if "key" in columns else None)
@@ -95,18 +140,55 @@ def _parquet_items(path: Path) -> list[InputItem]:
 
 def decode_item(item: InputItem, max_pixels: int, max_aspect: float):
     """``item`` as an RGB PIL image, or :class:`camlens.io.images.ImageFileError` naming it.
-    Encoded bytes go through the same checks as a file (size limits, EXIF, modes)."""
-    from camlens.io.images import ImageFileError, read_image
+    Encoded bytes (a table's, a remote object's) go through the same checks as a file (size
+    limits, EXIF, modes), in memory."""
+    from camlens.io.images import read_image
 
-    if item.data is None:
+    data = item.data
+    if data is None and item.path is not None and uri_scheme(item.path) in REMOTE_SCHEMES:
+        data = read_remote(item.path)
+    if data is None:
         return read_image(Path(item.path or item.key), max_pixels, max_aspect=max_aspect)
-    handle, name = tempfile.mkstemp(prefix="camlens-input-")
+    return read_image(data, max_pixels, max_aspect=max_aspect, name=item.key)
+
+
+def file_system_of(uri: str):
+    """(the :mod:`pyarrow.fs` file system of ``uri``, the object's path in it)."""
+    from pyarrow import fs
+
+    return fs.FileSystem.from_uri(uri)
+
+
+def read_remote(uri: str, limit: int | None = None) -> bytes:
+    """The bytes of the object at ``uri`` (a :data:`REMOTE_SCHEMES` URI) through
+    :mod:`pyarrow.fs`, at most ``limit`` (default :data:`MAX_REMOTE_BYTES`); a missing, odd,
+    unreadable or larger object is an :class:`camlens.io.images.ImageFileError` naming it (the
+    run reports the input and goes on)."""
+    from camlens.io.images import ImageFileError
+
+    limit = MAX_REMOTE_BYTES if limit is None else limit
     try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(item.data)
-        try:
-            return read_image(Path(name), max_pixels, max_aspect=max_aspect)
-        except ImageFileError as error:
-            raise ImageFileError(str(error).replace(name, item.key)) from None
-    finally:
-        os.unlink(name)
+        import pyarrow
+        from pyarrow import fs
+    except ImportError:
+        raise ImageFileError(f"{uri}: reading {uri_scheme(uri)}:// URIs needs pyarrow (pip "
+                             "install 'camlens[scale]')") from None
+    try:
+        filesystem, path = file_system_of(uri)
+        info = filesystem.get_file_info(path)
+        if info.type == fs.FileType.NotFound:
+            raise ImageFileError(f"{uri}: no such object")
+        if info.type != fs.FileType.File:
+            raise ImageFileError(f"{uri}: not a file ({info.type.name})")
+        if info.size is not None and info.size > limit:
+            raise ImageFileError(f"{uri}: {info.size} bytes, more than the {limit} an input "
+                                 "may have")
+        with filesystem.open_input_stream(path) as stream:
+            data = stream.read(limit + 1)
+    except (OSError, ValueError, pyarrow.ArrowException) as error:
+        if isinstance(error, ImageFileError):
+            raise
+        raise ImageFileError(f"{uri}: cannot read it ({error})") from None
+    if len(data) > limit:
+        raise ImageFileError(f"{uri}: more than the {limit} bytes an input may have")
+    return bytes(data)
