@@ -65,6 +65,8 @@ def get_method(name: str) -> type[CAMMethod]:
     """The method class for ``name`` (case, dashes and underscores ignored)."""
     if not isinstance(name, str):
         raise TypeError(f"method must be a name such as 'gradcam', got {type(name).__name__}")
+    if name in METHODS:  # the usual case: a name as listed
+        return METHODS[name]
     by_squashed = {squash(key): key for key in METHODS}
     key = by_squashed.get(squash(name)) or ALIASES.get(squash(name))
     if key is None:
