@@ -177,3 +177,61 @@ def test_segmentation_output_needs_a_callable_target(images):
     region[1:3, 1:3] = True
     exp = camlens.explain(seg, images, layer="0", target=lambda out: out[:, 1][:, region].sum(1))
     assert exp.targets is None and exp.scores.shape == (2,)
+
+
+def test_numpy_class_indices_are_targets(gap_net, images):
+    """Labels of a numpy data set (scikit-learn's digits): a numpy integer or array of them is
+    the same target as the Python ints."""
+    import numpy as np
+
+    reference = camlens.explain(gap_net, images, layer="features", target=[3, 4])
+    for target in (np.array([3, 4]), np.array([3, 4], dtype=np.int32)):
+        exp = camlens.explain(gap_net, images, layer="features", target=target)
+        torch.testing.assert_close(exp.maps, reference.maps)
+    one = camlens.explain(gap_net, images, layer="features", target=np.int64(3))
+    assert one.targets.tolist() == [3, 3]
+    with pytest.raises(TypeError, match="target must be None, an int"):
+        camlens.explain(gap_net, images, layer="features", target=np.bool_(True))
+
+
+def test_a_numpy_input_is_told_how_to_convert(gap_net, images):
+    with pytest.raises(TypeError, match=r"got ndarray; for a numpy array: torch.from_numpy"):
+        camlens.explain(gap_net, images.numpy(), layer="features")
+
+
+@pytest.mark.parametrize("dtype, extra", [(torch.uint8, "also need the model's scaling"),
+                                          (torch.float64, ""), (torch.float16, "")])
+def test_pixels_of_another_dtype_than_the_weights(gap_net, images, dtype, extra):
+    pixels = (images * 255).to(dtype) if dtype == torch.uint8 else images.to(dtype)
+    name = str(dtype).removeprefix("torch.")
+    with pytest.raises(ValueError, match=rf"the input is {name} but the model's weights are "
+                                         r"float32; convert it first, e.g. x.to\(torch.float32\)"
+                       ) as raised:
+        camlens.explain(gap_net, pixels, layer="features")
+    assert extra in str(raised.value) and "the model said:" in str(raised.value)
+
+
+def test_token_ids_are_not_taken_for_pixels_of_another_dtype():
+    """An embedding model's integer input is not a dtype mistake: its own error is raised."""
+    from torch import nn
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(10, 4)
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, ids):
+            if ids.shape[1] > 2:
+                raise RuntimeError("sequences of at most 2 tokens")
+            return self.head(self.embed(ids).mean(dim=1))
+
+    with pytest.raises(RuntimeError, match="^sequences of at most 2 tokens$"):
+        camlens.explain(Tokens(), torch.tensor([[1, 2, 3]]), method="gradcam", layer="embed")
+
+
+def test_a_list_of_images_is_told_to_stack_them(gap_net, images):
+    with pytest.raises(ValueError, match=r"a list of 2 tensors is passed as the model's 2 "
+                                         r"inputs, model\(x1, x2, ...\); to explain 2 images, "
+                                         r"stack them into one batch: torch.stack\(images\)"):
+        camlens.explain(gap_net, [images[0], images[1]], layer="features")

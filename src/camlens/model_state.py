@@ -107,8 +107,10 @@ def input_tensors(inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.
         isinstance(item, torch.Tensor) for item in inputs
     ):
         return tuple(inputs)
+    hint = "; for a numpy array: torch.from_numpy(x)" if hasattr(inputs, "__array__") else ""
     raise TypeError(
-        f"inputs must be a tensor or a non-empty tuple/list of tensors, got {type(inputs).__name__}"
+        f"inputs must be a tensor or a non-empty tuple/list of tensors, got "
+        f"{type(inputs).__name__}{hint}"
     )
 
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any, Union
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,7 +31,7 @@ __all__ = ["ResolvedTarget", "ScoreFn", "Target", "TopK", "adapt_output", "class
            "one_class_per_input", "predicted_classes", "resolve_target"]
 
 ScoreFn = Callable[[Any], torch.Tensor]
-Target = Union[None, int, Sequence, torch.Tensor, "TopK", str, ScoreFn]
+Target = Union[None, int, Sequence, torch.Tensor, np.ndarray, "TopK", str, ScoreFn]
 
 
 @dataclass(frozen=True)
@@ -147,10 +149,10 @@ def resolve_target(
         one = False
     elif isinstance(target, bool):
         raise TypeError(f"target must be a class index, not a bool ({target!r})")
-    elif isinstance(target, int):
-        check_class_range(target, num_classes)
-        classes, one = torch.full((batch_size, 1), target, device=device), True
-    elif isinstance(target, (torch.Tensor, Sequence)):
+    elif isinstance(target, Integral):  # an int, or numpy's (labels of a numpy data set)
+        check_class_range(int(target), num_classes)
+        classes, one = torch.full((batch_size, 1), int(target), device=device), True
+    elif isinstance(target, (torch.Tensor, np.ndarray, Sequence)):
         classes, one = tensor_target(target, batch_size, device)
         # Only classes the user gave need checking (a host sync on a GPU); argmax, topk and
         # arange are in range by construction.
@@ -159,8 +161,8 @@ def resolve_target(
             check_class_range(int(classes[out_of_range][0]), num_classes)
     else:
         raise TypeError(
-            f"target must be None, an int, a sequence or tensor of ints, TopK(k), 'all' or a "
-            f"callable; got {type(target).__name__}"
+            f"target must be None, an int, a sequence, tensor or numpy array of ints, TopK(k), "
+            f"'all' or a callable; got {type(target).__name__}"
         )
     resolved = ResolvedTarget(classes.long(), None, one_per_input=one)
     return resolved, resolved.scores(logits)
@@ -175,7 +177,7 @@ def check_class_range(value: int, num_classes: int) -> None:
 
 
 def tensor_target(
-    target: torch.Tensor | Sequence, batch_size: int, device: torch.device
+    target: torch.Tensor | np.ndarray | Sequence, batch_size: int, device: torch.device
 ) -> tuple[torch.Tensor, bool]:
     """(B, K) classes from a 1-D (one per input) or 2-D (K per input) target."""
     try:

@@ -178,9 +178,11 @@ class CAMMethod:
                 if self.smoothing.active:
                     return self.explain_smoothed(tensors, target)
                 return self.explain_any(tensors, target)
-        except (RuntimeError, ValueError) as error:
-            hint = _missing_batch_axis(self.model, self.options.explained(tensors))
-            if hint is None or isinstance(error, LayerChoiceError):
+        except (RuntimeError, ValueError, TypeError) as error:
+            if isinstance(error, LayerChoiceError):
+                raise
+            hint = _diagnosis(self.model, inputs, self.options.explained(tensors), error)
+            if hint is None:
                 raise
             raise ValueError(f"{hint} (the model said: {str(error).splitlines()[0]})") from error
 
@@ -452,6 +454,48 @@ def _check_explainable(inputs: tuple[torch.Tensor, ...], index: int) -> None:
     raise ValueError(f"the explained input{which} holds {explained.dtype} values of shape "
                      f"{tuple(explained.shape)}, e.g. token ids; camlens lays maps over a "
                      "real-valued input: choose it with input_index= (an image's pixels)")
+
+
+def _diagnosis(model: nn.Module, given: torch.Tensor | Sequence[torch.Tensor],
+               explained: torch.Tensor, error: Exception) -> str | None:
+    """What to tell the user when the call failed on inputs the model cannot take (one image
+    without its batch axis, pixels of another dtype than the weights, several images given as
+    a list), or None when it is none of these."""
+    if isinstance(error, TypeError):
+        return _images_as_several_inputs(given, error)
+    hint = _missing_batch_axis(model, explained)
+    if hint is None and isinstance(error, RuntimeError):
+        hint = _other_dtype(model, explained)
+    return hint
+
+
+def _other_dtype(model: nn.Module, explained: torch.Tensor) -> str | None:
+    """The hint for pixels (floating point or uint8) of another dtype than the model's weights;
+    integer inputs (token ids) are left alone."""
+    if not (explained.is_floating_point() or explained.dtype == torch.uint8):
+        return None
+    weights = next((tensor.dtype for tensor in (*model.parameters(), *model.buffers())
+                    if tensor.is_floating_point()), None)
+    if weights is None or weights == explained.dtype:
+        return None
+    name = str(weights).removeprefix("torch.")
+    pixels = (" (uint8 pixels also need the model's scaling and normalisation: its own "
+              "preprocessing)" if explained.dtype == torch.uint8 else "")
+    return (f"the input is {str(explained.dtype).removeprefix('torch.')} but the model's "
+            f"weights are {name}; convert it first, e.g. x.to(torch.{name}){pixels}")
+
+
+def _images_as_several_inputs(given: torch.Tensor | Sequence[torch.Tensor],
+                              error: TypeError) -> str | None:
+    """The hint for a list of same-shaped images, which camlens passes as the model's several
+    positional inputs, failing on a model that takes one."""
+    if isinstance(given, torch.Tensor) or len(given) < 2 or "positional argument" not in str(
+            error) or len({tuple(tensor.shape) for tensor in given}) != 1:
+        return None
+    return (f"a {type(given).__name__} of {len(given)} tensors is passed as the model's "
+            f"{len(given)} inputs, model(x1, x2, ...); to explain {len(given)} images, stack "
+            "them into one batch: torch.stack(images), or torch.cat(images) when each has its "
+            "batch axis")
 
 
 def _missing_batch_axis(model: nn.Module, explained: torch.Tensor) -> str | None:
