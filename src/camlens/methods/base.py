@@ -10,6 +10,7 @@ recording on at the layer, so the backward pass covers the layers after it and n
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import warnings
 from collections.abc import Callable, Sequence
@@ -474,7 +475,8 @@ def _other_dtype(model: nn.Module, explained: torch.Tensor) -> str | None:
     integer inputs (token ids) are left alone."""
     if not (explained.is_floating_point() or explained.dtype == torch.uint8):
         return None
-    weights = next((tensor.dtype for tensor in (*model.parameters(), *model.buffers())
+    weights = next((tensor.dtype for tensor in itertools.chain(model.parameters(),
+                                                               model.buffers())
                     if tensor.is_floating_point()), None)
     if weights is None or weights == explained.dtype:
         return None
