@@ -89,7 +89,8 @@ class CaptionTarget:
 
 
 def explain_caption(model, images: torch.Tensor, decoder_inputs: torch.Tensor,
-                    caption: torch.Tensor, method: str = "gradcam", layer: str = "encoder",
+                    caption: torch.Tensor, method: str = "gradcam",
+                    layer: str | None = "encoder",
                     per_token: bool = True, score: str | None = None,
                     **options) -> Explanation:
     """Maps of a caption: ``(B, T, H, W)`` per token, or ``(B, H, W)`` for the whole caption.

@@ -178,5 +178,6 @@ def _part_from_bytes(offset: int, data: bytes, meta: str) -> AuditPart:
         example = AuditExample(index, tensors[stem + "image"], tensors[stem + "map"],
                                tensors[stem + "masks"], tensors[stem + "present"])
         kept.setdefault(region, []).append((share, tiebreak, example))
-    return AuditPart(offset, info["layer"], *(tensors[key] for key in _COLUMNS),
-                     tensors.get("cues"), info["names"], kept)
+    columns = {key: tensors[key] for key in _COLUMNS}
+    return AuditPart(offset, info["layer"], **columns, cues=tensors.get("cues"),
+                     names=info["names"], kept=kept)

@@ -56,7 +56,7 @@ def evaluate_rows(model: nn.Module, spec: EvaluationSpec, batches: Iterable[Eval
 
 
 def _records(batches: Iterable[EvaluationBatch]) -> list[dict[str, Any]]:
-    records = []
+    records: list[dict[str, Any]] = []
     for batch in batches:
         for index in range(len(batch)):
             image = batch.images[index].detach().float().cpu().contiguous()

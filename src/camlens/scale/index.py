@@ -89,9 +89,9 @@ class RunIndex:
     def add(self, file: Path | str, records: list[dict[str, Any]],
             error: str | None = None) -> None:
         """Index ``file`` now: explained with ``records``, or failed with ``error``."""
-        entry = {"file": str(file), "status": "failed" if error else "explained",
-                 "error": error, "records": records}
-        self.status[str(file)] = entry["status"]
+        status = "failed" if error else "explained"
+        entry = {"file": str(file), "status": status, "error": error, "records": records}
+        self.status[str(file)] = status
         self._write(entry)
 
     def close(self) -> Path:

@@ -53,7 +53,7 @@ def _omp_set_num_threads() -> Callable[[int], None] | None:
     """The ``omp_set_num_threads`` of the OpenMP runtime torch uses, or None."""
     if "OpenMP" not in torch.__config__.parallel_info():
         return None
-    candidates = [None]  # the symbols already loaded into the process
+    candidates: list[str | None] = [None]  # the symbols already loaded into the process
     folder = Path(torch.__file__).parent / "lib"
     candidates += sorted(str(path) for pattern in ("libgomp*.so*", "libiomp5*.so*", "libomp*.so*")
                          for path in folder.glob(pattern))
@@ -187,9 +187,9 @@ def captured_warnings() -> Iterator[list[warnings.WarningMessage]]:
     time): through the lanes' recorder while lanes run, else ``catch_warnings(record=True)``."""
     recorder = _recorder
     if recorder is None:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as recorded:
             warnings.simplefilter("always", ExplanationWarning)
-            yield caught
+            yield recorded if recorded is not None else []
         return
     caught: list[warnings.WarningMessage] = []
     recorder.local.caught = caught

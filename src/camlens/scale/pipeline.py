@@ -142,7 +142,8 @@ def _run_in_lanes(items, decode, explain, writer, on_written, batch_size: int, l
                     running.append(pool.submit(one_batch, batch))
                 if not running:
                     break
-                _report_batch(*running.popleft().result(), on_written, on_result)
+                results, done = running.popleft().result()
+                _report_batch(results, done, on_written, on_result)
             for done in writer.close():
                 on_written(done)
         except BaseException:

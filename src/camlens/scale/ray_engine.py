@@ -76,7 +76,7 @@ class RayExplainer:
             "key", "error", "method", "layer", "target", "target_name", "score", "raw",
             "shape", "notes", "console")}
         for result in explain_batch(self.loaded, self.spec, self.device, decoded):
-            rows = result.rows or [None]
+            rows: list[MapRow | None] = [*result.rows] or [None]
             for row in rows:
                 columns["key"].append(result.key)
                 columns["error"].append(result.error or "")

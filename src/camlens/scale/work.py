@@ -94,6 +94,13 @@ class Decoded:
     tensor: torch.Tensor | None = None
     error: str | None = None
 
+    @property
+    def pixels(self) -> torch.Tensor:
+        """The tensor of an input decoded without error (a programming error otherwise)."""
+        if self.tensor is None:
+            raise RuntimeError(f"{self.item.key} has no tensor: {self.error}")
+        return self.tensor
+
 
 @dataclass
 class MapRow:
@@ -124,6 +131,13 @@ class ImageResult:
     names: list[str] | None = None
     boxes: list[list[float]] | None = None
     outline: np.ndarray | None = None
+
+    @property
+    def pixels(self) -> torch.Tensor:
+        """The input's tensor, kept for pictures (a programming error otherwise)."""
+        if self.tensor is None:
+            raise RuntimeError(f"{self.key}: no input tensor kept (WorkSpec.pictures is off)")
+        return self.tensor
 
 
 def class_label(index: int, class_names) -> str:
@@ -193,7 +207,7 @@ def explain_batch(loaded, spec: WorkSpec, device, batch: Sequence[Decoded]
     else:  # inputs of one shape explain together (a model's preprocessing may vary sizes)
         by_shape: dict[tuple, list[int]] = {}
         for position in good:
-            by_shape.setdefault(tuple(batch[position].tensor.shape[1:]), []).append(position)
+            by_shape.setdefault(tuple(batch[position].pixels.shape[1:]), []).append(position)
         groups = list(by_shape.values())
     for group in groups:
         for position, result in zip(group, _explain_group(loaded, spec, device,
@@ -208,7 +222,7 @@ def _explain_group(loaded, spec: WorkSpec, device, group: list[Decoded]) -> list
     from camlens.methods import get_method
 
     prepare = spec.prepare or plain_target
-    stacked = torch.cat([decoded.tensor for decoded in group])
+    stacked = torch.cat([decoded.pixels for decoded in group])
     try:
         with captured_warnings() as caught:
             asked = prepare(loaded, spec.target, stacked, device)
@@ -240,7 +254,7 @@ def _explain_group(loaded, spec: WorkSpec, device, group: list[Decoded]) -> list
         result.rows = [row for method, exp in zip(spec.methods, alone, strict=True)
                        for row in _rows(loaded, spec, method, exp, asked)]
         if spec.pictures:
-            result.tensor = decoded.tensor.cpu()
+            result.tensor = decoded.pixels.cpu()
             result.explanations = alone
             result.outline = None if outlines is None else outlines[position]
         results.append(result)
@@ -251,13 +265,19 @@ def _one_input(exp: Explanation, position: int, count: int) -> Explanation:
     """Input ``position`` of ``exp`` (a call on ``count`` inputs), with its own notes."""
     if count == 1:
         return exp
-    cut = lambda tensor: None if tensor is None else tensor[position:position + 1].clone()  # noqa: E731
+
+    def cut(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor[position:position + 1].clone()
+
+    def cut_some(tensor: torch.Tensor | None) -> torch.Tensor | None:
+        return None if tensor is None else cut(tensor)
+
     per_layer = {name: _one_input(layer_exp, position, count)
                  for name, layer_exp in exp.per_layer.items()}
-    single = Explanation(raw=cut(exp.raw), scores=cut(exp.scores), targets=cut(exp.targets),
-                         method=exp.method, layer=exp.layer, input_size=exp.input_size,
-                         attributions=cut(exp.attributions), notes=[],
-                         per_layer=per_layer, _maps=cut(exp._maps))
+    single = Explanation(raw=cut(exp.raw), scores=cut(exp.scores),
+                         targets=cut_some(exp.targets), method=exp.method, layer=exp.layer,
+                         input_size=exp.input_size, attributions=cut_some(exp.attributions),
+                         notes=[], per_layer=per_layer, _maps=cut_some(exp._maps))
     single.notes = [note for note in (_note_for(note, single, count) for note in exp.notes)
                     if note is not None]
     return single

@@ -172,7 +172,7 @@ class PngWriter:
             first = results[group[0]]
             overlays = sum(exp.maps.shape[1] if exp.maps.ndim == 4 else 1
                            for exp in first.explanations)
-            step = TOGETHER_PIXELS // (overlays * first.tensor.shape[-2] * first.tensor.shape[-1])
+            step = TOGETHER_PIXELS // (overlays * first.pixels.shape[-2] * first.pixels.shape[-1])
             if len(group) < 2 or step < 2:  # alone, or too many maps: one at a time
                 continue
             for start in range(0, len(group), step):
@@ -188,7 +188,7 @@ class PngWriter:
         from camlens.viz.overlay import overlay_pixels
 
         members = [results[position] for position in positions]
-        pixels = display_pixels(self.loaded, torch.cat([r.tensor for r in members]))
+        pixels = display_pixels(self.loaded, torch.cat([r.pixels for r in members]))
         per_input: list[list[np.ndarray]] = [[] for _ in members]
         for number in range(len(members[0].explanations)):
             maps = torch.cat([r.explanations[number].maps for r in members])
@@ -217,7 +217,7 @@ class PngWriter:
         )
 
         loaded, records, stem = self.loaded, [], Path(result.key).stem
-        picture = display_image(loaded, result.tensor) if together is None else together[0]
+        picture = display_image(loaded, result.pixels) if together is None else together[0]
         ready = None if together is None else iter(together[1])
         explanations = result.explanations
         rows = iter(result.rows)

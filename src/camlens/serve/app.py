@@ -9,6 +9,7 @@ cannot run on the input, 503 a full queue, 504 a request over its time limit.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -221,7 +222,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 def _install_error_answers(app: FastAPI) -> None:
-    statuses: list[tuple[type[BaseException], int]] = [
+    statuses: list[tuple[type[Exception], int]] = [
         (BadRequest, 400), (TooLarge, 413), (UnknownModel, 404), (LookupError, 404),
         (Busy, 503), (TimedOut, 504), (ValueError, 400), (IndexError, 400), (TypeError, 400),
         (RuntimeError, 422)]
@@ -464,7 +465,7 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
             key = job.batch_key(method, layer, tensor)
             payload = job.payload(method, layer, tensor, prepared)
             futures.append(server.batcher.submit(key, payload) if key is not None else
-                           server.pool.run(lambda p=payload: _alone(p)))
+                           server.pool.run(functools.partial(_alone, payload)))
     with phase("explain"):
         answers = await asyncio.gather(*futures)
     count = len(job.columns)

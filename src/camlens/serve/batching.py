@@ -56,10 +56,11 @@ class WorkPool:
 
         self.limits = limits
         self.threads_each = threads_each
-        self.executor = ThreadPoolExecutor(
-            limits.workers, thread_name_prefix="camlens-serve",
-            **({} if threads_each is None else {"initializer": start_lane,
-                                                "initargs": (threads_each,)}))
+        self.executor = (
+            ThreadPoolExecutor(limits.workers, thread_name_prefix="camlens-serve")
+            if threads_each is None else
+            ThreadPoolExecutor(limits.workers, thread_name_prefix="camlens-serve",
+                               initializer=start_lane, initargs=(threads_each,)))
         self._lock = threading.Lock()
         self._admitted = 0
 
@@ -205,7 +206,7 @@ class MicroBatcher:
 
 def _distribute(done: asyncio.Future, group: list[_Item]) -> None:
     error = done.exception()
-    results = None if error is not None else done.result()
+    results = [] if error is not None else done.result()
     for position, item in enumerate(group):
         if item.future.done():
             continue

@@ -34,7 +34,7 @@ def caption_record(served: ServedModel, picture, tensor: torch.Tensor, method: s
     model = served.loaded.model
     on_device = tensor.to(served.device)
     with torch.no_grad():
-        words = model.generate(on_device, beam_size=beam)[0]
+        words = model.generate(on_device, beam_size=beam)[0]  # type: ignore[operator]
     inputs, scored = caption_tokens([words], END, START, MAX_TOKENS)
     inputs = inputs.to(served.device)
     per_word = explain_caption(model, on_device, inputs, scored, method, layer).to("cpu")

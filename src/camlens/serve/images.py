@@ -242,5 +242,5 @@ def maps_archive(job: ImageJob, explanations: list[list[Explanation]]) -> tuple[
               explanation.raw[0].numpy().astype(np.float32)
               for position, per_method in enumerate(explanations)
               for (method, layer), explanation in zip(job.columns, per_method, strict=True)}
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub: names as **kwds
     return buffer.getvalue(), "maps.npz"

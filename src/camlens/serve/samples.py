@@ -93,9 +93,9 @@ class SampleShelf:
                                     format="WAV", subtype="PCM_16")
                     words = [{"word": w.word, "start_s": round(w.start_s, 4),
                               "end_s": round(w.end_s, 4)} for w in recording.words]
+                    said = " ".join(w.word for w in recording.words)
                     samples.append(Sample(
-                        f"speech-{index}", "audio",
-                        f"{recording.accent}: {' '.join(w['word'] for w in words)}",
+                        f"speech-{index}", "audio", f"{recording.accent}: {said}",
                         "audio/wav", buffer.getvalue(), {"for": "audio", "words": words}))
                 self._recordings = samples
             return self._recordings

@@ -8,7 +8,7 @@ over to disk, so nothing a user sends touches the disk.
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from starlette.datastructures import UploadFile
@@ -63,7 +63,7 @@ class _InMemoryParser(MultiPartParser):
     spool_max_size = 1 << 62
 
 
-async def _chunks(body: bytes) -> AsyncIterator[bytes]:
+async def _chunks(body: bytes) -> AsyncGenerator[bytes, None]:
     yield body
 
 
