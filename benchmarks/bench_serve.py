@@ -240,7 +240,7 @@ def paired_costs(url: str, work: Work, inputs: list[torch.Tensor], pictures: lis
 
     times: dict[str, list[float]] = {name: [] for name in (
         "library", "library from bytes", "server", "server, input left out",
-        "server, upload left out")}
+        "server, upload left out", "server, format=png")}
     with ThreadPoolExecutor(1) as worker, httpx.Client(base_url=url, timeout=120) as http:
         def timed(work) -> float:
             began = time.perf_counter()
@@ -262,7 +262,8 @@ def paired_costs(url: str, work: Work, inputs: list[torch.Tensor], pictures: lis
             figures = {"library": timed(lambda t=tensor: library(t)),
                        "server": total, "server, upload left out": less_upload,
                        "library from bytes": timed(lambda d=data: from_bytes(d)),
-                       "server, input left out": served(data, input="false")[0]}
+                       "server, input left out": served(data, input="false")[0],
+                       "server, format=png": served(data, format="png")[0]}
             if round_ >= 3:
                 for name, value in figures.items():
                     times[name].append(value)
@@ -491,10 +492,12 @@ def main() -> int:
         "",
         "| library: explain + overlay PNG | library from the uploaded bytes (decode, preprocess, "
         "explain, overlay PNG) | server | server, `input=false` (no input picture in the "
-        "answer) | server, less the wait for the body (`upload`) |",
-        "| ---: | ---: | ---: | ---: | ---: |",
+        "answer) | server, less the wait for the body (`upload`) | server, `format=png` (the "
+        "overlay PNG alone, no JSON) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
         f"| {costs['library']:.2f} | {costs['library from bytes']:.2f} | {costs['server']:.2f} "
-        f"| {costs['server, input left out']:.2f} | {costs['server, upload left out']:.2f} |",
+        f"| {costs['server, input left out']:.2f} | {costs['server, upload left out']:.2f} "
+        f"| {costs['server, format=png']:.2f} |",
         "",
         f"The server's own time per request is {costs['server'] / costs['library']:.2f}x the "
         "library call plus its overlay PNG, "
@@ -505,7 +508,10 @@ def main() -> int:
         "bar: at most 1x). Less the wait for the request's body (the `upload` phase: the "
         "client's bytes in transit, not the server's work): "
         f"{costs['server, upload left out'] / costs['library']:.2f}x and "
-        f"{costs['server, upload left out'] / costs['library from bytes']:.2f}x.",
+        f"{costs['server, upload left out'] / costs['library from bytes']:.2f}x. With "
+        "`format=png` (the answer is the overlay PNG itself: the library row's work plus HTTP "
+        f"and the form): {costs['server, format=png'] / costs['library']:.2f}x and "
+        f"{costs['server, format=png'] / costs['library from bytes']:.2f}x.",
     ]
     soak = rows[-1][3]
     lines += [

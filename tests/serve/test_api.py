@@ -115,6 +115,37 @@ def test_raw_maps_as_npy_and_npz(client, catalog, digits):
     assert refused.status_code == 400 and "format=npz" in refused.json()["error"]
 
 
+def test_the_overlay_alone_as_png(client, app, digits, monkeypatch):
+    """format=png: the overlay of one image, method, layer and target as the answer itself, the
+    same bytes as the JSON answer's overlay, its class, score and layer in headers."""
+    import base64
+
+    fields = {"model": "digits-gap", "layer": "features", "target": "7"}
+    cell = post_images(client, [digits[1][1]], **fields).json()[
+        "images"][0]["explanations"][0]["maps"][0]
+    answer = post_images(client, [digits[1][1]], format="png", **fields)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+    assert answer.content == base64.b64decode(cell["overlay"].split(",", 1)[1])
+    assert answer.headers["x-camlens-class"] == "7"
+    assert answer.headers["x-camlens-class-name"] == "7"
+    assert answer.headers["x-camlens-layer"] == "features"
+    assert float(answer.headers["x-camlens-score"]) == pytest.approx(cell["score"], rel=1e-5)
+    # the same answer where the request is batched (every worker busy): not on one worker
+    batcher = type(app.state.server.batcher)
+    monkeypatch.setattr(batcher, "idle", property(lambda self: False))
+    batched = post_images(client, [digits[1][1]], format="png", **fields)
+    assert batched.content == answer.content and batched.headers["x-camlens-class"] == "7"
+    monkeypatch.undo()
+    for refused, message in (
+            (post_images(client, [digits[1][1], digits[2][1]], format="png", **fields),
+             "format=png is one overlay: one image, one method and one layer (got 2 images"),
+            (post_images(client, [digits[1][1]], format="png", method="gradcam,layercam",
+                         model="digits-gap"), "(got 1 images and 2 maps each)"),
+            (post_images(client, [digits[1][1]], format="png", model="digits-gap",
+                         target="top3"), "the target 'top3' gives 3 maps; use format=json")):
+        assert refused.status_code == 400 and message in refused.json()["error"]
+
+
 @pytest.mark.parametrize(("fields", "status", "message"), [
     ({"model": "digits-gapp"}, 404, "unknown model 'digits-gapp'; did you mean digits-gap"),
     ({"model": "digits-gap", "method": "gradcm"}, 400, "unknown method 'gradcm'"),

@@ -25,7 +25,13 @@ from fastapi.staticfiles import StaticFiles
 
 from camlens.serve.batching import Busy, MicroBatcher, TimedOut, WorkPool
 from camlens.serve.catalog import ModelCatalog, ServedModel, UnknownModel
-from camlens.serve.images import ImageJob, explain_payloads, image_records, maps_archive
+from camlens.serve.images import (
+    ImageJob,
+    explain_payloads,
+    image_records,
+    maps_archive,
+    overlay_png,
+)
 from camlens.serve.limits import Limits
 from camlens.serve.samples import SampleShelf
 from camlens.serve.timing import ServerTiming, current_phases, phase
@@ -82,7 +88,9 @@ EXPLAIN_FORM = _form_schema({
                                       "classes separated by commas, box:x0,y0,x1,y1[:CLASS] or "
                                       "detections[:SCORE] (a detector: one map per detection), "
                                       "class:CLASS"},
-    "format": {**TEXT, "enum": ["json", "npy", "npz"], "description": "json (default), or the "
+    "format": {**TEXT, "enum": ["json", "npy", "npz", "png"], "description": "json (default), "
+                                                                             "png (the overlay "
+                                                                             "alone), or the "
                                                                       "raw maps"},
     "alpha": {"type": "number", "description": "overlay opacity, 0 to 1 (default 0.5)"},
     "colormap": {**TEXT, "description": "a matplotlib colormap (default jet)"},
@@ -417,8 +425,8 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
     if served.kind == "audio":
         raise BadRequest(f"{served.name} is an audio model: POST /api/explain-audio")
     output = (form.one("format") or "json").lower()
-    if output not in ("json", "npy", "npz"):
-        raise BadRequest(f"format must be json, npy or npz, got {output!r}")
+    if output not in ("json", "npy", "npz", "png"):
+        raise BadRequest(f"format must be json, npy, npz or png, got {output!r}")
     uploads = _uploads(form, "image")
     target_text = form.one("target") or "top1"
     colormap = form.one("colormap") or "jet"
@@ -428,6 +436,10 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
                    colormap, _flag(form, "heatmap"), _flag(form, "input", default=True),
                    _flag(form, "overlay", default=True))
     names = [upload.filename for upload in uploads]
+    if output == "png" and (len(uploads) != 1 or len(job.columns) != 1):
+        raise BadRequest(f"format=png is one overlay: one image, one method and one layer (got "
+                         f"{len(uploads)} images and {len(job.columns)} maps each); use "
+                         "format=json")
 
     def prepare():
         pictures, tensors, sizes = [], [], []
@@ -439,15 +451,17 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
             pictures.append(server.picture_of(served.loaded, tensor))
         return pictures, tensors, sizes
 
-    if server.batcher.idle and output == "json" and not job.needs_preparing:
+    if server.batcher.idle and output in ("json", "png") and not job.needs_preparing:
         phases = current_phases()
 
-        def whole() -> JSONResponse:
+        def whole() -> Response:
             with phase("prepare", into=phases):
                 pictures, tensors, sizes = prepare()
             with phase("explain", into=phases):
                 explanations = _explain_together(job, tensors)
             with phase("encode", into=phases):
+                if output == "png":
+                    return _overlay_answer(job, pictures[0], explanations[0][0])
                 return _answer(job, image_records(job, names, sizes, pictures, explanations,
                                                   limits.value_grid))
 
@@ -470,6 +484,10 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
         answers = await asyncio.gather(*futures)
     count = len(job.columns)
     explanations = [list(answers[i * count:(i + 1) * count]) for i in range(len(tensors))]
+    if output == "png":
+        with phase("encode"):
+            return await server.pool.aside(lambda: _overlay_answer(
+                job, pictures[0], explanations[0][0], per_image[0]))
     if output != "json":
         with phase("encode"):
             data, filename = await server.pool.aside(lambda: maps_archive(job, explanations))
@@ -488,6 +506,12 @@ def _answer(job: ImageJob, records: list[dict[str, Any]]) -> JSONResponse:
     """The JSON answer of an explain request (rendered where it is built: a worker thread)."""
     return JSONResponse({"model": job.served.name, "methods": job.methods, "layers": job.layers,
                          "target": job.target_text, "images": records})
+
+
+def _overlay_answer(job: ImageJob, picture, explanation, prepared=None) -> Response:
+    """``format=png``: the one overlay as a PNG, its class, score and layer in headers."""
+    data, headers = overlay_png(job, picture, explanation, prepared)
+    return Response(data, media_type="image/png", headers=headers)
 
 
 def _explain_together(job: ImageJob, tensors: list[Any]) -> list[list[Any]]:

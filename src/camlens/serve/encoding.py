@@ -10,14 +10,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["map_values", "png_data_url", "raw_values"]
+__all__ = ["map_values", "png_bytes", "png_data_url", "raw_values"]
+
+
+def png_bytes(picture) -> bytes:
+    """A PIL image as PNG bytes (zlib level 1: about as small, several times faster)."""
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 def png_data_url(picture) -> str:
     """A PIL image as a ``data:image/png;base64,...`` URL."""
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(png_bytes(picture)).decode("ascii")
 
 
 def map_values(map_: torch.Tensor, longest: int) -> dict[str, Any]:

@@ -21,10 +21,11 @@ import torch
 
 from camlens.explanation import Explanation
 from camlens.serve.catalog import ServedModel
-from camlens.serve.encoding import map_values, png_data_url, raw_values
+from camlens.serve.encoding import map_values, png_bytes, png_data_url, raw_values
+from camlens.serve.uploads import BadRequest
 
 __all__ = ["ImageJob", "Payload", "explain_payloads", "image_records", "maps_archive",
-           "target_factory"]
+           "overlay_png", "target_factory"]
 
 #: A target for a batch of n inputs, from what one request asked for.
 TargetFactory = Callable[[int], Any]
@@ -224,6 +225,34 @@ def image_records(job: ImageJob, names: list[str], sizes: list[tuple[int, int]],
                         "input": png_data_url(picture) if job.input else None,
                         "explanations": rows})
     return records
+
+
+def overlay_png(job: ImageJob, picture, explanation: Explanation, prepared: Any = None
+                ) -> tuple[bytes, dict[str, str]]:
+    """``format=png``: the overlay of a one-image, one-column request as PNG bytes, and the
+    answer's headers: ``x-camlens-class`` (the class index, empty for a custom score),
+    ``x-camlens-class-name`` and ``x-camlens-layer`` (percent-encoded UTF-8: names come from
+    the model) and ``x-camlens-score``. More than one map (several targets) is a
+    :class:`BadRequest`: that answer is ``format=json``."""
+    from urllib.parse import quote
+
+    from camlens.viz import overlay
+
+    maps = explanation.maps[0]
+    if maps.ndim == 3 and maps.shape[0] != 1:
+        raise BadRequest(f"format=png is one overlay, but the target {job.target_text!r} gives "
+                         f"{maps.shape[0]} maps; use format=json")
+    map_ = maps.reshape(maps.shape[-2:])
+    index = (None if explanation.targets is None
+             else int(explanation.targets[0].reshape(-1)[0]))
+    names = None if prepared is None else prepared.names
+    name = names[0] if names else _class_name(index, job.served.class_names)
+    score = float(explanation.scores[0].reshape(-1)[0])
+    headers = {"x-camlens-class": "" if index is None else str(index),
+               "x-camlens-class-name": quote(name, safe=""),
+               "x-camlens-layer": quote(explanation.layer, safe=""),
+               "x-camlens-score": f"{score:.6g}"}
+    return png_bytes(overlay(picture, map_, job.colormap, job.alpha)), headers
 
 
 def maps_archive(job: ImageJob, explanations: list[list[Explanation]]) -> tuple[bytes, str]:
