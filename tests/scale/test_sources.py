@@ -140,3 +140,26 @@ def test_uri_schemes_and_paths_told_apart():
     assert sources.uri_scheme("relative/a.jpg") is None
     assert sources.uri_scheme("C:\\data\\a.jpg") is None
     assert sources.uri_scheme("weird name://x") is None
+
+
+def test_a_remote_folder_or_object_named_directly(bucket):
+    keys = [item.key for item in read_inputs(["s3://bucket/"])]
+    assert keys == [f"s3://bucket/s{index:02d}.png" for index in range(12)]
+    assert [item.path for item in read_inputs(["s3://bucket/s03.png"])] == ["s3://bucket/s03.png"]
+    local = read_inputs([bucket])
+    assert read_inputs([bucket.as_uri()]) == local  # file://: the local folder
+    with pytest.raises(SourceError, match=r"s3://bucket/nothing/: no such object or folder"):
+        read_inputs(["s3://bucket/nothing/"])
+
+
+def test_the_command_on_a_remote_folder(bucket, tmp_path):
+    from camlens.cli import main
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["explain", "s3://bucket/", "-m", "digits-gap", "--format",
+                                       "npz", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "explained 12, failed 0" in result.output
+    lines = [json.loads(line) for line in (out / "explanations.jsonl").read_text().splitlines()]
+    assert sorted(line["file"] for line in lines if "file" in line) == [
+        f"s3://bucket/s{index:02d}.png" for index in range(12)]

@@ -132,7 +132,7 @@ def automatic_layer(loaded, example, channels_last: bool | None = None) -> str |
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True)  # strings: a URI's // must survive
 @model_options
 @click.option("--layer", "-l", "layer_names", multiple=True,
               help="Target layer (default: the model's own, else automatic); repeat for several "
@@ -198,9 +198,9 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer_names, fus
             counterfactual, eigen_smooth, aug_smooth, smooth_samples, target, out, resume,
             output_format, batch_size, workers, lanes, engine, actors, ray_address, shard_size,
             colormap, alpha, max_pixels, max_aspect, channels_last, token_grid, device) -> None:
-    """Explain the model's prediction for each image (folders are walked; a .txt list of paths
-    or URIs (file://, s3://, gs://, hdfs://, abfs://) or a Parquet table with a path or image
-    column is read too): one PNG per image and method
+    """Explain the model's prediction for each image (folders are walked, remote ones too:
+    s3://, gs://, hdfs://, abfs://; a .txt list of paths or URIs or a Parquet table with a path
+    or image column is read too): one PNG per image and method
     (a grid when several), or npz / Parquet shards of the raw maps, and the index
     (explanations.jsonl as it goes, explanations.json at the end). Images are decoded and
     written in worker threads and explained in batches; --engine ray spreads the work over a

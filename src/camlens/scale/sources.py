@@ -1,12 +1,14 @@
 """Where the inputs of a data-set run come from: folders, lists of paths, Parquet.
 
 Every source becomes a list of :class:`InputItem` (a key the index names the input by, and a
-local path or the encoded bytes), small enough to enumerate 100,000 inputs up front so progress
-and ``resume`` know the total; decoding happens later, in the pipeline's workers
+local path, a URI or the encoded bytes), small enough to enumerate 100,000 inputs up front so
+progress and ``resume`` know the total; decoding happens later, in the pipeline's workers
 (:func:`decode_item`), with the limits of :func:`camlens.io.images.read_image`.
 
-- a folder: its image files, walked and sorted (:func:`camlens.io.images.find_images`);
-- a file named directly: itself (a bad one is reported when read);
+- a folder: its image files, walked and sorted (:func:`camlens.io.images.find_images`); a
+  remote folder (``s3://bucket/photos/``, given as a string): its objects with an image suffix,
+  listed and sorted the same way;
+- a file named directly: itself (a bad one is reported when read); a remote object too;
 - ``LIST.txt`` / ``LIST.lst``: one path or URI per line (a path relative to the list's folder;
   blank lines and ``#`` comments skipped);
 - ``TABLE.parquet``: a string column ``path`` (or ``file``) of paths or URIs, or a binary column
@@ -55,11 +57,15 @@ class InputItem:
 
 
 def read_inputs(sources: Sequence[str | Path]) -> list[InputItem]:
-    """The inputs of ``sources`` (folders, files, lists, Parquet tables), in order."""
+    """The inputs of ``sources`` (folders, files, lists, Parquet tables; a string may be a URI
+    of a file, a remote object or a remote folder), in order."""
     from camlens.io.images import find_images
 
     items: list[InputItem] = []
     for source in sources:
+        if isinstance(source, str) and uri_scheme(source) is not None:  # a Path loses the //
+            items.extend(_uri_items(source))
+            continue
         path = Path(source)
         if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
             items.extend(_list_items(path))
@@ -105,6 +111,36 @@ def _entry(text: str, source: Path, folder: Path | None) -> InputItem:
     raise SourceError(f"{source}: {text!r} is a {scheme}:// URI; camlens reads local paths, "
                       f"file:// and {', '.join(f'{name}://' for name in sorted(REMOTE_SCHEMES))} "
                       "URIs (object stores and HDFS, through pyarrow); download web data first")
+
+
+def _uri_items(uri: str) -> list[InputItem]:
+    """The inputs a URI names on the command line: a ``file://`` path as a local source, a remote
+    object itself, a remote folder's image objects (listed recursively, sorted)."""
+    entry = _entry(uri, Path(uri), None)
+    if entry.path is None or uri_scheme(entry.path) is None:  # file://: as its local path
+        return read_inputs([Path(entry.path or uri)])
+    from camlens.io.images import IMAGE_SUFFIXES
+
+    try:
+        from pyarrow import fs
+    except ImportError:
+        raise SourceError(f"{uri}: reading {uri_scheme(uri)}:// URIs needs pyarrow (pip "
+                          "install 'camlens[scale]')") from None
+    try:
+        filesystem, path = file_system_of(uri)
+        info = filesystem.get_file_info(path)
+        if info.type == fs.FileType.File:
+            return [entry]
+        if info.type != fs.FileType.Directory:
+            raise SourceError(f"{uri}: no such object or folder")
+        found = filesystem.get_file_info(fs.FileSelector(path, recursive=True))
+    except OSError as error:
+        raise SourceError(f"{uri}: cannot list it ({error})") from None
+    prefix, base = uri.rstrip("/"), path.rstrip("/")
+    keys = sorted(prefix + info.path[len(base):] for info in found
+                  if info.type == fs.FileType.File
+                  and Path(info.path).suffix.lower() in IMAGE_SUFFIXES)
+    return [InputItem(key, key) for key in keys]
 
 
 def _list_items(path: Path) -> list[InputItem]:
