@@ -88,10 +88,9 @@ EXPLAIN_FORM = _form_schema({
                                       "classes separated by commas, box:x0,y0,x1,y1[:CLASS] or "
                                       "detections[:SCORE] (a detector: one map per detection), "
                                       "class:CLASS"},
-    "format": {**TEXT, "enum": ["json", "npy", "npz", "png"], "description": "json (default), "
-                                                                             "png (the overlay "
-                                                                             "alone), or the "
-                                                                      "raw maps"},
+    "format": {**TEXT, "enum": ["json", "npy", "npz", "png"],
+               "description": "json (default), png (the overlay alone: one image, method, "
+                              "layer and target), or npy / npz (the raw maps)"},
     "alpha": {"type": "number", "description": "overlay opacity, 0 to 1 (default 0.5)"},
     "colormap": {**TEXT, "description": "a matplotlib colormap (default jet)"},
     "heatmap": {"type": "boolean", "description": "also send the coloured maps alone"},
