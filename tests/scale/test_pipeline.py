@@ -172,3 +172,21 @@ def test_input_paths_resolve_as_path_resolve_does(tmp_path, monkeypatch):
     paths = ["real/a.png", real / "b.png", "linked/b.png", "file-link.png", "linked/../real/a.png",
              "missing/c.png"]
     assert resolved_paths(paths) == {Path(path).resolve() for path in paths}
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"methods": ["gradcam"]}, r"explain_dataset got methods=, which is neither one of its "
+                               r"parameters nor an option of gradcam; did you mean method\?"),
+    ({"channel_last": True}, r"did you mean channels_last\?"),
+    ({"batch_size": 0}, r"batch_size must be an int of at least 1 or None \(the default\), "
+                        r"got 0"),
+    ({"workers": -1}, r"workers must be an int of at least 0"),
+    ({"shard_size": 2.5}, r"shard_size must be an int of at least 1, got 2.5"),
+])
+def test_a_misspelt_option_or_impossible_count_is_refused_before_any_input(
+        digit_scenes, tmp_path, fields, message):
+    """A keyword explain_dataset does not take lands in the method's options: refused before
+    the run, not as a failure of every input; so are counts that cannot be."""
+    with pytest.raises((TypeError, ValueError), match=message):
+        explain_dataset("digits-gap", digit_scenes, tmp_path / "out", **fields)
+    assert not (tmp_path / "out").exists()

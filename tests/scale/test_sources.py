@@ -163,3 +163,9 @@ def test_the_command_on_a_remote_folder(bucket, tmp_path):
     lines = [json.loads(line) for line in (out / "explanations.jsonl").read_text().splitlines()]
     assert sorted(line["file"] for line in lines if "file" in line) == [
         f"s3://bucket/s{index:02d}.png" for index in range(12)]
+
+
+def test_a_web_url_named_directly_is_refused_naming_it():
+    with pytest.raises(SourceError, match=r"^https://x.org/a.png: 'https://x.org/a.png' is a "
+                                          r"https:// URI"):
+        read_inputs(["https://x.org/a.png"])

@@ -167,8 +167,12 @@ def explain_dataset(
     if engine == "ray" and format == "png":
         raise ValueError("overlays are drawn by the local engine; with engine='ray' use "
                          "format='parquet' or 'npz'")
-    names = tuple(get_method(name).name for name in ([method] if isinstance(method, str)
-                                                       else method))
+    classes = [get_method(name) for name in ([method] if isinstance(method, str) else method)]
+    names = tuple(cls.name for cls in classes)
+    _check_counts(batch_size=batch_size, workers=workers, lanes=lanes, actors=actors,
+                  shard_size=shard_size)
+    for cls in classes:  # before any input: a misspelt option would fail every one of them
+        _check_options(cls, options)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     loaded.model.to(device)
@@ -192,6 +196,39 @@ def explain_dataset(
     finally:
         counts.summary = index.close()
     return counts
+
+
+def _check_counts(**counts: int | None) -> None:
+    """Refuse a count that cannot be: batches, lanes, actors and shards of at least 1, workers
+    of at least 0 (None: the default)."""
+    for name, value in counts.items():
+        least = 0 if name == "workers" else 1
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < least):
+            default = " or None (the default)" if name in ("batch_size", "workers",
+                                                           "lanes") else ""
+            raise ValueError(f"{name} must be an int of at least {least}{default}, got "
+                             f"{value!r}")
+
+
+def _check_options(method_class, options: dict[str, Any]) -> None:
+    """Refuse ``options`` the method does not take, naming the close ones: a misspelt keyword
+    of :func:`explain_dataset` (``methods=``) lands in ``options``."""
+    import difflib
+    import inspect
+
+    parameters = inspect.signature(method_class).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    taken = [name for name in parameters if name not in ("model", "layer")]
+    for name in options:
+        if name not in taken:
+            ours = [p for p in inspect.signature(explain_dataset).parameters if p != "options"]
+            close = difflib.get_close_matches(name, [*ours, *taken], n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise TypeError(f"explain_dataset got {name}=, which is neither one of its "
+                            f"parameters nor an option of {method_class.name}; {hint}the "
+                            f"method's options: {', '.join(taken)}")
 
 
 def _loaded(model, preprocess):

@@ -91,7 +91,7 @@ def uri_scheme(text: str) -> str | None:
     return head.lower()
 
 
-def _entry(text: str, source: Path, folder: Path | None) -> InputItem:
+def _entry(text: str, source: str | Path, folder: Path | None) -> InputItem:
     """The input named by ``text`` in ``source`` (a list or table): a path (relative to
     ``folder`` when given), a ``file://`` URI (its local path) or a remote URI."""
     scheme = uri_scheme(text)
@@ -116,7 +116,7 @@ def _entry(text: str, source: Path, folder: Path | None) -> InputItem:
 def _uri_items(uri: str) -> list[InputItem]:
     """The inputs a URI names on the command line: a ``file://`` path as a local source, a remote
     object itself, a remote folder's image objects (listed recursively, sorted)."""
-    entry = _entry(uri, Path(uri), None)
+    entry = _entry(uri, uri, None)
     if entry.path is None or uri_scheme(entry.path) is None:  # file://: as its local path
         return read_inputs([Path(entry.path or uri)])
     from camlens.io.images import IMAGE_SUFFIXES
