@@ -109,7 +109,7 @@ def test_inputs_are_never_overwritten(digit_folder, tmp_path):
     (["--model", "digits-gapp"], "digits-gap"),
     (["--model", "digits-gap", "--layer", "featurez"], "features"),
     (["--model", "digits-gap", "--method", "gradcamm"], "gradcam"),
-    (["--model", "digits-gap", "--target", "seven"], "unknown class"),
+    (["--model", "digits-gap", "--target", "seven"], "the model's classes: 0, 1, 2"),
     (["--model", "digits-gap", "--target", "12"], "out of range"),
     (["--model", "torchvision:resnet1"], "resnet18"),
 ])

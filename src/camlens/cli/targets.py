@@ -77,7 +77,13 @@ def parse_target(text: str, class_names):
         if lowered in lookup:
             return lookup[lowered]
         close = difflib.get_close_matches(text, list(class_names), n=3, cutoff=0.5)
-        hint = f"closest class names: {', '.join(close)}" if close else "see the model's classes"
+        if close:
+            hint = f"closest class names: {', '.join(close)}"
+        elif len(class_names) <= 30:
+            hint = f"the model's classes: {', '.join(class_names)}"
+        else:
+            hint = (f"none of the model's {len(class_names)} class names is close (or give a "
+                    "class index)")
         raise click.BadParameter(f"unknown class {text!r}; {hint}", param_hint="--target")
     raise click.BadParameter(
         f"{text!r} is not top1, topK or a class index, and this model has no class names",
