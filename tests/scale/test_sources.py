@@ -169,3 +169,13 @@ def test_a_web_url_named_directly_is_refused_naming_it():
     with pytest.raises(SourceError, match=r"^https://x.org/a.png: 'https://x.org/a.png' is a "
                                           r"https:// URI"):
         read_inputs(["https://x.org/a.png"])
+
+
+def test_a_remote_folder_that_cannot_be_listed_says_why(monkeypatch):
+    def refuse(uri: str):
+        raise pa.ArrowInvalid("Expected a URI with a bucket")
+
+    monkeypatch.setattr(sources, "file_system_of", refuse)
+    with pytest.raises(SourceError, match=r"^s3://: cannot list it \(Expected a URI with a "
+                                          r"bucket\)"):
+        read_inputs(["s3://"])

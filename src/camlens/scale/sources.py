@@ -122,6 +122,7 @@ def _uri_items(uri: str) -> list[InputItem]:
     from camlens.io.images import IMAGE_SUFFIXES
 
     try:
+        import pyarrow
         from pyarrow import fs
     except ImportError:
         raise SourceError(f"{uri}: reading {uri_scheme(uri)}:// URIs needs pyarrow (pip "
@@ -134,7 +135,7 @@ def _uri_items(uri: str) -> list[InputItem]:
         if info.type != fs.FileType.Directory:
             raise SourceError(f"{uri}: no such object or folder")
         found = filesystem.get_file_info(fs.FileSelector(path, recursive=True))
-    except OSError as error:
+    except (OSError, pyarrow.ArrowException) as error:  # a malformed URI: ArrowInvalid
         raise SourceError(f"{uri}: cannot list it ({error})") from None
     prefix, base = uri.rstrip("/"), path.rstrip("/")
     keys = sorted(prefix + info.path[len(base):] for info in found
