@@ -23,7 +23,8 @@ map) from client processes, one thread and one HTTP connection per client:
 
 Run it alone (it measures a shared machine): ``python benchmarks/bench_serve.py --output
 benchmarks/SERVE.md`` and ``python benchmarks/bench_serve.py --model resnet18 --output
-benchmarks/SERVE_RESNET18.md``; ``--quick`` for a smoke run (1 s phases). Exit status 1 when the
+benchmarks/SERVE_RESNET18.md``; ``--quick`` for a smoke run (1 s phases); ``--device cuda``
+on a GPU. Exit status 1 when the
 soak finds an error, a wrong answer or a changed model.
 """
 
@@ -66,6 +67,10 @@ class Work:
     def loaded(self):
         return self.catalog.models[self.name].loaded
 
+    @property
+    def device(self) -> torch.device:
+        return self.catalog.models[self.name].device
+
 
 def sample_pictures() -> list[bytes]:
     """The explorer's sample digits as PNG bytes."""
@@ -75,16 +80,17 @@ def sample_pictures() -> list[bytes]:
             if sample.extra.get("for") == "image"][:PICTURES]
 
 
-def digits_work() -> Work:
+def digits_work(device: str = "cpu") -> Work:
     from camlens.serve import ModelCatalog
     from camlens.zoo import load as load_zoo
 
-    return Work(ModelCatalog.load(["digits-gap"], zoo=False), "digits-gap", "features",
+    return Work(ModelCatalog.load(["digits-gap"], zoo=False, device=device), "digits-gap",
+                "features",
                 sample_pictures(), "image/png", lambda: load_zoo("digits-gap"),
                 "one 64x64 digit (six pictures in turn), digits-gap, Grad-CAM at `features`")
 
 
-def resnet18_work(folder: Path) -> Work:
+def resnet18_work(folder: Path, device: str = "cpu") -> Work:
     """torchvision's resnet18 (random weights from a seed, as ``bench_pipeline.py``) and six
     224x224 JPEGs of blobs on noise."""
     from bench_pipeline import make_images, resnet18_weights
@@ -95,7 +101,8 @@ def resnet18_work(folder: Path) -> Work:
     folder.mkdir(parents=True, exist_ok=True)
     weights = resnet18_weights(folder)
     pictures = make_images(folder / "rgb224", PICTURES, 224, "RGB", ".jpg")
-    catalog = ModelCatalog.load(["torchvision:resnet18"], [str(weights)], zoo=False)
+    catalog = ModelCatalog.load(["torchvision:resnet18"], [str(weights)], zoo=False,
+                                device=device)
     (name,) = catalog.models
     return Work(catalog, name, "layer4", [path.read_bytes() for path in sorted(
         pictures.iterdir())][:PICTURES], "image/jpeg",
@@ -189,7 +196,7 @@ def library_timing(work: Work, inputs: list[torch.Tensor], seconds: float
     figures = {}
     for name, with_png in (("explain", False), ("explain + overlay PNG", True)):
         for tensor in inputs:  # warm up
-            camlens.explain(model, tensor, method="gradcam", layer=layer)
+            camlens.explain(model, tensor.to(work.device), method="gradcam", layer=layer)
         latencies = []
         cpu_began = time.process_time()
         end_at = time.monotonic() + seconds
@@ -197,7 +204,7 @@ def library_timing(work: Work, inputs: list[torch.Tensor], seconds: float
         while time.monotonic() < end_at:
             tensor = inputs[index % len(inputs)]
             began = time.perf_counter()
-            exp = camlens.explain(model, tensor, method="gradcam", layer=layer)
+            exp = camlens.explain(model, tensor.to(work.device), method="gradcam", layer=layer)
             if with_png:
                 png_data_url(overlay(display_image(loaded, tensor), exp.maps[0]))
             latencies.append(time.perf_counter() - began)
@@ -232,7 +239,7 @@ def paired_costs(url: str, work: Work, inputs: list[torch.Tensor], pictures: lis
     loaded, model = work.loaded, work.loaded.model
 
     def library(tensor: torch.Tensor) -> None:
-        exp = camlens.explain(model, tensor, method="gradcam", layer=work.layer)
+        exp = camlens.explain(model, tensor.to(work.device), method="gradcam", layer=work.layer)
         png_data_url(overlay(display_image(loaded, tensor), exp.maps[0]))
 
     def from_bytes(data: bytes) -> None:
@@ -287,9 +294,9 @@ def wrong_answers(answers: list[tuple], references: list) -> list[str]:
                 1.0, abs(float(reference.scores[0]))):
             problems.append(f"picture {picture}: score {cell['score']} against "
                             f"{float(reference.scores[0])}")
-        elif not np.allclose(raw, reference.raw[0].numpy(), rtol=1e-3, atol=1e-5):
+        elif not np.allclose(raw, reference.raw[0].cpu().numpy(), rtol=1e-3, atol=1e-5):
             problems.append(f"picture {picture}: raw map off by "
-                            f"{np.abs(raw - reference.raw[0].numpy()).max():.2e}")
+                            f"{np.abs(raw - reference.raw[0].cpu().numpy()).max():.2e}")
         elif not base64.b64decode(cell["overlay"].split(",", 1)[1]).startswith(b"\x89PNG"):
             problems.append(f"picture {picture}: the overlay is not a PNG")
     return problems
@@ -300,7 +307,7 @@ def model_changes(model, fresh) -> list[str]:
     changes = []
     state = model.state_dict()
     for key, value in fresh.state_dict().items():
-        if not torch.equal(state[key], value):
+        if not torch.equal(state[key].cpu(), value.cpu()):
             changes.append(f"{key} changed")
     if any(module.training for module in model.modules()):
         changes.append("a module is in training mode")
@@ -354,9 +361,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int,
                         help="rounds of the paired costs (default: 40 per second of "
                              "--seconds for digits-gap, 10 for resnet18)")
+    parser.add_argument("--device", default="cpu",
+                        help="where the served model runs: cpu, cuda or cuda:N (the library "
+                             "rows run there too)")
     parser.add_argument("--work", type=Path,
                         help="folder for resnet18's weights and pictures (default: a temp one)")
     args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch sees no CUDA device here")
     if args.quick:
         args.seconds, args.soak = 1.0, 1.0
 
@@ -373,15 +385,17 @@ def main() -> int:
     if args.model == "resnet18":
         import tempfile
 
-        work = resnet18_work(args.work or Path(tempfile.mkdtemp(prefix="camlens-serve-")))
+        work = resnet18_work(args.work or Path(tempfile.mkdtemp(prefix="camlens-serve-")),
+                             args.device)
     else:
-        work = digits_work()
+        work = digits_work(args.device)
     catalog, model, pictures = work.catalog, work.loaded.model, work.pictures
     rounds = args.rounds or max(30, int((10 if args.model == "resnet18" else 40)
                                         * args.seconds))
     inputs = [work.loaded.preprocess(read_picture(Upload("picture", data), Limits()))
               for data in pictures]
-    references = [camlens.explain(model, tensor, method="gradcam", layer=work.layer)
+    references = [camlens.explain(model, tensor.to(work.device), method="gradcam",
+                                  layer=work.layer)
                   for tensor in inputs]
 
     started = time.perf_counter()
@@ -437,6 +451,7 @@ def main() -> int:
 
     command = " ".join(["python benchmarks/bench_serve.py", *(
         ["--model", args.model] if args.model != "digits-gap" else []), *(
+        ["--device", args.device] if args.device != "cpu" else []), *(
         ["--output", str(args.output)] if args.output else [])])
     lines = [
         "# `camlens serve` under load" + ("" if args.model == "digits-gap" else
