@@ -1,6 +1,6 @@
-"""Opt-in (runs where pytorch-grad-cam is installed, e.g. after `make bench`): camlens' maps
-agree with pytorch-grad-cam's where both implement a method or option, and differ only for the
-reasons benchmarks/compare_peers.py states."""
+"""camlens' maps agree with pytorch-grad-cam's where both implement a method or option, and
+differ only for the reasons benchmarks/compare_peers.py states (grad-cam is in the dev extra,
+so `make test` and CI run it)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("pytorch_grad_cam", reason="opt-in: pip install grad-cam (make bench does)")
+pytest.importorskip("pytorch_grad_cam", reason="grad-cam is not installed (the dev extra has "
+                                               "it: pip install -e '.[dev]')")
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_peers.py"
 
