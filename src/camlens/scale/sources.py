@@ -25,9 +25,11 @@ limits of a local file.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 __all__ = ["LIST_SUFFIXES", "MAX_REMOTE_BYTES", "REMOTE_SCHEMES", "InputItem", "SourceError",
@@ -121,13 +123,7 @@ def _uri_items(uri: str) -> list[InputItem]:
         return read_inputs([Path(entry.path or uri)])
     from camlens.io.images import IMAGE_SUFFIXES
 
-    try:
-        import pyarrow
-        from pyarrow import fs
-    except ImportError:
-        raise SourceError(f"{uri}: reading {uri_scheme(uri)}:// URIs needs pyarrow (pip "
-                          "install 'camlens[scale]')") from None
-    try:
+    with _arrow(uri, SourceError, "list") as fs:
         filesystem, path = file_system_of(uri)
         info = filesystem.get_file_info(path)
         if info.type == fs.FileType.File:
@@ -135,8 +131,6 @@ def _uri_items(uri: str) -> list[InputItem]:
         if info.type != fs.FileType.Directory:
             raise SourceError(f"{uri}: no such object or folder")
         found = filesystem.get_file_info(fs.FileSelector(path, recursive=True))
-    except (OSError, pyarrow.ArrowException) as error:  # a malformed URI: ArrowInvalid
-        raise SourceError(f"{uri}: cannot list it ({error})") from None
     prefix, base = uri.rstrip("/"), path.rstrip("/")
     keys = sorted(prefix + info.path[len(base):] for info in found
                   if info.type == fs.FileType.File
@@ -189,6 +183,22 @@ def decode_item(item: InputItem, max_pixels: int, max_aspect: float):
     return read_image(data, max_pixels, max_aspect=max_aspect, name=item.key)
 
 
+@contextmanager
+def _arrow(uri: str, error: type[ValueError], verb: str) -> Iterator[Any]:
+    """:mod:`pyarrow.fs` for the block. No pyarrow, or pyarrow failing in the block (an
+    unreachable store: OSError; a malformed URI: ArrowInvalid), is ``error`` naming ``uri``."""
+    try:
+        import pyarrow
+        from pyarrow import fs
+    except ImportError:
+        raise error(f"{uri}: reading {uri_scheme(uri)}:// URIs needs pyarrow (pip install "
+                    "'camlens[scale]')") from None
+    try:
+        yield fs
+    except (OSError, pyarrow.ArrowException) as failure:
+        raise error(f"{uri}: cannot {verb} it ({failure})") from None
+
+
 def file_system_of(uri: str):
     """(the :mod:`pyarrow.fs` file system of ``uri``, the object's path in it)."""
     from pyarrow import fs
@@ -204,13 +214,7 @@ def read_remote(uri: str, limit: int | None = None) -> bytes:
     from camlens.io.images import ImageFileError
 
     limit = MAX_REMOTE_BYTES if limit is None else limit
-    try:
-        import pyarrow
-        from pyarrow import fs
-    except ImportError:
-        raise ImageFileError(f"{uri}: reading {uri_scheme(uri)}:// URIs needs pyarrow (pip "
-                             "install 'camlens[scale]')") from None
-    try:
+    with _arrow(uri, ImageFileError, "read") as fs:
         filesystem, path = file_system_of(uri)
         info = filesystem.get_file_info(path)
         if info.type == fs.FileType.NotFound:
@@ -222,10 +226,6 @@ def read_remote(uri: str, limit: int | None = None) -> bytes:
                                  "may have")
         with filesystem.open_input_stream(path) as stream:
             data = stream.read(limit + 1)
-    except (OSError, ValueError, pyarrow.ArrowException) as error:
-        if isinstance(error, ImageFileError):
-            raise
-        raise ImageFileError(f"{uri}: cannot read it ({error})") from None
     if len(data) > limit:
         raise ImageFileError(f"{uri}: more than the {limit} bytes an input may have")
     return bytes(data)
