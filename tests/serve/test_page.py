@@ -88,6 +88,11 @@ def test_upload_a_picture_change_the_method_and_read_a_value(page, digits, tmp_p
     assert "input" not in sent[0] and sent[-1]["input"] == "false"
     bases = page.eval_on_selector_all("figure.input img, img.base", "n => n.map(x => x.src)")
     assert len(bases) == 2 and all(src.startswith("data:image/png;base64,") for src in bases)
+    # a model named like an object's property is not taken for one whose picture was kept
+    assert page.evaluate("""() => {
+      const input = state.inputs[0];
+      return ["toString", "constructor", "__proto__"].map((name) => seenBy(input, name));
+    }""") == [None, None, None]
     page.hover("td[data-method=layercam] .stack")
     readout = page.text_content("#readout")
     assert readout.startswith("layercam · ") and " map " in readout and "raw " in readout

@@ -10,7 +10,7 @@ const state = {
   layers: null,      // GET /api/models/NAME/layers
   inputs: [],        // [{name, blob, url, words?}]
   result: null,      // the last answer
-  seen: new WeakMap(),  // input -> {model name: the input as that model saw it (data URL)}
+  seen: new WeakMap(),  // input -> Map(model name -> the input as that model saw it)
   busy: false,
   pending: false,    // settings changed while a request ran
 };
@@ -374,7 +374,8 @@ async function run() {
     else {
       result.images.forEach((image, position) => {
         const input = inputs[position];
-        if (image.input) state.seen.set(input, {...state.seen.get(input), [modelName]: image.input});
+        if (!state.seen.has(input)) state.seen.set(input, new Map());
+        if (image.input) state.seen.get(input).set(modelName, image.input);
         else image.input = seenBy(input, modelName);
       });
       renderImages(result);
@@ -391,10 +392,11 @@ async function run() {
 
 // --- pictures ------------------------------------------------------------------------------
 
-// The input as model `name` saw it, from an earlier answer, or undefined.
+// The input as model `name` saw it, from an earlier answer, or undefined (a Map: a model
+// called "constructor" or "__proto__" is a name like any other, not an object's property).
 function seenBy(input, name) {
   const pictures = state.seen.get(input);
-  return pictures ? pictures[name] : undefined;
+  return pictures ? pictures.get(name) : undefined;
 }
 
 function decodeValues(base64) {
