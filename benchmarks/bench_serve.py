@@ -35,6 +35,7 @@ import base64
 import multiprocessing
 import os
 import platform
+import shlex
 import statistics
 import sys
 import threading
@@ -449,10 +450,7 @@ def main() -> int:
     changes = model_changes(model, work.fresh())
     elapsed = time.perf_counter() - started
 
-    command = " ".join(["python benchmarks/bench_serve.py", *(
-        ["--model", args.model] if args.model != "digits-gap" else []), *(
-        ["--device", args.device] if args.device != "cpu" else []), *(
-        ["--output", str(args.output)] if args.output else [])])
+    command = shlex.join(["python", "benchmarks/bench_serve.py", *sys.argv[1:]])
     lines = [
         "# `camlens serve` under load" + ("" if args.model == "digits-gap" else
                                           f": {args.model}"),
