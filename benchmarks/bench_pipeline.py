@@ -259,10 +259,14 @@ def main() -> None:
     started = (f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.1f} at "
                "the start")
     speed_from = len(lines)
+    # the last column: on a CPU one lane (all threads on a batch), on a GPU decoding in
+    # threads rather than processes (camlens.scale.processes)
+    alone, alone_args = (("npz, one lane", ["--lanes", "1"]) if device.type == "cpu" else
+                         ("npz, decoding threads", ["--processes", "0"]))
     if "speed" in parts:
         lines += ["| model | batch | bare loop (img/s) | explain --format npz (img/s) | npz / "
                   "bare | explain, PNG overlays (img/s) | PNG / bare | library call alone "
-                  "(img/s) | npz / library | npz, one lane (img/s) | one lane / bare |",
+                  f"(img/s) | npz / library | {alone} (img/s) | {alone} / bare |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ray_rows: list[str] = []
     paired: list[str] = []
@@ -293,8 +297,8 @@ def main() -> None:
             for form in ("npz", "png"):
                 runs[form].append(camlens_explain(
                     [*common, "--format", form, "-o", str(out / form)], count))
-            runs["npz1"].append(camlens_explain(  # one lane: all threads on a batch
-                [*common, "--format", "npz", "--lanes", "1", "-o", str(out / "npz1")], count))
+            runs["npz1"].append(camlens_explain(  # one lane, or decoding threads on a GPU
+                [*common, "--format", "npz", *alone_args, "-o", str(out / "npz1")], count))
             runs["library"].append(library_call(loaded, files, batch, layer, device))
         if "speed" in parts:
             best = {key: max(values) for key, values in runs.items()}
@@ -332,7 +336,7 @@ def main() -> None:
                   "seconds apart, so load on the shared machine falls on both): the median of "
                   "the rounds' ratios [lowest, highest], and in how many rounds the bar held.",
                   "", "| model | rounds | npz / bare (bar 0.8x) | PNG / bare (bar 0.5x) | "
-                  "npz, one lane / bare |", "|---|---:|---|---|---|", *paired]
+                  f"{alone} / bare |", "|---|---:|---|---|---|", *paired]
     speed_lines = lines[speed_from:]
     if ray_rows:
         lines += ["", "## Ray on this machine (a local Ray started once before; npz; best of "

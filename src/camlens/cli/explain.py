@@ -174,6 +174,10 @@ def automatic_layer(loaded, example, channels_last: bool | None = None) -> str |
               help="Batches explained at once on a CPU, each on its share of torch's threads "
                    "(default: 2 where the CPU has 2 cores or more; 1: one batch at a time on "
                    "every thread).")
+@click.option("--processes", type=click.IntRange(min=0), default=None,
+              help="Worker processes decoding the images for one lane, for a model faster than "
+                   "one process can feed (default: the cores less one, at most 8, on a GPU; "
+                   "none on a CPU).")
 @click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
               help="local: this machine's streaming pipeline; ray: an actor pool of model "
                    "replicas on Ray Data (pip install 'camlens[scale]').")
@@ -196,8 +200,9 @@ def automatic_layer(loaded, example, channels_last: bool | None = None) -> str |
 @VERBOSE_OPTION
 def explain(paths, model_spec, weights, arch, trust_checkpoint, layer_names, fuse, method_names,
             counterfactual, eigen_smooth, aug_smooth, smooth_samples, target, out, resume,
-            output_format, batch_size, workers, lanes, engine, actors, ray_address, shard_size,
-            colormap, alpha, max_pixels, max_aspect, channels_last, token_grid, device) -> None:
+            output_format, batch_size, workers, lanes, processes, engine, actors, ray_address,
+            shard_size, colormap, alpha, max_pixels, max_aspect, channels_last, token_grid,
+            device) -> None:
     """Explain the model's prediction for each image (folders are walked, remote ones too:
     s3://, gs://, hdfs://, abfs://; a .txt list of paths or URIs or a Parquet table with a path
     or image column is read too): one PNG per image and method
@@ -289,7 +294,7 @@ def explain(paths, model_spec, weights, arch, trust_checkpoint, layer_names, fus
             run_explanations(
                 loaded, spec, items, index, writer, counts, engine=engine, device=device,
                 batch_size=1 if per_image else batch_size, workers=workers, lanes=lanes,
-                actors=actors,
+                processes=processes, actors=actors,
                 ray_address=ray_address,
                 on_note=lambda key, note: click.echo(f"note: {key}: {note}", err=True),
                 on_error=lambda error: click.echo(f"error: {error}", err=True),

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 
@@ -55,6 +55,7 @@ def run_pipeline(
     workers: int | None = None,
     on_result: Callable[[ImageResult], None] | None = None,
     lanes: int = 1,
+    processes: int = 0,
 ) -> None:
     """Run ``items`` through ``decode``, ``explain`` (a batch at a time) and ``writer``; call
     ``on_result`` for each explained input (its console notes) and ``on_written`` for each one
@@ -70,13 +71,53 @@ def run_pipeline(
     if workers == 0:
         _run_serially(items, decode, explain, writer, on_written, batch_size, on_result)
         return
-    decoding = ThreadPoolExecutor(workers, thread_name_prefix="camlens-decode")
+    if processes > 0:  # forked first, while this is the process's only Python thread
+        from camlens.scale.processes import decoded_batches
+
+        batches = decoded_batches(items, decode, batch_size, processes)
+        start = getattr(writer, "start_processes", None)
+        if start is not None:
+            start(processes)
+        workers = max(workers, processes)  # writing threads: each waits on a process
+    else:
+        batches = _decoded_in_threads(items, decode, batch_size, workers,
+                                      max(1, -(-batch_size // workers)))
     writing = ThreadPoolExecutor(workers, thread_name_prefix="camlens-write")
     # Work goes to the threads in chunks (a batch split among them), not an input at a time:
     # a hand-off costs tens of microseconds, a small model's input little more.
     chunk = max(1, -(-batch_size // workers))
-    decoded: deque[list[Future]] = deque()  # per batch, its chunks being decoded
     written: deque[Future] = deque()  # chunks of results being written
+
+    def report(block: bool) -> None:
+        while written and (block or written[0].done() or len(written) > 2 * workers):
+            for done in written.popleft().result():
+                on_written(done)
+
+    try:
+        for batch in batches:  # the next batches decode while this one is explained
+            results = [result for result in explain(batch)
+                       if accepted(result, on_written, on_result)]
+            for first in range(0, len(results), chunk):
+                written.append(writing.submit(_write_all, writer, results[first:first + chunk]))
+            report(block=False)
+        report(block=True)
+        for done in writer.close():
+            on_written(done)
+    except BaseException:
+        batches.close()  # stops the decoding threads or processes
+        _finish_writes(written, writer, on_written)
+        raise
+    finally:
+        batches.close()
+        writing.shutdown(wait=True)
+
+
+def _decoded_in_threads(items: Sequence[InputItem], decode: Callable[[InputItem], Decoded],
+                        batch_size: int, workers: int, chunk: int) -> Iterator[list[Decoded]]:
+    """``items`` decoded by ``workers`` threads, a batch at a time in order, each batch in
+    chunks of ``chunk``; at most three batches decoding ahead of the one being used."""
+    decoding = ThreadPoolExecutor(workers, thread_name_prefix="camlens-decode")
+    decoded: deque[list[Future]] = deque()  # per batch, its chunks being decoded
     source = iter(items)
 
     def fill() -> None:
@@ -87,34 +128,17 @@ def run_pipeline(
             decoded.append([decoding.submit(_decode_all, decode, batch[first:first + chunk])
                             for first in range(0, len(batch), chunk)])
 
-    def report(block: bool) -> None:
-        while written and (block or written[0].done() or len(written) > 2 * workers):
-            for done in written.popleft().result():
-                on_written(done)
-
     try:
         fill()
         while decoded:
             batch = [one for part in decoded.popleft() for one in part.result()]
-            fill()  # the next batch decodes while this one is explained
-            results = [result for result in explain(batch)
-                       if accepted(result, on_written, on_result)]
-            for first in range(0, len(results), chunk):
-                written.append(writing.submit(_write_all, writer, results[first:first + chunk]))
-            report(block=False)
-        report(block=True)
-        for done in writer.close():
-            on_written(done)
-    except BaseException:
+            fill()
+            yield batch
+    finally:
         for parts in decoded:
             for future in parts:
                 future.cancel()
         decoding.shutdown(wait=False, cancel_futures=True)
-        _finish_writes(written, writer, on_written)
-        raise
-    finally:
-        decoding.shutdown(wait=False, cancel_futures=True)
-        writing.shutdown(wait=True)
 
 
 def _run_in_lanes(items, decode, explain, writer, on_written, batch_size: int, lanes: int,

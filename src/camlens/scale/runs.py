@@ -51,6 +51,7 @@ def run_explanations(
     batch_size: int | None = None,
     workers: int | None = None,
     lanes: int | None = None,
+    processes: int | None = None,
     actors: int = 2,
     ray_address: str | None = None,
     on_note: Callable[[str, str], None] | None = None,
@@ -61,7 +62,10 @@ def run_explanations(
     ``counts`` is filled as the run goes (so it holds what was done after an interrupt).
     ``lanes``: batches explained at once on a CPU (:mod:`camlens.scale.lanes`; None: two where
     they work, else one); lanes asked for that cannot run are refused with a
-    :class:`RuntimeWarning` saying why, and the run goes on in one lane."""
+    :class:`RuntimeWarning` saying why, and the run goes on in one lane. ``processes``: worker
+    processes decoding the inputs, in one lane (:mod:`camlens.scale.processes`; None: several
+    on an accelerator, none on a CPU); where they cannot run, a :class:`RuntimeWarning` says
+    why and threads decode."""
     from tqdm import tqdm
 
     if engine not in ENGINES:
@@ -95,15 +99,28 @@ def run_explanations(
         if engine == "local":
             from camlens.scale.lanes import choose_lanes
             from camlens.scale.pipeline import run_pipeline
+            from camlens.scale.processes import default_processes, processes_unavailable
 
-            count, why = choose_lanes(lanes, device, spec.options)
+            if processes and lanes is not None and lanes > 1:
+                raise ValueError(f"processes={processes} decode for one lane, and lanes="
+                                 f"{lanes} were asked for; choose one (lanes for a model "
+                                 "that needs the CPU's cores, processes for a fast one)")
+            # decoding processes asked for: one lane feeds them
+            count, why = choose_lanes(1 if processes else lanes, device, spec.options)
             if why is not None and lanes is not None:
                 warnings.warn(f"{lanes} lanes asked for, running one: {why}", RuntimeWarning,
                               stacklevel=2)
+            if processes is None:
+                processes = default_processes(device) if count == 1 else 0
+            elif processes > 0 and processes_unavailable() is not None:
+                warnings.warn(f"{processes} decoding processes asked for, decoding in "
+                              f"threads: {processes_unavailable()}", RuntimeWarning,
+                              stacklevel=2)
+                processes = 0
             run_pipeline(todo, partial(decode_input, loaded, spec),
                          partial(explain_batch, loaded, spec, device), writer, written,
                          batch_size=batch_size, workers=workers, on_result=noted,
-                         lanes=count)
+                         lanes=count, processes=processes)
         else:
             from camlens.scale.ray_engine import run_on_ray
 
@@ -127,6 +144,7 @@ def explain_dataset(
     batch_size: int | None = None,
     workers: int | None = None,
     lanes: int | None = None,
+    processes: int | None = None,
     actors: int = 2,
     ray_address: str | None = None,
     resume: bool = False,
@@ -149,7 +167,9 @@ def explain_dataset(
     ``engine``: ``local`` (threads on this machine) or ``ray`` (an actor pool of ``actors``
     model replicas on the Ray cluster at ``ray_address``, or a local one). ``lanes``: batches
     explained at once on a CPU, each on its share of torch's threads (None: two where they
-    work; :mod:`camlens.scale.lanes`). ``resume``: go on
+    work; :mod:`camlens.scale.lanes`). ``processes``: worker processes decoding the inputs
+    for one lane, for a model faster than one process can feed (None: up to 8 on a GPU, none
+    on a CPU; :mod:`camlens.scale.processes`). ``resume``: go on
     with an interrupted run into the same ``out`` (same settings). ``options`` go to the method
     (``channels_last``, ``token_grid``, ``fuse``). Returns the counts; the failures name the
     inputs and why.
@@ -169,8 +189,8 @@ def explain_dataset(
                          "format='parquet' or 'npz'")
     classes = [get_method(name) for name in ([method] if isinstance(method, str) else method)]
     names = tuple(cls.name for cls in classes)
-    _check_counts(batch_size=batch_size, workers=workers, lanes=lanes, actors=actors,
-                  shard_size=shard_size)
+    _check_counts(batch_size=batch_size, workers=workers, lanes=lanes, processes=processes,
+                  actors=actors, shard_size=shard_size)
     for cls in classes:  # before any input: a misspelt option would fail every one of them
         _check_options(cls, options)
     out = Path(out)
@@ -191,7 +211,7 @@ def explain_dataset(
     try:
         run_explanations(loaded, spec, items, index, writer, counts, engine=engine,
                          device=device, batch_size=batch_size, workers=workers, lanes=lanes,
-                         actors=actors, ray_address=ray_address,
+                         processes=processes, actors=actors, ray_address=ray_address,
                          progress=sys.stderr.isatty() if progress is None else progress)
     finally:
         counts.summary = index.close()
@@ -202,11 +222,11 @@ def _check_counts(**counts: int | None) -> None:
     """Refuse a count that cannot be: batches, lanes, actors and shards of at least 1, workers
     of at least 0 (None: the default)."""
     for name, value in counts.items():
-        least = 0 if name == "workers" else 1
+        least = 0 if name in ("workers", "processes") else 1
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < least):
-            default = " or None (the default)" if name in ("batch_size", "workers",
-                                                           "lanes") else ""
+            default = " or None (the default)" if name in ("batch_size", "workers", "lanes",
+                                                           "processes") else ""
             raise ValueError(f"{name} must be an int of at least {least}{default}, got "
                              f"{value!r}")
 

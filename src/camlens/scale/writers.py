@@ -103,12 +103,37 @@ def _save_png(picture, destination: Path) -> None:
     """``picture`` as a PNG file at zlib level :data:`PNG_COMPRESS_LEVEL`, encoded in memory
     and written in one call (Pillow writing to a path issues a write per encoder chunk: about
     twice the time for a small picture)."""
+    _save_bytes(_png_bytes(picture), destination)
+
+
+def _png_bytes(picture) -> bytes:
     import io
 
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def _save_bytes(data: bytes, destination: Path) -> None:
     with open(destination, "wb") as stream:
-        stream.write(buffer.getbuffer())
+        stream.write(data)
+
+
+def _encoded_overlays(pixels: np.ndarray, maps: list[np.ndarray], colormap, alpha: float
+                      ) -> list[list[bytes]]:
+    """Per input, the PNG files of its overlays (in a worker process): ``pixels`` ``(N, H, W,
+    3)`` uint8, ``maps[k]`` ``(N, T, h, w)`` the maps of explanation ``k`` (``T`` targets)."""
+    from camlens.viz.overlay import overlay_pixels
+
+    per_input: list[list[bytes]] = [[] for _ in range(len(pixels))]
+    for values in maps:
+        targets = values.shape[1]
+        overlays = overlay_pixels(np.repeat(pixels, targets, axis=0),
+                                  values.reshape(-1, *values.shape[-2:]), colormap, alpha)
+        for index in range(len(pixels)):
+            per_input[index].extend(_png_bytes(Image.fromarray(drawn)) for drawn in
+                                    overlays[index * targets:(index + 1) * targets])
+    return per_input
 
 
 #: Overlay pixels drawn together at most (a batch's overlays are held at once: 3 bytes each);
@@ -132,6 +157,22 @@ class PngWriter:
         self._folders: dict[Path, Path] = {}
         self._names = threading.Lock()
         self._figures = threading.Lock()  # matplotlib figures: one at a time
+        self._pool = None  # processes drawing and encoding plain overlays (start_processes)
+
+    def start_processes(self, count: int) -> None:
+        """Draw and encode the plain overlays (no outline, no box) of :meth:`write_batch` in
+        ``count`` forked worker processes from now on, until :meth:`close` (a PNG's zlib
+        encoding and the blend are most of an overlay's work, and threads share little of
+        it). Call it before the run's threads start: the workers are forked now, and run torch
+        on one thread (a forked child cannot use its parent's OpenMP threads: it would hang)."""
+        if count < 1 or self._pool is not None:
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("fork"),
+                                         initializer=torch.set_num_threads, initargs=(1,))
+        self._pool.submit(os.getpid).result()  # a forking pool starts all its workers at once
 
     def _path(self, stem: str, suffix: str) -> Path:
         with self._names:
@@ -189,7 +230,16 @@ class PngWriter:
 
         members = [results[position] for position in positions]
         pixels = display_pixels(self.loaded, torch.cat([r.pixels for r in members]))
-        per_input: list[list[np.ndarray]] = [[] for _ in members]
+        pool = self._pool
+        if pool is not None and all(r.outline is None and r.boxes is None for r in members):
+            maps = [torch.cat([r.explanations[number].maps for r in members])
+                    for number in range(len(members[0].explanations))]
+            encoded = pool.submit(_encoded_overlays, pixels, [
+                (values if values.ndim == 4 else values[:, None]).float().numpy()
+                for values in maps], self.colormap, self.alpha).result()
+            return {position: (Image.fromarray(pixels[index]), encoded[index])
+                    for index, position in enumerate(positions)}
+        per_input: list[list] = [[] for _ in members]
         for number in range(len(members[0].explanations)):
             maps = torch.cat([r.explanations[number].maps for r in members])
             targets = maps.shape[1] if maps.ndim == 4 else 1
@@ -202,6 +252,9 @@ class PngWriter:
                 for index, position in enumerate(positions)}
 
     def close(self) -> list[Written]:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         return []
 
     def _pictures(self, result: ImageResult, together: tuple | None = None) -> list[dict]:
@@ -228,8 +281,10 @@ class PngWriter:
                 row = next(rows)
                 suffix = row.method if count == 1 else f"{row.method}_{row.target_name}"
                 destination = self._path(stem, suffix)
-                if ready is not None:  # drawn with the batch
-                    drawn = Image.fromarray(next(ready))
+                if ready is not None:  # drawn with the batch: pixels, or a PNG file
+                    drawn = next(ready)  # encoded in a worker process (no outline, no box)
+                    if not isinstance(drawn, bytes):
+                        drawn = Image.fromarray(drawn)
                 else:
                     map_ = all_maps[0, number] if all_maps.ndim == 4 else all_maps[0]
                     drawn = overlay(picture, map_, colormap=self.colormap, alpha=self.alpha)
@@ -240,7 +295,10 @@ class PngWriter:
                     label = (row.target_name if result.names is not None
                              else f"{row.target_name} {row.score:.2f}")
                     drawn = draw_boxes(drawn, [box], labels=[label])
-                _save_png(drawn, destination)
+                if isinstance(drawn, bytes):
+                    _save_bytes(drawn, destination)
+                else:
+                    _save_png(drawn, destination)
                 records.append({**_record(result.key, loaded.name, row),
                                 "output": str(destination), "notes": list(exp.notes)})
         if result.names is not None and len(result.names) > 1:
