@@ -29,7 +29,12 @@ def digits_gap():
 @pytest.fixture(scope="module")
 def local_ray():
     """A local Ray for one test module (``ray.init(num_cpus=2)``, no cluster)."""
+    import signal
+
     ray = pytest.importorskip("ray")
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+    for number, handler in handlers.items():  # ray.init installs its own; later tests check
+        signal.signal(number, handler)

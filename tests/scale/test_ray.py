@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -21,11 +22,14 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def local_ray():
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the test's model class
     yield
     ray.shutdown()
+    for number, handler in handlers.items():  # ray.init installs its own; later tests check
+        signal.signal(number, handler)
 
 
 def table(out: Path):

@@ -246,13 +246,21 @@ def _explain_group(loaded, spec: WorkSpec, device, group: list[Decoded]) -> list
     if spec.pictures:  # upsampled and normalised for the whole group at once, then cut
         for exp in explanations:
             exp.maps  # noqa: B018 - computes and keeps them
+    # each explanation's raw maps, scores and targets read out once for the group: a torch
+    # call per input would hand the interpreter's lock back and forth with the writing threads
+    tables = [_Table(exp, len(group)) for exp in explanations]
     results = []
+    # each input's own explanation, where it differs from the call's in what is used: its
+    # maps for pictures, its notes (without notes and pictures the rows need the call's alone)
+    own = spec.pictures or any(exp.notes or exp.per_layer for exp in explanations)
     for position, decoded in enumerate(group):
-        alone = [_one_input(exp, position, len(group)) for exp in explanations]
+        alone = ([_one_input(exp, position, len(group)) for exp in explanations] if own else
+                 explanations)
         result = ImageResult(decoded.item.key, names=asked.names, boxes=asked.boxes,
                              console_notes=_own_notes(messages, alone, len(group)))
-        result.rows = [row for method, exp in zip(spec.methods, alone, strict=True)
-                       for row in _rows(loaded, spec, method, exp, asked)]
+        result.rows = [row for method, exp, table in zip(spec.methods, alone, tables,
+                                                         strict=True)
+                       for row in _rows(loaded, spec, method, exp, asked, table, position)]
         if spec.pictures:
             result.tensor = decoded.pixels.cpu()
             result.explanations = alone
@@ -262,12 +270,13 @@ def _explain_group(loaded, spec: WorkSpec, device, group: list[Decoded]) -> list
 
 
 def _one_input(exp: Explanation, position: int, count: int) -> Explanation:
-    """Input ``position`` of ``exp`` (a call on ``count`` inputs), with its own notes."""
+    """Input ``position`` of ``exp`` (a call on ``count`` inputs), with its own notes: views of
+    the call's tensors (the batch is written together, so its storage is kept no longer)."""
     if count == 1:
         return exp
 
     def cut(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor[position:position + 1].clone()
+        return tensor[position:position + 1]
 
     def cut_some(tensor: torch.Tensor | None) -> torch.Tensor | None:
         return None if tensor is None else cut(tensor)
@@ -281,6 +290,16 @@ def _one_input(exp: Explanation, position: int, count: int) -> Explanation:
     single.notes = [note for note in (_note_for(note, single, count) for note in exp.notes)
                     if note is not None]
     return single
+
+
+class _Table:
+    """A call's raw maps, scores and targets as numpy arrays and lists, one entry per input."""
+
+    def __init__(self, exp: Explanation, count: int) -> None:
+        self.raw = exp.raw.float().numpy()
+        self.scores = exp.scores.reshape(count, -1).tolist()
+        self.targets = (None if exp.targets is None else
+                        exp.targets.reshape(count, -1).tolist())
 
 
 def _note_for(note: str, single: Explanation, count: int) -> str | None:
@@ -346,13 +365,15 @@ def _target_name(loaded, target) -> str:
     return "custom"
 
 
-def _rows(loaded, spec: WorkSpec, method: str, exp: Explanation, asked) -> list[MapRow]:
-    """One row per map of a one-input explanation."""
+def _rows(loaded, spec: WorkSpec, method: str, exp: Explanation, asked, table: _Table,
+          position: int) -> list[MapRow]:
+    """One row per map of input ``position``; ``exp`` is its explanation, ``table`` the
+    call's values."""
     spatial = len(exp.input_size)
-    raw = exp.raw[0] if exp.raw.ndim == spatial + 2 else exp.raw[0][None]
-    targets = exp.targets[0].reshape(-1).tolist() if exp.targets is not None else [None]
+    raw = table.raw[position] if table.raw.ndim == spatial + 2 else table.raw[position][None]
+    targets = table.targets[position] if table.targets is not None else [None]
     targets = targets * (len(raw) // len(targets))
-    scores = exp.scores[0].reshape(-1).tolist()
+    scores = table.scores[position]
     rows = []
     for number, (map_, class_index, score) in enumerate(zip(raw, targets, scores, strict=True)):
         if asked.names is not None:
@@ -362,5 +383,5 @@ def _rows(loaded, spec: WorkSpec, method: str, exp: Explanation, asked) -> list[
         else:
             name = _target_name(loaded, spec.target)
         rows.append(MapRow(exp.method if method is None else method, exp.layer, class_index,
-                           name, float(score), map_.float().numpy(), list(exp.notes)))
+                           name, float(score), map_, list(exp.notes)))
     return rows
