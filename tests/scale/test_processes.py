@@ -4,6 +4,7 @@ as decoding in threads, in order, and the same maps from a whole run."""
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -180,3 +181,44 @@ def test_overlays_drawn_in_processes_are_the_files_drawn_here(digit_scenes, tmp_
         for mine, theirs in zip(drawn_here, drawn_there, strict=True):
             if "grid" not in mine.name:  # grids are matplotlib figures, drawn here in both
                 assert mine.read_bytes() == theirs.read_bytes(), mine.name
+
+
+def test_the_driving_thread_leaves_the_processes_their_cores_and_gets_its_threads_back():
+    from camlens.scale.lanes import _omp_set_num_threads
+    from camlens.scale.processes import cores_left
+
+    if _omp_set_num_threads() is None:
+        pytest.skip("this torch does not use OpenMP")
+    before = torch.get_num_threads()
+    seen = {}
+
+    def other_thread():
+        seen["other"] = torch.get_num_threads()
+
+    with cores_left(1):
+        seen["inside"] = torch.get_num_threads()
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+    assert seen["inside"] == max(1, before - 1)
+    assert seen["other"] == before  # another thread keeps its count
+    assert torch.get_num_threads() == before
+
+    items = [InputItem(f"i{n}") for n in range(8)]
+    counts = []
+
+    def explain(batch):
+        counts.append(torch.get_num_threads())
+        return [ImageResult(one.item.key) for one in batch]
+
+    class Writer:
+        def write(self, result):
+            return [Written(result.key, [])]
+
+        def close(self):
+            return []
+
+    run_pipeline(items, lambda item: Decoded(item, torch.zeros(1, 1, 2, 2)), explain, Writer(),
+                 lambda done: None, batch_size=4, workers=1, processes=1)
+    assert counts == [max(1, before - 1)] * 2
+    assert torch.get_num_threads() == before

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 
@@ -72,16 +72,30 @@ def run_pipeline(
         _run_serially(items, decode, explain, writer, on_written, batch_size, on_result)
         return
     if processes > 0:  # forked first, while this is the process's only Python thread
-        from camlens.scale.processes import decoded_batches
+        from camlens.scale.processes import cores_left, decoded_batches
 
         batches = decoded_batches(items, decode, batch_size, processes)
+        busy = processes
         start = getattr(writer, "start_processes", None)
         if start is not None:
             start(processes)
+            busy += processes
         workers = max(workers, processes)  # writing threads: each waits on a process
+        with cores_left(busy):  # the model's thread leaves the processes their cores
+            _explain_and_write(batches, explain, writer, on_written, on_result, workers,
+                               batch_size)
     else:
         batches = _decoded_in_threads(items, decode, batch_size, workers,
                                       max(1, -(-batch_size // workers)))
+        _explain_and_write(batches, explain, writer, on_written, on_result, workers,
+                           batch_size)
+
+
+def _explain_and_write(batches: Generator[list[Decoded], None, None], explain, writer, on_written,
+                       on_result, workers: int, batch_size: int) -> None:
+    """Explain the decoded ``batches`` on this thread and write the results in ``workers``
+    threads (at most two chunks each waiting); an interrupt stops the decoding, lets the
+    writes under way finish and be reported, and flushes the writer."""
     writing = ThreadPoolExecutor(workers, thread_name_prefix="camlens-write")
     # Work goes to the threads in chunks (a batch split among them), not an input at a time:
     # a hand-off costs tens of microseconds, a small model's input little more.
@@ -113,7 +127,8 @@ def run_pipeline(
 
 
 def _decoded_in_threads(items: Sequence[InputItem], decode: Callable[[InputItem], Decoded],
-                        batch_size: int, workers: int, chunk: int) -> Iterator[list[Decoded]]:
+                        batch_size: int, workers: int, chunk: int
+                        ) -> Generator[list[Decoded], None, None]:
     """``items`` decoded by ``workers`` threads, a batch at a time in order, each batch in
     chunks of ``chunk``; at most three batches decoding ahead of the one being used."""
     decoding = ThreadPoolExecutor(workers, thread_name_prefix="camlens-decode")

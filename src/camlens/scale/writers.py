@@ -31,6 +31,7 @@ import os
 import threading
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,7 +158,8 @@ class PngWriter:
         self._folders: dict[Path, Path] = {}
         self._names = threading.Lock()
         self._figures = threading.Lock()  # matplotlib figures: one at a time
-        self._pool = None  # processes drawing and encoding plain overlays (start_processes)
+        # processes drawing and encoding plain overlays (start_processes)
+        self._pool: ProcessPoolExecutor | None = None
 
     def start_processes(self, count: int) -> None:
         """Draw and encode the plain overlays (no outline, no box) of :meth:`write_batch` in
@@ -168,11 +170,11 @@ class PngWriter:
         if count < 1 or self._pool is not None:
             return
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
 
-        self._pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("fork"),
-                                         initializer=torch.set_num_threads, initargs=(1,))
-        self._pool.submit(os.getpid).result()  # a forking pool starts all its workers at once
+        pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=torch.set_num_threads, initargs=(1,))
+        self._pool = pool
+        pool.submit(os.getpid).result()  # a forking pool starts all its workers at once
 
     def _path(self, stem: str, suffix: str) -> Path:
         with self._names:
@@ -232,11 +234,11 @@ class PngWriter:
         pixels = display_pixels(self.loaded, torch.cat([r.pixels for r in members]))
         pool = self._pool
         if pool is not None and all(r.outline is None and r.boxes is None for r in members):
-            maps = [torch.cat([r.explanations[number].maps for r in members])
-                    for number in range(len(members[0].explanations))]
+            joined = [torch.cat([r.explanations[number].maps for r in members])
+                      for number in range(len(members[0].explanations))]
             encoded = pool.submit(_encoded_overlays, pixels, [
                 (values if values.ndim == 4 else values[:, None]).float().numpy()
-                for values in maps], self.colormap, self.alpha).result()
+                for values in joined], self.colormap, self.alpha).result()
             return {position: (Image.fromarray(pixels[index]), encoded[index])
                     for index, position in enumerate(positions)}
         per_input: list[list] = [[] for _ in members]
