@@ -226,9 +226,9 @@ def _explain_group(loaded, spec: WorkSpec, device, group: list[Decoded]) -> list
     try:
         with captured_warnings() as caught:
             asked = prepare(loaded, spec.target, stacked, device)
-            explanations = [
+            explanations = [_on_cpu(
                 get_method(name)(loaded.model, spec.layer, **spec.options, **asked.options)(
-                    asked.inputs, target=asked.target).to("cpu")
+                    asked.inputs, target=asked.target), spec.pictures)
                 for name in spec.methods]
             outlines = _outlines(loaded, spec, stacked, device)
     except EXPLAIN_ERRORS as error:
@@ -243,9 +243,6 @@ def _explain_group(loaded, spec: WorkSpec, device, group: list[Decoded]) -> list
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename,
                                    warning.lineno)
-    if spec.pictures:  # upsampled and normalised for the whole group at once, then cut
-        for exp in explanations:
-            exp.maps  # noqa: B018 - computes and keeps them
     # each explanation's raw maps, scores and targets read out once for the group: a torch
     # call per input would hand the interpreter's lock back and forth with the writing threads
     tables = [_Table(exp, len(group)) for exp in explanations]
@@ -267,6 +264,15 @@ def _explain_group(loaded, spec: WorkSpec, device, group: list[Decoded]) -> list
             result.outline = None if outlines is None else outlines[position]
         results.append(result)
     return results
+
+
+def _on_cpu(exp: Explanation, pictures: bool) -> Explanation:
+    """``exp`` on the CPU; for pictures its maps first upsampled and normalised for the whole
+    group where it was computed (on a GPU, 64 maps there take a fraction of what the CPU takes
+    beside the decoding processes)."""
+    if pictures:
+        exp.maps  # noqa: B018 - computes and keeps them
+    return exp.to("cpu")
 
 
 def _one_input(exp: Explanation, position: int, count: int) -> Explanation:
