@@ -20,6 +20,27 @@ def digit_scenes(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def same_npz_maps():
+    """``check(a, b, count, rtol, atol)``: the npz runs in folders ``a`` and ``b`` hold the same
+    ``count`` files, their raw maps and scores within the tolerances."""
+    import numpy as np
+
+    def maps(folder):
+        data = np.load(folder / "maps" / "part-00000.npz")
+        return {str(name): (raw, score) for name, raw, score in
+                zip(data["file"], data["raw"], data["score"], strict=True)}
+
+    def check(a, b, count: int, rtol: float, atol: float) -> None:
+        first, second = maps(a), maps(b)
+        assert first.keys() == second.keys() and len(first) == count
+        for name, (raw, score) in first.items():
+            np.testing.assert_allclose(second[name][0], raw, rtol=rtol, atol=atol)
+            assert second[name][1] == pytest.approx(score, rel=rtol / 10)
+
+    return check
+
+
+@pytest.fixture(scope="session")
 def digits_gap():
     from camlens.models import load_model
 

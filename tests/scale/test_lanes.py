@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import warnings
 
-import numpy as np
 import pytest
 import torch
 
@@ -54,7 +53,7 @@ def test_a_lane_has_its_own_thread_count_and_nobody_else_changes():
 
 @needs_lanes
 def test_lanes_give_the_maps_of_one_lane_and_leave_threads_and_warnings_as_they_were(
-        digit_scenes, tmp_path):
+        digit_scenes, tmp_path, same_npz_maps):
     threads = torch.get_num_threads()
     show, filters = warnings.showwarning, list(warnings.filters)
     one = explain_dataset("digits-gap", digit_scenes, tmp_path / "one", format="npz",
@@ -65,16 +64,7 @@ def test_lanes_give_the_maps_of_one_lane_and_leave_threads_and_warnings_as_they_
     assert torch.get_num_threads() == threads
     assert warnings.showwarning is show and warnings.filters == filters
 
-    def maps(folder):
-        data = np.load(folder / "maps" / "part-00000.npz")
-        return {str(name): (raw, score) for name, raw, score in
-                zip(data["file"], data["raw"], data["score"], strict=True)}
-
-    first, second = maps(tmp_path / "one"), maps(tmp_path / "two")
-    assert first.keys() == second.keys() and len(first) == 12
-    for name, (raw, score) in first.items():
-        np.testing.assert_allclose(second[name][0], raw, rtol=1e-4, atol=1e-5)
-        assert second[name][1] == pytest.approx(score, rel=1e-5)
+    same_npz_maps(tmp_path / "one", tmp_path / "two", 12, rtol=1e-4, atol=1e-5)
 
 
 def test_each_thread_gets_only_its_own_warnings_while_lanes_run():

@@ -60,7 +60,8 @@ def test_batches_decoded_in_processes_equal_those_decoded_here(tmp_path):
     assert {one.pixels.shape[-1] for one in there if one.error is None} == {40, 64}
 
 
-def test_a_run_with_decoding_processes_writes_the_maps_of_one_without(digit_scenes, tmp_path):
+def test_a_run_with_decoding_processes_writes_the_maps_of_one_without(digit_scenes, tmp_path,
+                                                                      same_npz_maps):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG cut short")
     sources = [digit_scenes, broken]
@@ -72,16 +73,7 @@ def test_a_run_with_decoding_processes_writes_the_maps_of_one_without(digit_scen
         12, 1)
     assert "broken.png" in processes.failures[0]
 
-    def maps(folder):
-        data = np.load(folder / "maps" / "part-00000.npz")
-        return {str(name): (raw, score) for name, raw, score in
-                zip(data["file"], data["raw"], data["score"], strict=True)}
-
-    first, second = maps(tmp_path / "threads"), maps(tmp_path / "processes")
-    assert first.keys() == second.keys() and len(first) == 12
-    for name, (raw, score) in first.items():
-        np.testing.assert_allclose(second[name][0], raw, rtol=1e-5, atol=1e-6)
-        assert second[name][1] == pytest.approx(score, rel=1e-6)
+    same_npz_maps(tmp_path / "threads", tmp_path / "processes", 12, rtol=1e-5, atol=1e-6)
 
 
 def test_processes_and_lanes_are_not_asked_for_together(digit_scenes, tmp_path):

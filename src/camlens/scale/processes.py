@@ -13,7 +13,9 @@ each have their own interpreter.
 crosses between processes in a few shared-memory blocks rather than one per input. Workers
 are forked (they inherit the model's preprocessing, which need not be picklable), use one
 torch thread each, and never touch the model or a GPU. A file that fails to decode is a
-:class:`~camlens.scale.work.Decoded` with its error, as in the threads.
+:class:`~camlens.scale.work.Decoded` with its error, as in the threads. Forking copies only
+the calling thread: from a program whose other threads may hold a lock while the run starts
+(a logging handler's, say), pass ``processes=0``, as for a torch ``DataLoader``.
 
 While the workers run, the thread driving the model gives up as many of its torch threads as
 they take cores (:func:`cores_left`): an operation split over every core waits for its slowest
