@@ -76,10 +76,13 @@ def test_a_run_with_decoding_processes_writes_the_maps_of_one_without(digit_scen
     same_npz_maps(tmp_path / "threads", tmp_path / "processes", 12, rtol=1e-5, atol=1e-6)
 
 
-def test_processes_and_lanes_are_not_asked_for_together(digit_scenes, tmp_path):
+def test_processes_are_not_asked_for_with_lanes_or_without_threads(digit_scenes, tmp_path):
     with pytest.raises(ValueError, match="processes=2 decode for one lane, and lanes=2"):
         explain_dataset("digits-gap", digit_scenes, tmp_path, format="npz", processes=2,
                         lanes=2)
+    with pytest.raises(ValueError, match="processes=2 decode beside .* and workers=0"):
+        explain_dataset("digits-gap", digit_scenes, tmp_path, format="npz", processes=2,
+                        workers=0)
     with pytest.raises(ValueError, match="processes must be an int of at least 0"):
         explain_dataset("digits-gap", digit_scenes, tmp_path, format="npz", processes=-1)
 

@@ -71,7 +71,7 @@ def run_pipeline(
     if workers == 0:
         _run_serially(items, decode, explain, writer, on_written, batch_size, on_result)
         return
-    if processes > 0:  # forked first, while this is the process's only Python thread
+    if processes > 0:  # forked before this run starts threads of its own
         from camlens.scale.processes import cores_left, decoded_batches
 
         batches = decoded_batches(items, decode, batch_size, processes)

@@ -101,6 +101,10 @@ def run_explanations(
             from camlens.scale.pipeline import run_pipeline
             from camlens.scale.processes import default_processes, processes_unavailable
 
+            if processes and workers == 0:
+                raise ValueError(f"processes={processes} decode beside the thread running the "
+                                 "model, and workers=0 runs everything on that thread; "
+                                 "choose one")
             if processes and lanes is not None and lanes > 1:
                 raise ValueError(f"processes={processes} decode for one lane, and lanes="
                                  f"{lanes} were asked for; choose one (lanes for a model "
