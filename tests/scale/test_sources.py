@@ -94,10 +94,11 @@ def test_table_bytes_decode_in_memory_with_the_files_checks(digit_scenes, tmp_pa
         decode_item(InputItem("table.parquet#1", None, data), 100, 50)
 
 
-def test_a_table_of_paths_and_uris_and_a_run_over_it(bucket, tmp_path):
+@pytest.mark.parametrize("decoding", [[], ["--processes", "2"]], ids=["threads", "processes"])
+def test_a_table_of_paths_and_uris_and_a_run_over_it(bucket, tmp_path, decoding):
     """``camlens explain TABLE.parquet`` whose paths are a local file, a file:// URI, a remote
     object and a missing remote object: three explained, the missing one reported, nothing
-    written in the scene folder."""
+    written in the scene folder; the same with decoding processes (which read the objects)."""
     from camlens.cli import main
 
     table = tmp_path / "inputs.parquet"
@@ -106,7 +107,7 @@ def test_a_table_of_paths_and_uris_and_a_run_over_it(bucket, tmp_path):
     before = sorted(path.name for path in bucket.iterdir())
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["explain", str(table), "-m", "digits-gap", "--format",
-                                       "npz", "-o", str(out)])
+                                       "npz", "-o", str(out), *decoding])
     assert result.exit_code == 1, result.output
     assert "s3://bucket/gone.png: no such object" in result.output
     lines = [json.loads(line) for line in (out / "explanations.jsonl").read_text().splitlines()]
