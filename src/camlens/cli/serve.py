@@ -9,7 +9,10 @@ import click
 
 from camlens.cli.options import DEVICE_OPTION, VERBOSE_OPTION, device_option
 
-__all__ = ["build_app", "serve", "target_parser"]
+__all__ = ["app_from_environment", "build_app", "serve", "target_parser"]
+
+#: The environment variable that carries ``camlens serve``'s settings to its processes.
+SETTINGS_VARIABLE = "CAMLENS_SERVE_SETTINGS"
 
 
 def target_parser():
@@ -39,6 +42,27 @@ def build_app(catalog=None, limits=None, *, models: Sequence[str] = (),
         catalog = ModelCatalog.load(models, weights, archs, zoo=zoo, device=device)
     return create_app(catalog, limits or Limits(), parse_target=target_parser(),
                       picture_of=display_image, prepare_target=prepare_target)
+
+
+def app_from_environment():
+    """The app of one of ``camlens serve --processes N``'s processes (uvicorn's factory): the
+    settings the command checked, from :data:`SETTINGS_VARIABLE`; torch on this process's
+    share of the cores."""
+    import json
+    import os
+    import warnings
+
+    import torch
+
+    from camlens.explanation import ExplanationWarning
+    from camlens.serve import Limits
+
+    warnings.simplefilter("ignore", ExplanationWarning)
+    settings = json.loads(os.environ[SETTINGS_VARIABLE])
+    torch.set_num_threads(max(1, torch.get_num_threads() // settings["processes"]))
+    return build_app(None, Limits(**settings["limits"]), models=settings["models"],
+                     weights=settings["weights"], archs=settings["archs"],
+                     zoo=settings["zoo"], device=settings["device"])
 
 
 @click.command()
@@ -73,9 +97,14 @@ def build_app(catalog=None, limits=None, *, models: Sequence[str] = (),
                    "its batch (0: no batching).")
 @click.option("--max-batch", default=16, show_default=True, type=click.IntRange(min=1),
               help="Most images in one batched call.")
+@click.option("--processes", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Server processes sharing the port, each with its models, threads and "
+                   "queue: more answers per second under load (the Python of parsing and "
+                   "encoding runs in parallel), the memory of the models times N.")
 @DEVICE_OPTION
 def serve(host, port, model_specs, weights_files, archs, no_zoo, max_upload_mb, max_pixels,
-          max_audio_s, queue_size, workers, timeout_s, batch_ms, max_batch, device) -> None:
+          max_audio_s, queue_size, workers, timeout_s, batch_ms, max_batch, processes,
+          device) -> None:
     """Open the explorer: a page at http://HOST:PORT/ and the JSON API under /api (its
     reference at /docs). Pickled checkpoints are refused; nothing is written to disk."""
     try:
@@ -105,9 +134,23 @@ def serve(host, port, model_specs, weights_files, archs, no_zoo, max_upload_mb, 
                                     zoo=not no_zoo, device=device_option(device))
     except (ModelLoadError, FileNotFoundError, ValueError) as error:
         raise click.UsageError(str(error)) from None
-    app = build_app(catalog, limits)
     for reason in catalog.skipped:
         click.echo(f"note: not serving {reason}", err=True)
     click.echo(f"camlens explorer: http://{host}:{port}/  (API reference: /docs; models: "
-               f"{', '.join(catalog.models)}; Ctrl-C stops)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+               f"{', '.join(catalog.models)}"
+               + (f"; {processes} processes" if processes > 1 else "") + "; Ctrl-C stops)")
+    if processes == 1:
+        uvicorn.run(build_app(catalog, limits), host=host, port=port, log_level="warning")
+        return
+    # each process loads the models checked above; uvicorn starts them and shares the port
+    import dataclasses
+    import json
+    import os
+
+    del catalog
+    os.environ[SETTINGS_VARIABLE] = json.dumps({
+        "limits": dataclasses.asdict(limits), "models": list(model_specs),
+        "weights": [str(w) for w in weights_files], "archs": list(archs), "zoo": not no_zoo,
+        "device": str(device_option(device)), "processes": processes})
+    uvicorn.run("camlens.cli.serve:app_from_environment", factory=True, workers=processes,
+                host=host, port=port, log_level="warning")
