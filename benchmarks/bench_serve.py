@@ -63,6 +63,7 @@ class Work:
     mime: str
     fresh: Callable[[], torch.nn.Module]
     described: str
+    serve_args: tuple[str, ...] = ()  # `camlens serve`'s options that serve the same model
 
     @property
     def loaded(self):
@@ -88,7 +89,8 @@ def digits_work(device: str = "cpu") -> Work:
     return Work(ModelCatalog.load(["digits-gap"], zoo=False, device=device), "digits-gap",
                 "features",
                 sample_pictures(), "image/png", lambda: load_zoo("digits-gap"),
-                "one 64x64 digit (six pictures in turn), digits-gap, Grad-CAM at `features`")
+                "one 64x64 digit (six pictures in turn), digits-gap, Grad-CAM at `features`",
+                ("-m", "digits-gap"))
 
 
 def resnet18_work(folder: Path, device: str = "cpu") -> Work:
@@ -109,7 +111,7 @@ def resnet18_work(folder: Path, device: str = "cpu") -> Work:
         pictures.iterdir())][:PICTURES], "image/jpeg",
         lambda: load_model("torchvision:resnet18", weights=str(weights)).model,
         "one 224x224 JPEG (six in turn), torchvision's resnet18 (random weights), Grad-CAM "
-        "at `layer4`")
+        "at `layer4`", ("-m", "torchvision:resnet18", "--weights", str(weights)))
 
 
 def client_process(url: str, clients: int, seconds: float, pictures: list[bytes],
@@ -335,6 +337,57 @@ def model_changes(model, fresh) -> list[str]:
     return changes
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of process ``pid`` and every process under it (Linux ``/proc``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in os.listdir(f"/proc/{current}/task"):
+                todo += [int(child) for child in
+                         Path(f"/proc/{current}/task/{task}/children").read_text().split()]
+        except OSError:
+            continue
+    return total
+
+
+def processes_row(work: Work, device: str, processes: int, clients: int, seconds: float
+                  ) -> tuple[list[tuple], float]:
+    """``clients`` against ``camlens serve --processes N`` (a command of its own, as a user
+    starts it): the answers, and the CPU seconds of all its processes meanwhile."""
+    import signal
+    import socket
+    import subprocess
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(Path(sys.executable).with_name("camlens")), "serve", "--processes",
+               str(processes), "--no-zoo", *work.serve_args, "--port", str(port), "--queue",
+               "64", *(["--device", device] if device != "cpu" else [])]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(1200):
+            try:
+                httpx.get(f"{url}/api/models", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        load(url, clients, 2.0, work.pictures, work)  # each process's first calls warm it
+        began = tree_cpu(server.pid)
+        answers = load(url, clients, seconds, work.pictures, work)
+        return answers, tree_cpu(server.pid) - began
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)
+
+
 def serve(app, port: int):
     import uvicorn
 
@@ -461,6 +514,15 @@ def main() -> int:
             soak_answers = answers
         print(f"{label}: {figures}", file=sys.stderr)
 
+    if Path("/proc/self/task").is_dir():  # the row before the soak's, which stays last
+        answers, cpu = processes_row(work, args.device, 2, 16, args.seconds)
+        figures = summary(answers, args.seconds)
+        figures["cpu_ms"] = 1000 * cpu / max(1, len(answers) - figures["errors"])
+        figures["per_call"] = float("nan")  # each process batches on its own
+        figures["phases"] = server_phases(answers)
+        rows.insert(len(rows) - 1, ("16 clients, 2 processes (`--processes 2`)", 16,
+                                    args.seconds, figures))
+        print(f"2 processes: {figures}", file=sys.stderr)
     problems, largest = wrong_answers(soak_answers, references, work.device)
     changes = model_changes(model, work.fresh())
     elapsed = time.perf_counter() - started
@@ -498,8 +560,9 @@ def main() -> int:
     for label, _clients, seconds, figures in rows:
         lines.append(f"| server, {label}, {seconds:.0f} s | {figures['per_s']:.0f} | "
                      f"{figures['median_ms']:.1f} ms | {figures['p95_ms']:.1f} ms | "
-                     f"{figures['cpu_ms']:.1f} ms | {figures['per_call']:.1f} | "
-                     f"{figures['errors']} |")
+                     f"{figures['cpu_ms']:.1f} ms | "
+                     + ("-" if figures["per_call"] != figures["per_call"] else
+                        f"{figures['per_call']:.1f}") + f" | {figures['errors']} |")
     phases = rows[0][3]["phases"]
     with_png = library["explain + overlay PNG"]["median_ms"]
     lines += [
