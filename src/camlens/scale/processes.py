@@ -19,9 +19,8 @@ the calling thread: from a program whose other threads may hold a lock while the
 
 While the workers run, the thread driving the model gives up as many of its torch threads as
 they take cores (:func:`cores_left`): an operation split over every core waits for its slowest
-part, and with the cores busy decoding, that part waits for a turn. Measured on 2 cores with
-224x224 JPEGs and a model too small to matter, two decoding processes beside a driving thread
-on 2 torch threads ran at 0.7x a plain loop, on 1 thread at 1.1-1.2x.
+part, and with the cores busy decoding, that part waits for a turn (seen on an H200:
+``benchmarks/PIPELINE_CUDA.md``).
 """
 
 from __future__ import annotations
