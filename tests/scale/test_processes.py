@@ -168,7 +168,7 @@ def test_overlays_drawn_in_processes_are_the_files_drawn_here(digit_scenes, tmp_
         there = explain_dataset("digits-gap", scenes, tmp_path / f"there-{name}",
                                 format="png", batch_size=4, processes=2, target=target)
         assert here.explained == there.explained == 6
-        assert sent.count(writers._encoded_overlays) >= 2  # the batches of 4 and 2
+        assert sent.count(writers._overlays_per_input) >= 2  # the batches of 4 and 2
         sent.clear()
         drawn_here = sorted((tmp_path / f"here-{name}").glob("*.png"))
         drawn_there = sorted((tmp_path / f"there-{name}").glob("*.png"))

@@ -120,20 +120,25 @@ def _save_bytes(data: bytes, destination: Path) -> None:
         stream.write(data)
 
 
-def _encoded_overlays(pixels: np.ndarray, maps: list[np.ndarray], colormap, alpha: float
-                      ) -> list[list[bytes]]:
-    """Per input, the PNG files of its overlays (in a worker process): ``pixels`` ``(N, H, W,
-    3)`` uint8, ``maps[k]`` ``(N, T, h, w)`` the maps of explanation ``k`` (``T`` targets)."""
+def _overlays_per_input(pixels: np.ndarray, maps: list[np.ndarray], colormap, alpha: float,
+                        encode: bool) -> list[list]:
+    """Per input, its overlays in the order of its rows: ``pixels`` ``(N, H, W, 3)`` uint8,
+    ``maps[k]`` ``(N, T, h, w)`` the maps of explanation ``k`` (``T`` targets); each overlay
+    as pixels, or ``encode``: as a PNG file (in a worker process, :meth:`PngWriter
+    .start_processes`)."""
     from camlens.viz.overlay import overlay_pixels
 
-    per_input: list[list[bytes]] = [[] for _ in range(len(pixels))]
+    per_input: list[list] = [[] for _ in range(len(pixels))]
     for values in maps:
         targets = values.shape[1]
         overlays = overlay_pixels(np.repeat(pixels, targets, axis=0),
                                   values.reshape(-1, *values.shape[-2:]), colormap, alpha)
         for index in range(len(pixels)):
-            per_input[index].extend(_png_bytes(Image.fromarray(drawn)) for drawn in
-                                    overlays[index * targets:(index + 1) * targets])
+            own = overlays[index * targets:(index + 1) * targets]
+            if encode:
+                per_input[index].extend(_png_bytes(Image.fromarray(drawn)) for drawn in own)
+            else:
+                per_input[index].extend(own)
     return per_input
 
 
@@ -228,29 +233,20 @@ class PngWriter:
     def _drawn_chunk(self, results: Sequence[ImageResult], positions: list[int]
                      ) -> dict[int, tuple]:
         """:meth:`_drawn_together` for some inputs of one group."""
-        from camlens.viz.overlay import overlay_pixels
 
         members = [results[position] for position in positions]
         pixels = display_pixels(self.loaded, torch.cat([r.pixels for r in members]))
+        maps = []  # per explanation, (N, T, h, w)
+        for number in range(len(members[0].explanations)):
+            joined = torch.cat([r.explanations[number].maps for r in members])
+            maps.append((joined if joined.ndim == 4 else joined[:, None]).float().numpy())
         pool = self._pool
         if pool is not None and all(r.outline is None and r.boxes is None for r in members):
-            joined = [torch.cat([r.explanations[number].maps for r in members])
-                      for number in range(len(members[0].explanations))]
-            encoded = pool.submit(_encoded_overlays, pixels, [
-                (values if values.ndim == 4 else values[:, None]).float().numpy()
-                for values in joined], self.colormap, self.alpha).result()
-            return {position: (Image.fromarray(pixels[index]), encoded[index])
-                    for index, position in enumerate(positions)}
-        per_input: list[list] = [[] for _ in members]
-        for number in range(len(members[0].explanations)):
-            maps = torch.cat([r.explanations[number].maps for r in members])
-            targets = maps.shape[1] if maps.ndim == 4 else 1
-            overlays = overlay_pixels(np.repeat(pixels, targets, axis=0),
-                                      maps.reshape(-1, *maps.shape[-2:]),
-                                      self.colormap, self.alpha)
-            for index in range(len(members)):
-                per_input[index].extend(overlays[index * targets:(index + 1) * targets])
-        return {position: (Image.fromarray(pixels[index]), per_input[index])
+            drawn = pool.submit(_overlays_per_input, pixels, maps, self.colormap, self.alpha,
+                                True).result()
+        else:
+            drawn = _overlays_per_input(pixels, maps, self.colormap, self.alpha, False)
+        return {position: (Image.fromarray(pixels[index]), drawn[index])
                 for index, position in enumerate(positions)}
 
     def close(self) -> list[Written]:
