@@ -107,9 +107,11 @@ def test_an_interrupt_stops_the_decoding_processes_and_reports_what_was_written(
         return Decoded(item, torch.zeros(1, 1, 2, 2))
 
     explained = []
+    during = []
 
     def explain(batch):
         explained.append(len(batch))
+        during.append(set(_children()))
         if len(explained) == 3:
             raise KeyboardInterrupt
         return [ImageResult(one.item.key) for one in batch]
@@ -119,6 +121,7 @@ def test_an_interrupt_stops_the_decoding_processes_and_reports_what_was_written(
         run_pipeline(items, decode, explain, Writer(), out.append, batch_size=4, workers=2,
                      processes=2)
     assert sorted(done.key for done in out) == sorted(f"i{n}" for n in range(8))
+    assert len(during[0] - before) >= 2  # the workers ran (so their going is no accident)
     assert set(_children()) <= before  # the workers are gone
 
 
