@@ -127,15 +127,17 @@ def test_an_interrupt_stops_the_decoding_processes_and_reports_what_was_written(
 
 def _children() -> list[int]:
     """This process's living child processes."""
-    try:
-        tasks = os.listdir(f"/proc/{os.getpid()}/task")
-        found = []
-        for task in tasks:
-            with open(f"/proc/{os.getpid()}/task/{task}/children") as stream:
-                found += [int(pid) for pid in stream.read().split()]
-        return [pid for pid in found if _alive(pid)]
-    except OSError:
+    folder = f"/proc/{os.getpid()}/task"
+    if not os.path.isdir(folder):
         pytest.skip("needs /proc to list child processes")
+    found = []
+    for task in os.listdir(folder):
+        try:
+            with open(f"{folder}/{task}/children") as stream:
+                found += [int(pid) for pid in stream.read().split()]
+        except FileNotFoundError:  # a thread that ended while the tasks were listed
+            continue
+    return [pid for pid in found if _alive(pid)]
 
 
 def _alive(pid: int) -> bool:

@@ -29,8 +29,11 @@ def _free_port() -> int:
 def _children(pid: int) -> set[int]:
     found: set[int] = set()
     for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as stream:
-            found |= {int(child) for child in stream.read().split()}
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as stream:
+                found |= {int(child) for child in stream.read().split()}
+        except FileNotFoundError:  # a thread that ended while the tasks were listed
+            continue
     return found
 
 
