@@ -38,7 +38,8 @@ import torch
 from camlens.explanation import ExplanationWarning
 
 __all__ = ["LaneError", "captured_warnings", "choose_lanes", "coarse_switching", "default_lanes",
-           "lane_threads", "lane_warnings", "lanes_refused", "lanes_unavailable", "start_lane"]
+           "lane_threads", "lane_warnings", "lanes_refused", "lanes_unavailable", "start_lane",
+           "thread_count"]
 
 #: Method options whose library code enters ``warnings.catch_warnings`` itself: no lanes.
 SERIAL_OPTIONS = ("aug_smooth", "smooth_samples")
@@ -104,6 +105,24 @@ def start_lane(threads: int) -> None:
     if torch.get_num_threads() != threads:
         raise LaneError(f"a lane asked for {threads} torch thread(s) and got "
                         f"{torch.get_num_threads()}; lanes are not used")
+
+
+@contextlib.contextmanager
+def thread_count(threads: int) -> Iterator[None]:
+    """Within the block, the calling thread runs torch on ``threads`` threads (at least one),
+    then on as many as before; per thread, as a lane sets its count, so the user's other threads
+    keep theirs. Where torch does not use OpenMP the block changes nothing."""
+    setter = _omp_set_num_threads()
+    before = torch.get_num_threads()
+    threads = max(1, threads)
+    if setter is None or threads == before:
+        yield
+        return
+    setter(threads)
+    try:
+        yield
+    finally:
+        setter(before)
 
 
 class _Recorder:

@@ -129,15 +129,7 @@ def cores_left(busy: int) -> Iterator[None]:
     one), then on as many as before. Per thread (OpenMP's ``omp_set_num_threads``, as lanes
     set theirs: :mod:`camlens.scale.lanes`): the user's other threads keep their count. Where
     torch does not use OpenMP the block changes nothing."""
-    from camlens.scale.lanes import _omp_set_num_threads
+    from camlens.scale.lanes import thread_count
 
-    setter = _omp_set_num_threads()
-    before = torch.get_num_threads()
-    if setter is None or busy < 1 or before <= 1:
+    with thread_count(torch.get_num_threads() - max(0, busy)):
         yield
-        return
-    setter(max(1, before - busy))
-    try:
-        yield
-    finally:
-        setter(before)

@@ -9,10 +9,11 @@ cannot run on the input, 503 a full queue, 504 a request over its time limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -25,6 +26,7 @@ from fastapi.staticfiles import StaticFiles
 
 from camlens.serve.batching import Busy, MicroBatcher, TimedOut, WorkPool
 from camlens.serve.catalog import ModelCatalog, ServedModel, UnknownModel
+from camlens.serve.cores import Cores
 from camlens.serve.images import (
     ImageJob,
     explain_payloads,
@@ -126,7 +128,14 @@ class Server:
     samples: SampleShelf = field(default_factory=SampleShelf)
 
     def __post_init__(self) -> None:
-        self.pool = WorkPool(self.limits, self._threads_each())
+        import torch
+
+        share = self._threads_each()
+        whole = torch.get_num_threads()
+        #: Where workers run on a share of the threads: a request that finds the server idle
+        #: may run its model call on all of them (measured per kind of work).
+        self.cores = Cores(share, whole) if share is not None and share < whole else None
+        self.pool = WorkPool(self.limits, share, self.cores)
         self.batcher = MicroBatcher(self.pool, explain_payloads, self.limits.batch_window_s,
                                     self.limits.max_batch)
 
@@ -151,6 +160,18 @@ class Server:
         task = asyncio.ensure_future(work())
         (result,) = await self.pool.answer(ticket, [task])
         return result
+
+    def model_call(self, job: ImageJob, tensors: list[Any]) -> AbstractContextManager[Any]:
+        """Where the model call of a request that found the server idle runs: on all the
+        cores when that is measured faster for its kind of work (:mod:`camlens.serve.cores`),
+        else on the worker's share."""
+        if self.cores is None:
+            return contextlib.nullcontext()
+        shapes = tuple(tuple(tensor.shape) for tensor in tensors)
+        label = {"model": job.served.name, "columns": [list(column) for column in job.columns],
+                 "target": job.target_text, "shapes": [list(shape) for shape in shapes]}
+        kind = (job.served.name, tuple(job.columns), job.target_text, shapes)
+        return self.cores.idle_call(kind, label)
 
     def target(self, text: str, served: ServedModel) -> Any:
         """``--target`` text as the command line reads it; ``3,7`` (classes) asks for each."""
@@ -363,12 +384,16 @@ def create_app(catalog: ModelCatalog, limits: Limits | None = None, *,
     @app.get("/api/status", summary="Queue and batching figures")
     def status() -> dict[str, Any]:
         stats = server.batcher.stats
+        cores = server.cores
         return {"queue": server.pool.admitted, "queue_size": server.limits.queue_size,
                 "workers": server.limits.workers,
                 "batches": {"calls": stats.calls, "requests": stats.requests,
                             "waiting": server.batcher.waiting,
                             "largest": stats.largest,
                             "sizes": {str(k): v for k, v in sorted(stats.sizes.items())}},
+                "idle_threads": None if cores is None else {
+                    "share": cores.trials.share, "whole": cores.trials.whole,
+                    "trials": cores.trials.trials, "kinds": cores.trials.choices()},
                 "limits": {"max_upload_bytes": server.limits.max_upload_bytes,
                            "max_files": server.limits.max_files,
                            "max_pixels": server.limits.max_pixels,
@@ -456,7 +481,7 @@ async def _explain_pictures(server: Server, request: Request) -> Response:
         def whole() -> Response:
             with phase("prepare", into=phases):
                 pictures, tensors, sizes = prepare()
-            with phase("explain", into=phases):
+            with phase("explain", into=phases), server.model_call(job, tensors):
                 explanations = _explain_together(job, tensors)
             with phase("encode", into=phases):
                 if output == "png":

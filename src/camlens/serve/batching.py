@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from camlens.serve.cores import Cores
 from camlens.serve.limits import Limits
 
 __all__ = ["BatchStats", "Busy", "MicroBatcher", "TimedOut", "Ticket", "WorkPool"]
@@ -49,13 +50,16 @@ class Ticket:
 class WorkPool:
     """A thread pool of :attr:`Limits.workers` threads behind a bounded admission count."""
 
-    def __init__(self, limits: Limits, threads_each: int | None = None) -> None:
+    def __init__(self, limits: Limits, threads_each: int | None = None,
+                 cores: Cores | None = None) -> None:
         """``threads_each``: torch threads of each worker (None: the process's), set with
-        :func:`camlens.scale.lanes.start_lane` when the worker starts."""
+        :func:`camlens.scale.lanes.start_lane` when the worker starts. ``cores``: where given,
+        model work runs within :meth:`Cores.shared` (it waits while one call holds every core)."""
         from camlens.scale.lanes import start_lane
 
         self.limits = limits
         self.threads_each = threads_each
+        self.cores = cores
         self.executor = (
             ThreadPoolExecutor(limits.workers, thread_name_prefix="camlens-serve")
             if threads_each is None else
@@ -79,8 +83,12 @@ class WorkPool:
             self._admitted += 1
         return Ticket(self)
 
-    def run(self, work: Callable[[], T]) -> asyncio.Future[T]:
-        """``work()`` on a worker thread (model work)."""
+    def run(self, work: Callable[[], T], shared: bool = True) -> asyncio.Future[T]:
+        """``work()`` on a worker thread (model work), on the worker's share of the cores;
+        ``shared=False`` for work that takes its share itself (:meth:`Cores.idle_call`)."""
+        if shared and self.cores is not None:
+            return asyncio.get_running_loop().run_in_executor(
+                self.executor, _on_share, self.cores, work)
         return asyncio.get_running_loop().run_in_executor(self.executor, work)
 
     @staticmethod
@@ -103,6 +111,11 @@ class WorkPool:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _on_share(cores: Cores, work: Callable[[], T]) -> T:
+    with cores.shared():
+        return work()
 
 
 @dataclass
@@ -163,8 +176,10 @@ class MicroBatcher:
         call, counted as running like a batch, so work arriving meanwhile batches as usual. For
         a request that arrives when the server is :attr:`idle`: nothing could join it, and one
         trip to a worker instead of three (decode, explain, encode) saves the thread hand-offs,
-        which on a busy machine cost more than the work."""
-        future = self.pool.run(work)  # raises (a closed pool) before anything is counted
+        which on a busy machine cost more than the work. ``work`` takes its share of the cores
+        itself, for its model call (:meth:`Cores.idle_call`)."""
+        # raises (a closed pool) before anything is counted
+        future = self.pool.run(work, shared=False)
         self.running += 1
         self.stats.add(1)
         future.add_done_callback(lambda _: self._freed())
