@@ -221,12 +221,13 @@ def library_timing(work: Work, inputs: list[torch.Tensor], seconds: float
 
 
 def paired_costs(url: str, work: Work, inputs: list[torch.Tensor], pictures: list[bytes],
-                 rounds: int) -> dict[str, float]:
+                 rounds: int) -> dict[str, Any]:
     """Median ms of one request's work, each kind measured in turn within every round so a
     shared machine's load falls on all alike: the library on a worker thread (explain + overlay
     PNG from the decoded tensor; the same from the PNG bytes, decoding and preprocessing
     included) and the server's own time (``Server-Timing`` total, one client, requests one at a
-    time), with and without the input picture in the answer."""
+    time), with and without the input picture in the answer; and under "idle threads" what
+    the server chose for a request that finds it idle (GET /api/status)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import httpx
@@ -277,7 +278,25 @@ def paired_costs(url: str, work: Work, inputs: list[torch.Tensor], pictures: lis
             if round_ >= 3:
                 for name, value in figures.items():
                     times[name].append(value)
-    return {name: statistics.median(values) for name, values in times.items()}
+        idle = http.get("/api/status").json()["idle_threads"]
+    costs: dict[str, Any] = {name: statistics.median(values) for name, values in times.items()}
+    costs["idle threads"] = idle
+    return costs
+
+
+def idle_threads_sentence(idle: dict | None) -> str:
+    """What the server's trials chose for a request that finds it idle (GET /api/status)."""
+    if idle is None:
+        return ("Every call ran on the worker's threads (no share to widen: a GPU, one torch "
+                "thread, or split threads off).")
+    kinds = "; ".join(
+        f"{kind['model']} on {kind['shapes']}: {kind['chosen_threads']} thread(s) "
+        f"(median ms by thread count in its trials: {kind['median_ms']})"
+        for kind in idle["kinds"])
+    return (f"A request that finds the server idle runs its model call on the worker's share "
+            f"({idle['share']} torch thread(s)) or on all {idle['whole']}, whichever its first "
+            f"calls measured faster ({idle['trials']} timed calls of each, "
+            f"`camlens.serve.cores`); the paired server rows ran with the choice: {kinds}.")
 
 
 def tolerance(device: torch.device) -> tuple[float, str]:
@@ -603,6 +622,8 @@ def main() -> int:
         "`format=png` (the answer is the overlay PNG itself: the library row's work plus HTTP "
         f"and the form): {costs['server, format=png'] / costs['library']:.2f}x and "
         f"{costs['server, format=png'] / costs['library from bytes']:.2f}x.",
+        "",
+        idle_threads_sentence(costs["idle threads"]),
     ]
     soak = rows[-1][3]
     lines += [
