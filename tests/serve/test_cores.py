@@ -170,3 +170,30 @@ def test_an_idle_server_runs_the_call_on_the_count_chosen_and_answers_as_the_lib
         assert cell["score"] == pytest.approx(float(reference.scores[0]), rel=1e-5)
         np.testing.assert_allclose(cell["raw"], reference.raw[0].numpy(), rtol=1e-3,
                                    atol=1e-6)
+
+
+def test_a_call_that_raises_lets_go_of_the_cores_and_of_its_thread_count():
+    _needs_thread_counts()
+    cores = Cores(share=1, whole=2, trials=1)
+    seen = {}
+
+    def worker():
+        from camlens.scale.lanes import start_lane
+
+        start_lane(1)
+        with cores.idle_call("k"):  # the share's warm-up
+            pass
+        try:
+            with cores.idle_call("k") as threads:  # all the threads, alone
+                seen["inside"] = (threads, torch.get_num_threads())
+                raise RuntimeError("the model failed")
+        except RuntimeError:
+            seen["after"] = torch.get_num_threads()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(10)
+    assert seen == {"inside": (2, 2), "after": 1}
+    with cores.shared():  # not held any more: other work goes on
+        pass
+    assert cores._hold()  # and a later call may hold the cores again
