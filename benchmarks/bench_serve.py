@@ -188,15 +188,33 @@ def server_phases(answers: list[tuple]) -> dict[str, float]:
             for name in (timings[0] if timings else {})}
 
 
+def decoded(work: Work, data: bytes) -> torch.Tensor:
+    """The model's input for uploaded picture bytes, as the server reads and preprocesses it."""
+    from camlens.serve import Limits
+    from camlens.serve.uploads import Upload, read_picture
+
+    return work.loaded.preprocess(read_picture(Upload("picture", data), Limits()))
+
+
+def explained_overlay(work: Work, tensor: torch.Tensor):
+    """The library row's work before its PNG: Grad-CAM of ``tensor`` at the work's layer,
+    its map drawn over the picture."""
+    import camlens
+    from camlens.scale.work import display_image
+    from camlens.viz import overlay
+
+    exp = camlens.explain(work.loaded.model, tensor.to(work.device), method="gradcam",
+                          layer=work.layer)
+    return overlay(display_image(work.loaded, tensor), exp.maps[0])
+
+
 def library_timing(work: Work, inputs: list[torch.Tensor], seconds: float
                    ) -> dict[str, dict]:
     """The bare library in one thread: explain alone, and explain + overlay + PNG."""
     import camlens
-    from camlens.cli.explain import display_image
     from camlens.serve.encoding import png_data_url
-    from camlens.viz import overlay
 
-    loaded, model, layer = work.loaded, work.loaded.model, work.layer
+    model, layer = work.loaded.model, work.layer
     figures = {}
     for name, with_png in (("explain", False), ("explain + overlay PNG", True)):
         for tensor in inputs:  # warm up
@@ -208,9 +226,10 @@ def library_timing(work: Work, inputs: list[torch.Tensor], seconds: float
         while time.monotonic() < end_at:
             tensor = inputs[index % len(inputs)]
             began = time.perf_counter()
-            exp = camlens.explain(model, tensor.to(work.device), method="gradcam", layer=layer)
             if with_png:
-                png_data_url(overlay(display_image(loaded, tensor), exp.maps[0]))
+                png_data_url(explained_overlay(work, tensor))
+            else:
+                camlens.explain(model, tensor.to(work.device), method="gradcam", layer=layer)
             latencies.append(time.perf_counter() - began)
             index += 1
         latencies.sort()
@@ -291,22 +310,14 @@ def paired_costs(url: str, work: Work, inputs: list[torch.Tensor], pictures: lis
 
     import httpx
 
-    import camlens
-    from camlens.scale.work import display_image
-    from camlens.serve import Limits
     from camlens.serve.encoding import png_data_url
     from camlens.serve.timing import parse_server_timing
-    from camlens.serve.uploads import Upload, read_picture
-    from camlens.viz import overlay
-
-    loaded, model = work.loaded, work.loaded.model
 
     def library(tensor: torch.Tensor) -> None:
-        exp = camlens.explain(model, tensor.to(work.device), method="gradcam", layer=work.layer)
-        png_data_url(overlay(display_image(loaded, tensor), exp.maps[0]))
+        png_data_url(explained_overlay(work, tensor))
 
     def from_bytes(data: bytes) -> None:
-        library(loaded.preprocess(read_picture(Upload("d.png", data), Limits())))
+        library(decoded(work, data))
 
     times: dict[str, list[float]] = {name: [] for name in (
         "library", "library from bytes", "server", "server, input left out",
@@ -530,7 +541,6 @@ def main() -> int:
     from camlens.cli.serve import build_app
     from camlens.explanation import ExplanationWarning
     from camlens.serve import Limits
-    from camlens.serve.uploads import Upload, read_picture
 
     warnings.simplefilter("ignore", ExplanationWarning)
     if args.model == "resnet18":
@@ -543,8 +553,7 @@ def main() -> int:
     catalog, model, pictures = work.catalog, work.loaded.model, work.pictures
     rounds = args.rounds or max(30, int((10 if args.model == "resnet18" else 40)
                                         * args.seconds))
-    inputs = [work.loaded.preprocess(read_picture(Upload("picture", data), Limits()))
-              for data in pictures]
+    inputs = [decoded(work, data) for data in pictures]
     references = [camlens.explain(model, tensor.to(work.device), method="gradcam",
                                   layer=work.layer)
                   for tensor in inputs]
@@ -560,15 +569,11 @@ def main() -> int:
         port = probe.getsockname()[1]
     split = not args.whole_threads
     app = build_app(catalog, Limits(queue_size=64, split_threads=split))
-    from camlens.scale.work import display_image
     from camlens.serve.encoding import png_bytes
-    from camlens.viz import overlay
 
     def lean_answer(data: bytes) -> bytes:
         """The library row's work from the uploaded bytes, the overlay's PNG bytes back."""
-        tensor = work.loaded.preprocess(read_picture(Upload("picture", data), Limits()))
-        exp = camlens.explain(model, tensor.to(work.device), method="gradcam", layer=work.layer)
-        return png_bytes(overlay(display_image(work.loaded, tensor), exp.maps[0]))
+        return png_bytes(explained_overlay(work, decoded(work, data)))
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
