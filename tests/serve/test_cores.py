@@ -47,6 +47,19 @@ def test_a_warm_up_calls_slowness_does_not_decide():
     assert trials.pick("k") == (2, False)  # the 9 s warm-up of the two threads is not counted
 
 
+def test_a_trial_call_that_could_not_run_alone_leaves_the_trials_where_they_were():
+    """A picked trial call that found other work running (so was not timed) is not counted:
+    the count's warm-up is still to come, and a cold call is never timed."""
+    trials = ThreadTrials(share=1, whole=2, trials=1)
+    assert trials.pick("k") == (1, True)  # ran contended: nothing recorded
+    assert trials.pick("k") == (1, True)
+    trials.record("k", 1, 5.0)  # the share's warm-up
+    assert trials.pick("k") == (2, True)
+    assert trials.pick("k") == (2, True)  # contended again
+    trials.record("k", 2, 5.0)  # the whole count's warm-up, not timed
+    assert trials.choices()[0]["median_ms"] == {}
+
+
 def test_kinds_are_tried_apart_and_the_oldest_is_forgotten():
     trials = ThreadTrials(share=1, whole=4, trials=1, max_kinds=2)
     _run_trials(trials, "small", {1: 0.001, 4: 0.002})

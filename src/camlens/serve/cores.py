@@ -80,9 +80,7 @@ class ThreadTrials:
             trial = self._trial(kind, label)
             if trial.chosen is not None:
                 return trial.chosen, False
-            threads = min((self.share, self.whole), key=lambda count: trial.calls[count])
-            trial.calls[threads] += 1
-            return threads, True
+            return min((self.share, self.whole), key=lambda count: trial.calls[count]), True
 
     def record(self, kind: Hashable, threads: int, seconds: float) -> None:
         """A trial call's wall time; the choice is made once both counts have their trials."""
@@ -90,8 +88,9 @@ class ThreadTrials:
             trial = self._kinds.get(kind)
             if trial is None or trial.chosen is not None:
                 return
+            trial.calls[threads] += 1  # calls that ran alone: a contended one is not counted
             if trial.calls[threads] == 1:
-                return  # the warm-up call of this count (its threads start), not counted
+                return  # the warm-up call of this count (its threads start), not timed
             trial.seconds[threads].append(seconds)
             timed = [trial.seconds[count] for count in (self.share, self.whole)]
             if all(len(times) >= self.trials for times in timed):
