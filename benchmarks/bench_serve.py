@@ -208,30 +208,61 @@ def explained_overlay(work: Work, tensor: torch.Tensor):
     return overlay(display_image(work.loaded, tensor), exp.maps[0])
 
 
-def library_timing(work: Work, inputs: list[torch.Tensor], seconds: float
+def library_threads(work: Work, inputs: list[torch.Tensor], rounds: int = 30
+                    ) -> tuple[int, dict[int, float]]:
+    """The library row's torch thread count, on the calling thread: explain + overlay PNG timed
+    on one thread and on all of torch's, in turns within every round (the first 3 warm up);
+    the count with the lower median, and the median ms of each. The library rows and the
+    leanest server run on it, so the server (whose trials choose its count the same way) is
+    compared with the library at its best, not at torch's default."""
+    from camlens.scale.lanes import thread_count
+    from camlens.serve.encoding import png_data_url
+
+    counts = sorted({1, torch.get_num_threads()})
+    times: dict[int, list[float]] = {count: [] for count in counts}
+    for round_ in range(rounds + 3):
+        tensor = inputs[round_ % len(inputs)]
+        for count in counts:
+            with thread_count(count):
+                began = time.perf_counter()
+                png_data_url(explained_overlay(work, tensor))
+                took = 1000 * (time.perf_counter() - began)
+            if round_ >= 3:
+                times[count].append(took)
+    medians = {count: statistics.median(values) for count, values in times.items()}
+    return min(medians, key=medians.__getitem__), medians
+
+
+def library_timing(work: Work, inputs: list[torch.Tensor], seconds: float, threads: int
                    ) -> dict[str, dict]:
-    """The bare library in one thread: explain alone, and explain + overlay + PNG."""
+    """The bare library in one thread on ``threads`` torch threads: explain alone, and
+    explain + overlay + PNG."""
     import camlens
+    from camlens.scale.lanes import thread_count
     from camlens.serve.encoding import png_data_url
 
     model, layer = work.loaded.model, work.layer
     figures = {}
     for name, with_png in (("explain", False), ("explain + overlay PNG", True)):
-        for tensor in inputs:  # warm up
-            camlens.explain(model, tensor.to(work.device), method="gradcam", layer=layer)
-        latencies = []
-        cpu_began = time.process_time()
-        end_at = time.monotonic() + seconds
-        index = 0
-        while time.monotonic() < end_at:
-            tensor = inputs[index % len(inputs)]
-            began = time.perf_counter()
-            if with_png:
-                png_data_url(explained_overlay(work, tensor))
-            else:
+        with thread_count(threads):
+            for tensor in inputs:  # warm up
                 camlens.explain(model, tensor.to(work.device), method="gradcam", layer=layer)
-            latencies.append(time.perf_counter() - began)
-            index += 1
+            latencies = []
+            cpu_began = time.process_time()
+            end_at = time.monotonic() + seconds
+            index = 0
+            while time.monotonic() < end_at:
+                tensor = inputs[index % len(inputs)]
+                began = time.perf_counter()
+                if with_png:
+                    png_data_url(explained_overlay(work, tensor))
+                else:
+                    camlens.explain(model, tensor.to(work.device), method="gradcam",
+                                    layer=layer)
+                    if work.device.type == "cuda":  # the PNG row waits for the map's copy
+                        torch.cuda.synchronize(work.device)
+                latencies.append(time.perf_counter() - began)
+                index += 1
         latencies.sort()
         figures[name] = {"per_s": len(latencies) / seconds,
                          "cpu_ms": 1000 * (time.process_time() - cpu_began) / len(latencies),
@@ -298,23 +329,26 @@ def leanest_app(answer: Callable[[bytes], bytes]):
 
 
 def paired_costs(url: str, work: Work, inputs: list[torch.Tensor], pictures: list[bytes],
-                 rounds: int, lean_url: str) -> dict[str, Any]:
+                 rounds: int, lean_url: str, threads: int) -> dict[str, Any]:
     """Median ms of one request's work, each kind measured in turn within every round so a
     shared machine's load falls on all alike: the library on a worker thread (explain + overlay
     PNG from the decoded tensor; the same from the PNG bytes, decoding and preprocessing
     included) and the server's own time (``Server-Timing`` total, one client, requests one at a
     time), with and without the input picture in the answer; the leanest server's
     (:func:`leanest_app` at ``lean_url``, doing the library's work from the bytes); and under
-    "idle threads" what the server chose for a request that finds it idle (GET /api/status)."""
+    "idle threads" what the server chose for a request that finds it idle (GET /api/status).
+    The library rows run on ``threads`` torch threads (:func:`library_threads`)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import httpx
 
+    from camlens.scale.lanes import thread_count
     from camlens.serve.encoding import png_data_url
     from camlens.serve.timing import parse_server_timing
 
     def library(tensor: torch.Tensor) -> None:
-        png_data_url(explained_overlay(work, tensor))
+        with thread_count(threads):
+            png_data_url(explained_overlay(work, tensor))
 
     def from_bytes(data: bytes) -> None:
         library(decoded(work, data))
@@ -563,7 +597,8 @@ def main() -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1) as worker:  # where the server runs it: off the main thread
-        library = worker.submit(library_timing, work, inputs, args.seconds).result()
+        threads, thread_trial = worker.submit(library_threads, work, inputs).result()
+        library = worker.submit(library_timing, work, inputs, args.seconds, threads).result()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -573,7 +608,10 @@ def main() -> int:
 
     def lean_answer(data: bytes) -> bytes:
         """The library row's work from the uploaded bytes, the overlay's PNG bytes back."""
-        return png_bytes(explained_overlay(work, decoded(work, data)))
+        from camlens.scale.lanes import thread_count
+
+        with thread_count(threads):
+            return png_bytes(explained_overlay(work, decoded(work, data)))
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -582,7 +620,7 @@ def main() -> int:
     lean_server, lean_thread = serve(leanest_app(lean_answer), lean_port)
     try:
         costs = paired_costs(f"http://127.0.0.1:{port}", work, inputs, pictures, rounds,
-                             f"http://127.0.0.1:{lean_port}")
+                             f"http://127.0.0.1:{lean_port}", threads)
     finally:
         for running, its_thread in ((server, thread), (lean_server, lean_thread)):
             running.should_exit = True
@@ -649,6 +687,14 @@ def main() -> int:
         "process holds no client) over the calls or answers, the cost of each on a machine "
         "whose cores are all busy.",
         "",
+        f"The library rows (here and in the paired rounds below, and the leanest server's work) "
+        f"run on {threads} torch thread(s): the faster for this work of "
+        + " and ".join(str(count) for count in thread_trial)
+        + " in a trial on the worker thread (explain + overlay PNG, median ms: "
+        + ", ".join(f"{count} thread(s) {ms:.2f}" for count, ms in thread_trial.items())
+        + "), so the server is compared with the library at its best, not at torch's "
+        "default.",
+        "",
         f"Work: `POST /api/explain`, {work.described}, top-1; the JSON answer carries the "
         "input and overlay PNGs, the hover values and the raw map.",
         "",
@@ -657,7 +703,8 @@ def main() -> int:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, figures in library.items():
-        lines.append(f"| bare library, one worker thread: {name} | {figures['per_s']:.0f} | "
+        lines.append(f"| bare library, one worker thread on {threads} torch thread(s): {name} "
+                     f"| {figures['per_s']:.0f} | "
                      f"{figures['median_ms']:.1f} ms | {figures['p95_ms']:.1f} ms | "
                      f"{figures['cpu_ms']:.1f} ms | - | - |")
     for label, _clients, seconds, figures in rows:
