@@ -399,12 +399,15 @@ def idle_threads_sentence(idle: dict | None) -> str:
                 "thread, or split threads off).")
     kinds = "; ".join(
         f"{kind['model']} on {kind['shapes']}: {kind['chosen_threads']} thread(s) "
-        f"(median ms by thread count in its trials: {kind['median_ms']})"
+        f"(median ms by thread count in its trials: {kind['median_ms']}; since the choice, "
+        f"of the latest calls and probes: {kind['since_chosen_ms']}; "
+        f"{kind['switches']} switch(es))"
         for kind in idle["kinds"])
     return (f"A request that finds the server idle runs its model call on the worker's share "
             f"({idle['share']} torch thread(s)) or on all {idle['whole']}, whichever its first "
-            f"calls measured faster ({idle['trials']} timed calls of each, "
-            f"`camlens.serve.cores`); the paired server rows ran with the choice: {kinds}.")
+            f"calls measured faster ({idle['trials']} timed calls of each), checked by a probe "
+            f"of the other count every {idle['probe_every']} such calls (`camlens.serve.cores`); "
+            f"at the end of the paired rounds: {kinds}.")
 
 
 def tolerance(device: torch.device) -> tuple[float, str]:

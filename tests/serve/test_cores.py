@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from camlens.serve.cores import Cores, ThreadTrials
+from camlens.serve.cores import MARGIN, PROBE_EVERY, PROBES, RECENT, Cores, ThreadTrials
 
 
 def _run_trials(trials: ThreadTrials, kind, times: dict[int, float]) -> list[tuple[int, bool]]:
@@ -67,6 +67,49 @@ def test_kinds_are_tried_apart_and_the_oldest_is_forgotten():
     assert trials.pick("small") == (1, False) and trials.pick("large") == (4, False)
     trials.pick("third")
     assert trials.pick("small") == (1, True)  # forgotten: the oldest of three; tried again
+
+
+def test_after_the_choice_every_sixteenth_idle_call_probes_the_other_count():
+    trials = ThreadTrials(share=1, whole=2, trials=1)
+    _run_trials(trials, "k", {1: 0.004, 2: 0.005})  # chooses 1; its first call picked
+    picks = [trials.pick("k") for _ in range(2 * PROBE_EVERY)]
+    probes = [number for number, (_, timed) in enumerate(picks, start=2) if timed]
+    assert probes == [PROBE_EVERY, 2 * PROBE_EVERY]
+    assert {picks[number - 2] for number in probes} == {(2, True)}
+    assert {pick for pick in picks if not pick[1]} == {(1, False)}
+
+
+def _times_after_the_choice(trials: ThreadTrials, kind, times: dict[int, float],
+                            calls: int) -> None:
+    for _ in range(calls):
+        threads, _ = trials.pick(kind)
+        trials.record(kind, threads, times[threads])
+
+
+def test_a_count_whose_probes_beat_the_chosen_calls_by_the_margin_is_chosen_instead():
+    """A noisy moment made two threads look slower in the trials (94 against 80 ms); later
+    calls on one thread take 85 ms and the probes of two 65 ms: two threads are chosen."""
+    trials = ThreadTrials(share=1, whole=2, trials=1)
+    _run_trials(trials, "k", {1: 0.080, 2: 0.094})
+    _times_after_the_choice(trials, "k", {1: 0.085, 2: 0.065}, PROBES * PROBE_EVERY - 2)
+    assert trials.choices()[0]["chosen_threads"] == 1  # two probes so far: not yet
+    _times_after_the_choice(trials, "k", {1: 0.085, 2: 0.065}, 1)  # the third probe
+    assert trials.pick("k") == (2, False)
+    (choice,) = trials.choices()
+    assert choice["chosen_threads"] == 2 and choice["switches"] == 1
+    assert choice["median_ms"] == {"1": 80.0, "2": 94.0}  # the trials, as they were
+    assert choice["since_chosen_ms"] == {"2": 65.0}  # starts from the probes' times
+    assert choice["timed_since_chosen"] == {"2": PROBES, "1": 0}
+
+
+def test_probes_within_the_margin_keep_the_choice():
+    trials = ThreadTrials(share=1, whole=2, trials=1)
+    _run_trials(trials, "k", {1: 0.080, 2: 0.094})
+    slightly = 0.085 / (1 + MARGIN) + 0.0005  # faster, but by less than the margin
+    _times_after_the_choice(trials, "k", {1: 0.085, 2: slightly}, 10 * PROBE_EVERY)
+    (choice,) = trials.choices()
+    assert choice["chosen_threads"] == 1 and choice["switches"] == 0
+    assert choice["timed_since_chosen"] == {"1": RECENT, "2": PROBES}
 
 
 @pytest.mark.parametrize(("share", "whole", "count"), [(0, 2, 1), (2, 2, 1), (1, 2, 0)])
@@ -135,6 +178,25 @@ def test_other_model_work_waits_for_a_call_alone_and_an_idle_call_shares_when_wo
     with cores.shared(), cores.idle_call("k") as threads:
         assert threads == 1
     assert cores.trials.choices()[0]["median_ms"] == {}
+
+
+def test_a_call_on_the_chosen_share_is_timed_only_when_no_other_model_work_ran_with_it():
+    cores = Cores(share=1, whole=2, trials=1)
+    _run_trials(cores.trials, "k", {1: 0.004, 2: 0.005})  # the share is chosen
+
+    def timed_calls() -> int:
+        return cores.trials.choices()[0]["timed_since_chosen"]["1"]
+
+    with cores.idle_call("k") as threads:  # the server to itself: timed
+        assert threads == 1
+    assert timed_calls() == 1
+    with cores.shared(), cores.idle_call("k"):  # work was running when it started
+        pass
+    with cores.idle_call("k"):  # work started while it ran
+        other = threading.Thread(target=lambda: cores.shared().__enter__())
+        other.start()
+        other.join(10)
+    assert timed_calls() == 1
 
 
 def test_an_idle_server_runs_the_call_on_the_count_chosen_and_answers_as_the_library(digits):

@@ -26,7 +26,7 @@ from fastapi.staticfiles import StaticFiles
 
 from camlens.serve.batching import Busy, MicroBatcher, TimedOut, WorkPool
 from camlens.serve.catalog import ModelCatalog, ServedModel, UnknownModel
-from camlens.serve.cores import Cores
+from camlens.serve.cores import MARGIN, PROBE_EVERY, Cores
 from camlens.serve.images import (
     ImageJob,
     explain_payloads,
@@ -393,7 +393,8 @@ def create_app(catalog: ModelCatalog, limits: Limits | None = None, *,
                             "sizes": {str(k): v for k, v in sorted(stats.sizes.items())}},
                 "idle_threads": None if cores is None else {
                     "share": cores.trials.share, "whole": cores.trials.whole,
-                    "trials": cores.trials.trials, "kinds": cores.trials.choices()},
+                    "trials": cores.trials.trials, "probe_every": PROBE_EVERY,
+                    "margin": MARGIN, "kinds": cores.trials.choices()},
                 "limits": {"max_upload_bytes": server.limits.max_upload_bytes,
                            "max_files": server.limits.max_files,
                            "max_pixels": server.limits.max_pixels,

@@ -11,8 +11,14 @@ give (in this project's benchmark the digit's request took longer on two threads
 So it is measured, not guessed (:class:`ThreadTrials`): for each model, method, layer and input
 shape, the first calls of requests that find the server idle alternate between the worker's
 share and all the threads (the first call of each count warms up and is not counted); after
-:data:`TRIALS` timed calls of each, the count with the lower median is kept for that work.
-``GET /api/status`` shows the trials and the choices.
+:data:`TRIALS` timed calls of each, the count with the lower median is chosen for that work.
+
+A few timed calls decide on a machine that may be busy at that moment, and its load may change
+later, so the choice is checked, not kept for good: every :data:`PROBE_EVERY`-th idle call of the
+kind runs on the other count, alone, and the calls on the chosen count that had the cores to
+themselves are timed too. When the median of the last :data:`PROBES` probes is more than
+:data:`MARGIN` below the median of the last :data:`RECENT` calls on the chosen count, the other
+count is chosen instead. ``GET /api/status`` shows the trials, the choices and the switches.
 
 A call on all the threads holds the cores alone (:class:`Cores`): it starts only when no other
 model work is running, and model work that comes meanwhile waits for it to end, so calls never
@@ -25,16 +31,24 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TRIALS", "Cores", "ThreadTrials"]
+__all__ = ["MARGIN", "PROBE_EVERY", "PROBES", "RECENT", "TRIALS", "Cores", "ThreadTrials"]
 
-#: Timed calls of each thread count before the faster is kept (after one warm-up call of each).
+#: Timed calls of each thread count before the faster is chosen (after one warm-up call of each).
 TRIALS = 3
+#: After the choice, every this many idle calls of a kind one runs on the other count (a probe).
+PROBE_EVERY = 16
+#: The probes of the other count that are compared (the latest).
+PROBES = 3
+#: The timed calls on the chosen count that are compared (the latest).
+RECENT = 8
+#: How much faster (relative) the other count's probes must be for it to be chosen instead.
+MARGIN = 0.1
 #: Work kinds whose trials are remembered (the oldest is forgotten first).
 MAX_KINDS = 256
 
@@ -45,11 +59,18 @@ class _Trial:
     calls: dict[int, int]
     chosen: int | None = None
     label: dict[str, Any] = field(default_factory=dict)
+    #: After the choice: idle calls picked, the latest times on the chosen count and of the
+    #: probes of the other, and how often the choice changed.
+    picks: int = 0
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
+    probes: deque[float] = field(default_factory=lambda: deque(maxlen=PROBES))
+    switches: int = 0
 
 
 class ThreadTrials:
     """Which thread count each kind of work runs on when it has the cores alone: ``share`` and
-    ``whole`` in turn until :data:`TRIALS` timed calls of each, then the faster."""
+    ``whole`` in turn until :data:`TRIALS` timed calls of each, then the faster, checked by a
+    probe of the other count every :data:`PROBE_EVERY` calls (see the module)."""
 
     def __init__(self, share: int, whole: int, trials: int = TRIALS,
                  max_kinds: int = MAX_KINDS) -> None:
@@ -75,18 +96,30 @@ class ThreadTrials:
 
     def pick(self, kind: Hashable, label: dict[str, Any] | None = None) -> tuple[int, bool]:
         """(threads, timed): the count for the next call of ``kind`` and whether it is a trial
-        whose time :meth:`record` should get."""
+        or a probe, which must run alone and whose time :meth:`record` should get. A call on the
+        chosen count (``timed`` False) may be recorded too, where it had the cores to itself."""
         with self._lock:
             trial = self._trial(kind, label)
             if trial.chosen is not None:
+                trial.picks += 1
+                if trial.picks % PROBE_EVERY == 0:
+                    return self._other(trial.chosen), True
                 return trial.chosen, False
             return min((self.share, self.whole), key=lambda count: trial.calls[count]), True
 
+    def _other(self, threads: int) -> int:
+        return self.whole if threads == self.share else self.share
+
     def record(self, kind: Hashable, threads: int, seconds: float) -> None:
-        """A trial call's wall time; the choice is made once both counts have their trials."""
+        """The wall time of a call that had the cores to itself: a trial's (the choice is made
+        once both counts have their trials), or after the choice a call on the chosen count or
+        a probe of the other (the other is chosen when its probes are faster by the margin)."""
         with self._lock:
             trial = self._kinds.get(kind)
-            if trial is None or trial.chosen is not None:
+            if trial is None:
+                return
+            if trial.chosen is not None:
+                self._check(trial, threads, seconds)
                 return
             trial.calls[threads] += 1  # calls that ran alone: a contended one is not counted
             if trial.calls[threads] == 1:
@@ -97,12 +130,40 @@ class ThreadTrials:
                 medians = [statistics.median(times) for times in timed]
                 trial.chosen = self.whole if medians[1] < medians[0] else self.share
 
+    def _check(self, trial: _Trial, threads: int, seconds: float) -> None:
+        """After the choice: ``seconds`` of a call on the chosen count or of a probe; the other
+        count is chosen when its latest probes beat the chosen count's latest calls by the
+        margin (the chosen count then starts from those probes' times)."""
+        assert trial.chosen is not None
+        if threads == trial.chosen:
+            trial.recent.append(seconds)
+        else:
+            trial.probes.append(seconds)
+        if len(trial.probes) < PROBES or not trial.recent:
+            return
+        if statistics.median(trial.probes) * (1 + MARGIN) < statistics.median(trial.recent):
+            trial.chosen = self._other(trial.chosen)
+            trial.recent = deque(trial.probes, maxlen=RECENT)
+            trial.probes.clear()
+            trial.switches += 1
+
+    def _since_chosen(self, trial: _Trial) -> dict[str, dict[str, Any]]:
+        """The latest timed calls on the chosen count and probes of the other: count, median."""
+        if trial.chosen is None:
+            return {"since_chosen_ms": {}, "timed_since_chosen": {}}
+        latest = {trial.chosen: trial.recent, self._other(trial.chosen): trial.probes}
+        return {"since_chosen_ms": {str(count): round(1000 * statistics.median(times), 3)
+                                    for count, times in latest.items() if times},
+                "timed_since_chosen": {str(count): len(times)
+                                       for count, times in latest.items()}}
+
     def choices(self) -> list[dict[str, Any]]:
         """Every kind's trial: its label, the median ms of each count so far and the choice."""
         with self._lock:
             return [{**trial.label, "chosen_threads": trial.chosen,
                      "median_ms": {str(count): round(1000 * statistics.median(times), 3)
-                                   for count, times in trial.seconds.items() if times}}
+                                   for count, times in trial.seconds.items() if times},
+                     **self._since_chosen(trial), "switches": trial.switches}
                     for trial in self._kinds.values()]
 
 
@@ -114,19 +175,31 @@ class Cores:
         self.trials = ThreadTrials(share, whole, trials)
         self._changed = threading.Condition()
         self._sharing = 0
+        self._entered = 0  # model work that has started on a share, ever
         self._held = False
 
     @contextmanager
     def shared(self) -> Iterator[None]:
         """Model work on a worker's share: waits while a call holds the cores alone."""
+        with self._sharing_watched():
+            yield
+
+    @contextmanager
+    def _sharing_watched(self) -> Iterator[list[bool]]:
+        """:meth:`shared`, yielding a list whose one flag says, once the block has ended,
+        whether no other model work ran during it (the block had the cores to itself)."""
         with self._changed:
             while self._held:
                 self._changed.wait()
             self._sharing += 1
+            self._entered += 1
+            alone, entered = self._sharing == 1, self._entered
+        undisturbed = [False]
         try:
-            yield
+            yield undisturbed
         finally:
             with self._changed:
+                undisturbed[0] = alone and self._entered == entered
                 self._sharing -= 1
                 self._changed.notify_all()
 
@@ -146,22 +219,26 @@ class Cores:
     def idle_call(self, kind: Hashable, label: dict[str, Any] | None = None
                   ) -> Iterator[int]:
         """The model call of a request that found the server idle, on the thread count its
-        trials chose (yielded). A call that would run on all the threads, or is timed, runs
-        alone; where other model work started meanwhile it runs on its share, untimed."""
+        trials chose (yielded). A call that would run on all the threads, a trial and a probe
+        run alone (timed); where other model work started meanwhile they run on the share,
+        untimed. A call on the chosen share is timed where no other model work ran with it."""
         from camlens.scale.lanes import thread_count
 
         threads, timed = self.trials.pick(kind, label)
         alone = (timed or threads != self.trials.share) and self._hold()
         if not alone:
-            with self.shared():
+            with self._sharing_watched() as undisturbed:
+                began = time.perf_counter()
                 yield self.trials.share
+                took = time.perf_counter() - began
+            if not timed and threads == self.trials.share and undisturbed[0]:
+                self.trials.record(kind, threads, took)
             return
         try:
             with thread_count(threads):
                 began = time.perf_counter()
                 yield threads
                 took = time.perf_counter() - began
-            if timed:
-                self.trials.record(kind, threads, took)
+            self.trials.record(kind, threads, took)
         finally:
             self._release()
