@@ -271,11 +271,12 @@ def library_timing(work: Work, inputs: list[torch.Tensor], seconds: float, threa
     return figures
 
 
-def leanest_app(answer: Callable[[bytes], bytes]):
+def leanest_app(answer: Callable[[bytes, int], bytes]):
     """The leanest server this stack allows, to tell the request's unavoidable cost from
     camlens's: a bare ASGI app (no framework, no middleware, no checks) that reads the body,
     takes the one file out of the multipart form with python-multipart's parser, runs
-    ``answer(file bytes)`` on a worker thread and sends what it returns as the answer, with its
+    ``answer(file bytes, threads)`` on a worker thread (``threads``: the path, ``/2``; 0 for
+    the thread's own count) and sends what it returns as the answer, with its
     own time in ``Server-Timing`` measured as camlens's (from the app's call to the answer's
     start)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -319,7 +320,8 @@ def leanest_app(answer: Callable[[bytes], bytes]):
             body += message.get("body", b"")
             more = message.get("more_body", False)
         data = the_file(dict(scope["headers"])[b"content-type"], bytes(body))
-        png = await asyncio.get_running_loop().run_in_executor(worker, answer, data)
+        threads = int(scope["path"].strip("/") or 0)
+        png = await asyncio.get_running_loop().run_in_executor(worker, answer, data, threads)
         took = f"total;dur={1000 * (time.perf_counter() - began):.2f}".encode()
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"image/png"), (b"server-timing", took)]})
@@ -329,7 +331,7 @@ def leanest_app(answer: Callable[[bytes], bytes]):
 
 
 def paired_costs(url: str, work: Work, inputs: list[torch.Tensor], pictures: list[bytes],
-                 rounds: int, lean_url: str, threads: int) -> dict[str, Any]:
+                 rounds: int, lean_url: str) -> dict[str, Any]:
     """Median ms of one request's work, each kind measured in turn within every round so a
     shared machine's load falls on all alike: the library on a worker thread (explain + overlay
     PNG from the decoded tensor; the same from the PNG bytes, decoding and preprocessing
@@ -337,7 +339,11 @@ def paired_costs(url: str, work: Work, inputs: list[torch.Tensor], pictures: lis
     time), with and without the input picture in the answer; the leanest server's
     (:func:`leanest_app` at ``lean_url``, doing the library's work from the bytes); and under
     "idle threads" what the server chose for a request that finds it idle (GET /api/status).
-    The library rows run on ``threads`` torch threads (:func:`library_threads`)."""
+
+    The server picks its torch thread count per kind of work as it goes (``camlens.serve.cores``),
+    so the library rows and the leanest server run on each count (one, and all of torch's) in
+    every round, and each row's figure is its faster count's median ("threads" says which, and
+    "by threads" has every count's)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import httpx
@@ -346,16 +352,20 @@ def paired_costs(url: str, work: Work, inputs: list[torch.Tensor], pictures: lis
     from camlens.serve.encoding import png_data_url
     from camlens.serve.timing import parse_server_timing
 
-    def library(tensor: torch.Tensor) -> None:
+    counts = sorted({1, torch.get_num_threads()})
+
+    def library(tensor: torch.Tensor, threads: int) -> None:
         with thread_count(threads):
             png_data_url(explained_overlay(work, tensor))
 
-    def from_bytes(data: bytes) -> None:
-        library(decoded(work, data))
+    def from_bytes(data: bytes, threads: int) -> None:
+        with thread_count(threads):
+            png_data_url(explained_overlay(work, decoded(work, data)))
 
+    on_counts = ("library", "library from bytes", "leanest server")
     times: dict[str, list[float]] = {name: [] for name in (
-        "library", "library from bytes", "server", "server, input left out",
-        "server, upload left out", "server, format=png", "leanest server")}
+        *(f"{name}@{count}" for name in on_counts for count in counts),
+        "server", "server, input left out", "server, upload left out", "server, format=png")}
     with ThreadPoolExecutor(1) as worker, httpx.Client(base_url=url, timeout=120) as http, \
             httpx.Client(base_url=lean_url, timeout=120) as lean:
         def timed(work) -> float:
@@ -372,24 +382,48 @@ def paired_costs(url: str, work: Work, inputs: list[torch.Tensor], pictures: lis
             timing = parse_server_timing(response.headers["server-timing"])
             return timing["total"], timing["total"] - timing.get("upload", 0.0)
 
+        def leanest(data: bytes, threads: int) -> float:
+            response = lean.post(f"/{threads}", files=[("image", ("picture", data, work.mime))])
+            return parse_server_timing(response.headers["server-timing"])["total"]
+
         for round_ in range(rounds + 3):  # the first 3 warm up
             tensor, data = inputs[round_ % len(inputs)], pictures[round_ % len(inputs)]
             total, less_upload = served(data)
-            figures = {"library": timed(lambda t=tensor: library(t)),
-                       "server": total, "server, upload left out": less_upload,
-                       "library from bytes": timed(lambda d=data: from_bytes(d)),
-                       "server, input left out": served(data, input="false")[0],
-                       "server, format=png": served(data, format="png")[0],
-                       "leanest server": parse_server_timing(lean.post("/", files=[
-                           ("image", ("picture", data, work.mime))]).headers[
-                           "server-timing"])["total"]}
+            figures = {"server": total, "server, upload left out": less_upload}
+            for count in counts:
+                figures[f"library@{count}"] = timed(lambda t=tensor, c=count: library(t, c))
+            figures["server, input left out"] = served(data, input="false")[0]
+            for count in counts:
+                figures[f"library from bytes@{count}"] = timed(
+                    lambda d=data, c=count: from_bytes(d, c))
+            figures["server, format=png"] = served(data, format="png")[0]
+            for count in counts:
+                figures[f"leanest server@{count}"] = leanest(data, count)
             if round_ >= 3:
                 for name, value in figures.items():
                     times[name].append(value)
         idle = http.get("/api/status").json()["idle_threads"]
-    costs: dict[str, Any] = {name: statistics.median(values) for name, values in times.items()}
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    costs: dict[str, Any] = {name: value for name, value in medians.items() if "@" not in name}
+    for name in on_counts:
+        by_threads = {count: medians[f"{name}@{count}"] for count in counts}
+        fastest = min(by_threads, key=by_threads.__getitem__)
+        costs[name] = by_threads[fastest]
+        costs[f"{name} threads"] = fastest
+        costs[f"{name} by threads"] = by_threads
     costs["idle threads"] = idle
     return costs
+
+
+def threads_sentence(costs: dict[str, Any]) -> str:
+    """Which count each row on both counts took its figure from, and every count's median."""
+    rows = "; ".join(
+        f"{name}: {costs[name + ' threads']} thread(s) ("
+        + ", ".join(f"{count}: {ms:.2f}" for count, ms in costs[name + " by threads"].items())
+        + ")" for name in ("library", "library from bytes", "leanest server"))
+    return ("The library rows and the leanest server ran on one torch thread and on all in every "
+            "round; each figure above is its faster count's median (median ms by thread count: "
+            f"{rows}).")
 
 
 def idle_threads_sentence(idle: dict | None) -> str:
@@ -609,11 +643,12 @@ def main() -> int:
     app = build_app(catalog, Limits(queue_size=64, split_threads=split))
     from camlens.serve.encoding import png_bytes
 
-    def lean_answer(data: bytes) -> bytes:
-        """The library row's work from the uploaded bytes, the overlay's PNG bytes back."""
+    def lean_answer(data: bytes, threads: int) -> bytes:
+        """The library row's work from the uploaded bytes on ``threads`` torch threads, the
+        overlay's PNG bytes back."""
         from camlens.scale.lanes import thread_count
 
-        with thread_count(threads):
+        with thread_count(threads or torch.get_num_threads()):
             return png_bytes(explained_overlay(work, decoded(work, data)))
 
     with socket.socket() as probe:
@@ -623,7 +658,7 @@ def main() -> int:
     lean_server, lean_thread = serve(leanest_app(lean_answer), lean_port)
     try:
         costs = paired_costs(f"http://127.0.0.1:{port}", work, inputs, pictures, rounds,
-                             f"http://127.0.0.1:{lean_port}", threads)
+                             f"http://127.0.0.1:{lean_port}")
     finally:
         for running, its_thread in ((server, thread), (lean_server, lean_thread)):
             running.should_exit = True
@@ -690,13 +725,12 @@ def main() -> int:
         "process holds no client) over the calls or answers, the cost of each on a machine "
         "whose cores are all busy.",
         "",
-        f"The library rows (here and in the paired rounds below, and the leanest server's work) "
-        f"run on {threads} torch thread(s): the faster for this work of "
-        + " and ".join(str(count) for count in thread_trial)
-        + " in a trial on the worker thread (explain + overlay PNG, median ms: "
+        f"The library rows of this table run on {threads} torch thread(s): the faster for "
+        "this work of " + " and ".join(str(count) for count in thread_trial)
+        + " in a trial on the worker thread just before (explain + overlay PNG, median ms: "
         + ", ".join(f"{count} thread(s) {ms:.2f}" for count, ms in thread_trial.items())
         + "), so the server is compared with the library at its best, not at torch's "
-        "default.",
+        "default (the paired rounds below time both counts in every round).",
         "",
         f"Work: `POST /api/explain`, {work.described}, top-1; the JSON answer carries the "
         "input and overlay PNGs, the hover values and the raw map.",
@@ -768,6 +802,8 @@ def main() -> int:
         "queue and timing) took "
         f"{costs['server, format=png'] / costs['leanest server']:.2f}x the leanest server's "
         "time.",
+        "",
+        threads_sentence(costs),
         "",
         idle_threads_sentence(costs["idle threads"]),
     ]
