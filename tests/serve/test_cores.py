@@ -88,7 +88,7 @@ def _times_after_the_choice(trials: ThreadTrials, kind, times: dict[int, float],
 
 def test_a_count_whose_probes_beat_the_chosen_calls_by_the_margin_is_chosen_instead():
     """A noisy moment made two threads look slower in the trials (94 against 80 ms); later
-    calls on one thread take 85 ms and the probes of two 65 ms: two threads are chosen."""
+    calls on one thread take 85 ms and each probe of two 65 ms: two threads are chosen."""
     trials = ThreadTrials(share=1, whole=2, trials=1)
     _run_trials(trials, "k", {1: 0.080, 2: 0.094})
     _times_after_the_choice(trials, "k", {1: 0.085, 2: 0.065}, PROBES * PROBE_EVERY - 2)
@@ -100,6 +100,19 @@ def test_a_count_whose_probes_beat_the_chosen_calls_by_the_margin_is_chosen_inst
     assert choice["median_ms"] == {"1": 80.0, "2": 94.0}  # the trials, as they were
     assert choice["since_chosen_ms"] == {"2": 65.0}  # starts from the probes' times
     assert choice["timed_since_chosen"] == {"2": PROBES, "1": 0}
+
+
+def test_the_choice_stays_while_one_of_the_latest_probes_is_not_faster_by_the_margin():
+    """Two of the latest three probes are fast (their median would switch); the third is as
+    slow as the chosen count's calls: a noisy machine's lucky probes do not switch."""
+    trials = ThreadTrials(share=1, whole=2, trials=1)
+    _run_trials(trials, "k", {1: 0.080, 2: 0.094})
+    probe_times = iter([0.060, 0.070, 0.086] * 10)
+    for _ in range(10 * PROBE_EVERY):
+        threads, _ = trials.pick("k")
+        trials.record("k", threads, next(probe_times) if threads == 2 else 0.085)
+    (choice,) = trials.choices()
+    assert choice["chosen_threads"] == 1 and choice["switches"] == 0
 
 
 def test_probes_within_the_margin_keep_the_choice():

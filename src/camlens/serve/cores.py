@@ -16,9 +16,11 @@ share and all the threads (the first call of each count warms up and is not coun
 A few timed calls decide on a machine that may be busy at that moment, and its load may change
 later, so the choice is checked, not kept for good: every :data:`PROBE_EVERY`-th idle call of the
 kind runs on the other count, alone, and the calls on the chosen count that had the cores to
-themselves are timed too. When the median of the last :data:`PROBES` probes is more than
-:data:`MARGIN` below the median of the last :data:`RECENT` calls on the chosen count, the other
-count is chosen instead. ``GET /api/status`` shows the trials, the choices and the switches.
+themselves are timed too. When each of the last :data:`PROBES` probes is more than
+:data:`MARGIN` faster than the median of the last :data:`RECENT` calls on the chosen count, the
+other count is chosen instead (each, not their median: one lucky probe does not switch, and two
+counts that are about as fast do not take turns). ``GET /api/status`` shows the trials, the
+choices and the switches.
 
 A call on all the threads holds the cores alone (:class:`Cores`): it starts only when no other
 model work is running, and model work that comes meanwhile waits for it to end, so calls never
@@ -47,7 +49,7 @@ PROBE_EVERY = 16
 PROBES = 3
 #: The timed calls on the chosen count that are compared (the latest).
 RECENT = 8
-#: How much faster (relative) the other count's probes must be for it to be chosen instead.
+#: How much faster (relative) each of the other count's probes must be for it to be chosen.
 MARGIN = 0.1
 #: Work kinds whose trials are remembered (the oldest is forgotten first).
 MAX_KINDS = 256
@@ -113,7 +115,8 @@ class ThreadTrials:
     def record(self, kind: Hashable, threads: int, seconds: float) -> None:
         """The wall time of a call that had the cores to itself: a trial's (the choice is made
         once both counts have their trials), or after the choice a call on the chosen count or
-        a probe of the other (the other is chosen when its probes are faster by the margin)."""
+        a probe of the other (the other is chosen when each of its latest probes is faster by
+        the margin)."""
         with self._lock:
             trial = self._kinds.get(kind)
             if trial is None:
@@ -132,8 +135,8 @@ class ThreadTrials:
 
     def _check(self, trial: _Trial, threads: int, seconds: float) -> None:
         """After the choice: ``seconds`` of a call on the chosen count or of a probe; the other
-        count is chosen when its latest probes beat the chosen count's latest calls by the
-        margin (the chosen count then starts from those probes' times)."""
+        count is chosen when each of its latest probes beats the median of the chosen count's
+        latest calls by the margin (the chosen count then starts from those probes' times)."""
         assert trial.chosen is not None
         if threads == trial.chosen:
             trial.recent.append(seconds)
@@ -141,7 +144,7 @@ class ThreadTrials:
             trial.probes.append(seconds)
         if len(trial.probes) < PROBES or not trial.recent:
             return
-        if statistics.median(trial.probes) * (1 + MARGIN) < statistics.median(trial.recent):
+        if max(trial.probes) * (1 + MARGIN) < statistics.median(trial.recent):
             trial.chosen = self._other(trial.chosen)
             trial.recent = deque(trial.probes, maxlen=RECENT)
             trial.probes.clear()
