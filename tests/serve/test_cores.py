@@ -115,6 +115,20 @@ def test_the_choice_stays_while_one_of_the_latest_probes_is_not_faster_by_the_ma
     assert choice["chosen_threads"] == 1 and choice["switches"] == 0
 
 
+def test_a_busy_spell_on_the_chosen_count_alone_does_not_switch():
+    """Each probe is compared with the calls just before it: fast probes long ago and a slow
+    spell of the chosen count's latest calls (the machine was busy) do not switch."""
+    trials = ThreadTrials(share=1, whole=2, trials=1)
+    _run_trials(trials, "k", {1: 0.080, 2: 0.094})
+    for calls in range(1, PROBES * PROBE_EVERY):  # up to the third probe
+        threads, _ = trials.pick("k")
+        busy = calls > PROBES * PROBE_EVERY - 2 - RECENT  # the last 8 calls before it
+        trials.record("k", threads, 0.070 if threads == 2 else (0.100 if busy else 0.075))
+    (choice,) = trials.choices()
+    assert choice["timed_since_chosen"] == {"1": RECENT, "2": PROBES}
+    assert choice["chosen_threads"] == 1 and choice["switches"] == 0
+
+
 def test_probes_within_the_margin_keep_the_choice():
     trials = ThreadTrials(share=1, whole=2, trials=1)
     _run_trials(trials, "k", {1: 0.080, 2: 0.094})

@@ -16,11 +16,12 @@ share and all the threads (the first call of each count warms up and is not coun
 A few timed calls decide on a machine that may be busy at that moment, and its load may change
 later, so the choice is checked, not kept for good: every :data:`PROBE_EVERY`-th idle call of the
 kind runs on the other count, alone, and the calls on the chosen count that had the cores to
-themselves are timed too. When each of the last :data:`PROBES` probes is more than
-:data:`MARGIN` faster than the median of the last :data:`RECENT` calls on the chosen count, the
-other count is chosen instead (each, not their median: one lucky probe does not switch, and two
-counts that are about as fast do not take turns). ``GET /api/status`` shows the trials, the
-choices and the switches.
+themselves are timed too. Each probe is compared with the median of the last :data:`RECENT`
+calls on the chosen count before it, its neighbours in time, so a busy spell of the machine
+falls on both sides alike. When each of the last :data:`PROBES` probes is more than
+:data:`MARGIN` faster than its neighbours, the other count is chosen instead (each, not their
+median: one lucky probe does not switch, and two counts that are about as fast do not take
+turns). ``GET /api/status`` shows the trials, the choices and the switches.
 
 A call on all the threads holds the cores alone (:class:`Cores`): it starts only when no other
 model work is running, and model work that comes meanwhile waits for it to end, so calls never
@@ -45,9 +46,9 @@ __all__ = ["MARGIN", "PROBE_EVERY", "PROBES", "RECENT", "TRIALS", "Cores", "Thre
 TRIALS = 3
 #: After the choice, every this many idle calls of a kind one runs on the other count (a probe).
 PROBE_EVERY = 16
-#: The probes of the other count that are compared (the latest).
+#: The probes of the other count that must each be faster for it to be chosen (the latest).
 PROBES = 3
-#: The timed calls on the chosen count that are compared (the latest).
+#: The timed calls on the chosen count a probe is compared with (the latest before it).
 RECENT = 8
 #: How much faster (relative) each of the other count's probes must be for it to be chosen.
 MARGIN = 0.1
@@ -62,10 +63,12 @@ class _Trial:
     chosen: int | None = None
     label: dict[str, Any] = field(default_factory=dict)
     #: After the choice: idle calls picked, the latest times on the chosen count and of the
-    #: probes of the other, and how often the choice changed.
+    #: probes of the other, each probe's time over its neighbours' median, and how often the
+    #: choice changed.
     picks: int = 0
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
     probes: deque[float] = field(default_factory=lambda: deque(maxlen=PROBES))
+    ratios: deque[float] = field(default_factory=lambda: deque(maxlen=PROBES))
     switches: int = 0
 
 
@@ -115,8 +118,8 @@ class ThreadTrials:
     def record(self, kind: Hashable, threads: int, seconds: float) -> None:
         """The wall time of a call that had the cores to itself: a trial's (the choice is made
         once both counts have their trials), or after the choice a call on the chosen count or
-        a probe of the other (the other is chosen when each of its latest probes is faster by
-        the margin)."""
+        a probe of the other (the other is chosen when each of its latest probes is faster than
+        its neighbours by the margin)."""
         with self._lock:
             trial = self._kinds.get(kind)
             if trial is None:
@@ -134,20 +137,23 @@ class ThreadTrials:
                 trial.chosen = self.whole if medians[1] < medians[0] else self.share
 
     def _check(self, trial: _Trial, threads: int, seconds: float) -> None:
-        """After the choice: ``seconds`` of a call on the chosen count or of a probe; the other
-        count is chosen when each of its latest probes beats the median of the chosen count's
-        latest calls by the margin (the chosen count then starts from those probes' times)."""
+        """After the choice: ``seconds`` of a call on the chosen count or of a probe. A probe
+        counts against the median of the chosen count's latest calls (its neighbours); the
+        other count is chosen when each of the latest :data:`PROBES` probes beats its
+        neighbours by the margin (the chosen count then starts from those probes' times)."""
         assert trial.chosen is not None
         if threads == trial.chosen:
             trial.recent.append(seconds)
-        else:
-            trial.probes.append(seconds)
-        if len(trial.probes) < PROBES or not trial.recent:
             return
-        if max(trial.probes) * (1 + MARGIN) < statistics.median(trial.recent):
+        if not trial.recent:
+            return  # nothing to compare it with yet
+        trial.probes.append(seconds)
+        trial.ratios.append(seconds / statistics.median(trial.recent))
+        if len(trial.ratios) == PROBES and max(trial.ratios) * (1 + MARGIN) < 1.0:
             trial.chosen = self._other(trial.chosen)
             trial.recent = deque(trial.probes, maxlen=RECENT)
             trial.probes.clear()
+            trial.ratios.clear()
             trial.switches += 1
 
     def _since_chosen(self, trial: _Trial) -> dict[str, dict[str, Any]]:
