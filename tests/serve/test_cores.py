@@ -29,7 +29,7 @@ def test_trials_alternate_skip_each_warm_up_and_keep_the_faster_count(faster):
     trials = ThreadTrials(share=1, whole=2, trials=3)
     times = {faster: 0.004, 3 - faster: 0.005}
     picks = _run_trials(trials, "digits", times)
-    # one warm-up and three timed calls of each count, in turn, then the faster one for good
+    # one warm-up and three timed calls of each count, in turn, then the faster (probes later)
     assert picks[:8] == [(1, True), (2, True)] * 4
     assert picks[8] == (faster, False)
     assert trials.pick("digits") == (faster, False)
