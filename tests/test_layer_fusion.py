@@ -37,7 +37,8 @@ def count_forwards(model: nn.Module) -> tuple[list[int], torch.utils.hooks.Remov
 
 
 @pytest.mark.parametrize("method", ["gradcam", "layercam", "hirescam", "gradcam++", "eigencam",
-                                    "scorecam"])
+                                    # one masked forward per channel of three layers: ~20 s
+                                    pytest.param("scorecam", marks=pytest.mark.slow)])
 def test_each_layers_map_equals_its_own_call(resnet, method):
     images = torch.randn(2, 3, 64, 64)
     layers = ["layer2", "layer3", "layer4"]
