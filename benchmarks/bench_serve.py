@@ -196,37 +196,46 @@ def decoded(work: Work, data: bytes) -> torch.Tensor:
     return work.loaded.preprocess(read_picture(Upload("picture", data), Limits()))
 
 
-def explained_overlay(work: Work, tensor: torch.Tensor):
-    """The library row's work before its PNG: Grad-CAM of ``tensor`` at the work's layer,
-    its map drawn over the picture."""
+def explained_overlay(work: Work, source: torch.Tensor | bytes, threads: int | None = None):
+    """The library row's work before its PNG: Grad-CAM of ``source`` (the model's input, or
+    uploaded picture bytes, decoded first) at the work's layer, its map drawn over the picture;
+    on ``threads`` torch threads (None: the calling thread's count)."""
+    import contextlib
+
     import camlens
+    from camlens.scale.lanes import thread_count
     from camlens.scale.work import display_image
     from camlens.viz import overlay
 
-    exp = camlens.explain(work.loaded.model, tensor.to(work.device), method="gradcam",
-                          layer=work.layer)
-    return overlay(display_image(work.loaded, tensor), exp.maps[0])
+    with thread_count(threads) if threads is not None else contextlib.nullcontext():
+        tensor = decoded(work, source) if isinstance(source, bytes) else source
+        exp = camlens.explain(work.loaded.model, tensor.to(work.device), method="gradcam",
+                              layer=work.layer)
+        return overlay(display_image(work.loaded, tensor), exp.maps[0])
+
+
+def thread_counts() -> list[int]:
+    """The torch thread counts the library rows are timed on: one, and all of torch's."""
+    return sorted({1, torch.get_num_threads()})
 
 
 def library_threads(work: Work, inputs: list[torch.Tensor], rounds: int = 30
                     ) -> tuple[int, dict[int, float]]:
     """The library row's torch thread count, on the calling thread: explain + overlay PNG timed
     on one thread and on all of torch's, in turns within every round (the first 3 warm up);
-    the count with the lower median, and the median ms of each. The library rows and the
-    leanest server run on it, so the server (whose trials choose its count the same way) is
-    compared with the library at its best, not at torch's default."""
-    from camlens.scale.lanes import thread_count
+    the count with the lower median, and the median ms of each. The library rows of the
+    table (:func:`library_timing`) run on it, so the server (whose trials choose its count the
+    same way) is compared with the library at its best, not at torch's default."""
     from camlens.serve.encoding import png_data_url
 
-    counts = sorted({1, torch.get_num_threads()})
+    counts = thread_counts()
     times: dict[int, list[float]] = {count: [] for count in counts}
     for round_ in range(rounds + 3):
         tensor = inputs[round_ % len(inputs)]
         for count in counts:
-            with thread_count(count):
-                began = time.perf_counter()
-                png_data_url(explained_overlay(work, tensor))
-                took = 1000 * (time.perf_counter() - began)
+            began = time.perf_counter()
+            png_data_url(explained_overlay(work, tensor, count))
+            took = 1000 * (time.perf_counter() - began)
             if round_ >= 3:
                 times[count].append(took)
     medians = {count: statistics.median(values) for count, values in times.items()}
@@ -348,19 +357,13 @@ def paired_costs(url: str, work: Work, inputs: list[torch.Tensor], pictures: lis
 
     import httpx
 
-    from camlens.scale.lanes import thread_count
     from camlens.serve.encoding import png_data_url
     from camlens.serve.timing import parse_server_timing
 
-    counts = sorted({1, torch.get_num_threads()})
+    counts = thread_counts()
 
-    def library(tensor: torch.Tensor, threads: int) -> None:
-        with thread_count(threads):
-            png_data_url(explained_overlay(work, tensor))
-
-    def from_bytes(data: bytes, threads: int) -> None:
-        with thread_count(threads):
-            png_data_url(explained_overlay(work, decoded(work, data)))
+    def library(source: torch.Tensor | bytes, threads: int) -> None:
+        png_data_url(explained_overlay(work, source, threads))
 
     on_counts = ("library", "library from bytes", "leanest server")
     times: dict[str, list[float]] = {name: [] for name in (
@@ -395,7 +398,7 @@ def paired_costs(url: str, work: Work, inputs: list[torch.Tensor], pictures: lis
             figures["server, input left out"] = served(data, input="false")[0]
             for count in counts:
                 figures[f"library from bytes@{count}"] = timed(
-                    lambda d=data, c=count: from_bytes(d, c))
+                    lambda d=data, c=count: library(d, c))
             figures["server, format=png"] = served(data, format="png")[0]
             for count in counts:
                 figures[f"leanest server@{count}"] = leanest(data, count)
@@ -644,12 +647,9 @@ def main() -> int:
     from camlens.serve.encoding import png_bytes
 
     def lean_answer(data: bytes, threads: int) -> bytes:
-        """The library row's work from the uploaded bytes on ``threads`` torch threads, the
-        overlay's PNG bytes back."""
-        from camlens.scale.lanes import thread_count
-
-        with thread_count(threads or torch.get_num_threads()):
-            return png_bytes(explained_overlay(work, decoded(work, data)))
+        """The library row's work from the uploaded bytes on ``threads`` torch threads (0: the
+        worker's own count), the overlay's PNG bytes back."""
+        return png_bytes(explained_overlay(work, data, threads or None))
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
