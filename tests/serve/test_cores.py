@@ -219,11 +219,18 @@ def test_a_call_on_the_chosen_share_is_timed_only_when_no_other_model_work_ran_w
     assert timed_calls() == 1
     with cores.shared(), cores.idle_call("k"):  # work was running when it started
         pass
-    with cores.idle_call("k"):  # work started while it ran
-        other = threading.Thread(target=lambda: cores.shared().__enter__())
+    def other_work() -> None:
+        with cores.shared():
+            pass
+
+    with cores.idle_call("k"):  # work started (and ended) while it ran
+        other = threading.Thread(target=other_work)
         other.start()
         other.join(10)
     assert timed_calls() == 1
+    with cores.idle_call("k"):  # alone again: timed
+        pass
+    assert timed_calls() == 2
 
 
 def test_an_idle_server_runs_the_call_on_the_count_chosen_and_answers_as_the_library(digits):
